@@ -1,0 +1,73 @@
+"""Input checks shared by the public entry points (cheap; no scikit-learn import)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["check_features", "check_labels", "check_targets"]
+
+
+def _as_float_array(x, name: str, dtype) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
+    ):
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
+    arr = arr.astype(dtype, copy=False)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def check_features(X, n_features: int | None, dtype, name: str = "X") -> np.ndarray:
+    """A finite 2-D float array with ``n_features`` columns (any count if None) and >= 1 row."""
+    arr = _as_float_array(X, name, dtype)
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D array (n_samples, n_features), got shape {arr.shape}"
+        )
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it has 0 samples")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has 0 features")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(f"{name} has {arr.shape[1]} features, but the model expects {n_features}")
+    return arr
+
+
+def check_targets(Y, n_samples: int, n_outputs: int | None, dtype, name: str = "Y") -> np.ndarray:
+    """Finite regression targets as a 2-D ``(n_samples, n_outputs)`` float array."""
+    arr = _as_float_array(Y, name, dtype)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 1-D or 2-D, got shape {arr.shape}")
+    if arr.shape[0] != n_samples:
+        raise ValueError(f"{name} has {arr.shape[0]} rows but X has {n_samples}")
+    if n_outputs is not None and arr.shape[1] != n_outputs:
+        raise ValueError(f"{name} has {arr.shape[1]} outputs, but the model expects {n_outputs}")
+    return arr
+
+
+def check_labels(y, n_samples: int, name: str = "y") -> np.ndarray:
+    """1-D class labels (integers, strings or booleans; not floats with fractional parts)."""
+    arr = np.asarray(y)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D class labels, got shape {arr.shape}")
+    if arr.shape[0] != n_samples:
+        raise ValueError(f"{name} has {arr.shape[0]} labels but X has {n_samples} rows")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} contains NaN or infinite labels")
+        if not np.all(arr == np.round(arr)):
+            raise TypeError(
+                f"{name} must hold class labels (integers or strings), got non-integer floats; "
+                "use a regression head for continuous targets"
+            )
+    elif arr.dtype == object or np.iscomplexobj(arr):
+        raise TypeError(f"{name} must hold integer, string or boolean labels, got {arr.dtype}")
+    return arr

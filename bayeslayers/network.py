@@ -1,0 +1,397 @@
+r"""The network: forward pass, backward target propagation, fit / partial_fit / predict.
+
+One training step on a batch of rows (``batch_size=1`` is the original post exactly):
+
+1. forward with the posterior means, keeping every layer's input :math:`x_l = [a_{l-1}, 1]`
+   and its linearization :math:`(g_l, b_l)`;
+2. update the head towards the targets;
+3. from the updated head, solve the damped minimum-norm correction of the top hidden output
+   (:func:`bayeslayers.propagation.solve_targets`) over the entries that can move
+   (:math:`g \ne 0`), giving the target :math:`h^*`;
+4. update that layer with pseudo-observations :math:`h^* - b = g \circ (x W) + \varepsilon`
+   (:func:`bayeslayers.conjugate.update`), compute the residual of the updated layer and the
+   target for the layer below; repeat down to the input.
+
+The new posteriors are computed first and assigned together at the end, so an exception in any
+layer leaves the network exactly as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from bayeslayers import conjugate
+from bayeslayers._validation import check_features, check_labels, check_targets
+from bayeslayers.heads import Gaussian
+from bayeslayers.layers import Layer
+from bayeslayers.propagation import solve_targets
+
+__all__ = ["Network"]
+
+
+def _with_bias(a: np.ndarray) -> np.ndarray:
+    return np.concatenate([a, np.ones((*a.shape[:-1], 1), dtype=a.dtype)], axis=-1)
+
+
+class Network:
+    """A feed-forward network trained by layer-wise conjugate Bayesian updates.
+
+    Parameters
+    ----------
+    layers : sequence of Layer
+        Hidden layers, input side first (e.g. ``[layers.ReLU(100)]``). Empty: plain Bayesian
+        linear regression (or classification) on the inputs.
+    head : Head, optional
+        Output layer; ``heads.Gaussian()`` (regression) by default.
+    covariance : {"unit", "shared", "diag"}
+        Default covariance structure of every layer's weight posterior.
+    prior_precision : float
+        Prior precision of every weight (prior variance ``1 / prior_precision``).
+    noise : float
+        Observation noise variance :math:`\\sigma^2` of the head.
+    hidden_noise : float, optional
+        Noise variance of the hidden layers' pseudo-observations; ``noise`` if omitted. A layer's
+        own ``noise`` overrides it.
+    damping : float
+        :math:`\\lambda` of the target solve; 0 gives the original post's pseudo-inverse.
+    clip : float, optional
+        Clip on every entry of a target correction.
+    bias_spread : float
+        Standard deviation of the hidden biases' prior mean (the initialization). Zero biases
+        make every ReLU kink pass through the origin, which hurts low-dimensional inputs.
+    seed : int
+        Seeds the prior mean (initialization), shuffling and posterior sampling.
+    dtype : {"float64", "float32"}
+        Floating point type of all parameters.
+
+    Attributes
+    ----------
+    posteriors_ : list of WeightPosterior
+        Hidden layers' weight posteriors.
+    head_state_ : object
+        The head's posterior state.
+    n_features_in_, n_outputs_ : int
+    classes_ : ndarray
+        Class labels (classification heads only).
+    n_samples_seen_ : int
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[Layer] = (),
+        head=None,
+        *,
+        covariance: str = "unit",
+        prior_precision: float = 1.0,
+        noise: float = 1.0,
+        hidden_noise: float | None = None,
+        damping: float = 1e-2,
+        clip: float | None = None,
+        bias_spread: float = 1.0,
+        seed: int = 0,
+        dtype: str = "float64",
+    ) -> None:
+        self.layers = list(layers)
+        self.head = Gaussian() if head is None else head
+        self.covariance = covariance
+        self.prior_precision = prior_precision
+        self.noise = noise
+        self.hidden_noise = hidden_noise
+        self.damping = damping
+        self.clip = clip
+        self.bias_spread = bias_spread
+        self.seed = seed
+        self.dtype = dtype
+        self._validate_params()
+
+    # ------------------------------------------------------------------ set-up
+    def _validate_params(self) -> None:
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(
+                    f"layers[{i}] must be a Layer (e.g. layers.ReLU(100)), got {layer!r}"
+                )
+        for name in ("prior_precision", "noise"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if self.hidden_noise is not None and not self.hidden_noise > 0:
+            raise ValueError(f"hidden_noise must be > 0 or None, got {self.hidden_noise!r}")
+        if self.covariance not in conjugate.STRUCTURES:
+            raise ValueError(
+                f"covariance must be one of {conjugate.STRUCTURES}, got {self.covariance!r}"
+            )
+        if not (self.damping >= 0):
+            raise ValueError(f"damping must be >= 0, got {self.damping!r}")
+        if self.clip is not None and not self.clip > 0:
+            raise ValueError(f"clip must be > 0 or None, got {self.clip!r}")
+        if not self.bias_spread >= 0:
+            raise ValueError(f"bias_spread must be >= 0, got {self.bias_spread!r}")
+        if self.dtype not in ("float64", "float32"):
+            raise ValueError(f"dtype must be 'float64' or 'float32', got {self.dtype!r}")
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "head_state_")
+
+    def _init_state(self, n_features: int, n_outputs: int) -> None:
+        """Set the prior: He-scaled weights as mean, hidden biases with spread ``bias_spread``."""
+        rng = np.random.default_rng(self.seed)
+        dtype = np.dtype(self.dtype)
+        prior_var = 1.0 / self.prior_precision
+        posteriors = []
+        fan_in = n_features
+        for layer in self.layers:
+            mean = np.empty((fan_in + 1, layer.units), dtype=dtype)
+            mean[:-1] = rng.normal(0.0, np.sqrt(layer.init_gain / fan_in), (fan_in, layer.units))
+            mean[-1] = rng.normal(0.0, self.bias_spread, layer.units)
+            posteriors.append(conjugate.init(layer.covariance or self.covariance, mean, prior_var))
+            fan_in = layer.units
+        head_mean = np.zeros((fan_in + 1, n_outputs), dtype=dtype)
+        self.posteriors_ = posteriors
+        self.head_state_ = self.head.init(
+            head_mean, prior_var, self.head.covariance or self.covariance, self.noise
+        )
+        self.n_features_in_ = n_features
+        self.n_outputs_ = n_outputs
+        self.n_samples_seen_ = 0
+        self._rng = np.random.default_rng([self.seed, 1])
+
+    # ----------------------------------------------------------------- targets
+    def _encode(self, X, Y, classes=None) -> tuple[np.ndarray, np.ndarray]:
+        """Validate ``X, Y`` and return features and the head's working targets."""
+        n_features = self.n_features_in_ if self.is_fitted else None
+        X = check_features(X, n_features, self.dtype)
+        if not self.head.is_classifier:
+            Y = check_targets(
+                Y, X.shape[0], self.n_outputs_ if self.is_fitted else None, self.dtype
+            )
+            if not self.is_fitted:
+                self._init_state(X.shape[1], Y.shape[1])
+            return X, self.head.encode(Y)
+        y = check_labels(Y, X.shape[0])
+        if not self.is_fitted:
+            known = np.unique(y) if classes is None else np.unique(np.asarray(classes))
+            if len(known) < 2:
+                raise ValueError(f"a classifier needs at least 2 classes, got {known.tolist()}")
+            self.classes_ = known
+        unseen = np.setdiff1d(np.unique(y), self.classes_)
+        if unseen.size:
+            raise ValueError(
+                f"y contains labels {unseen.tolist()} not among the classes "
+                f"{self.classes_.tolist()} (pass classes= to the first partial_fit)"
+            )
+        if not self.is_fitted:
+            self._init_state(X.shape[1], len(self.classes_))
+        index = np.searchsorted(self.classes_, y)
+        return X, self.head.encode(index, len(self.classes_)).astype(self.dtype)
+
+    # -------------------------------------------------------------- training
+    def _forward_means(self, A: np.ndarray, posteriors):
+        """Forward pass at the posterior means, keeping what the backward pass needs."""
+        cache = []
+        for layer, post in zip(self.layers, posteriors, strict=True):
+            x = _with_bias(A)
+            z = x @ post.mean
+            g, b = layer.linearize(z)
+            A = layer.activate(z)
+            cache.append((x, A, g, b))
+        return _with_bias(A), cache
+
+    def _step(self, posteriors, head_state, X, T, fraction):
+        """One training step on a batch; returns new state, touches nothing."""
+        xh, cache = self._forward_means(X, posteriors)
+        head_state = self.head.update(head_state, xh, T, fraction)
+        E, J = self.head.residual(head_state, xh, T)
+        new = list(posteriors)
+        for i in reversed(range(len(self.layers))):
+            x, h, g, b = cache[i]
+            movable = g != 0
+            J = np.where(movable[:, :, None], J, 0.0)
+            target = h + solve_targets(E, J, self.damping, self.clip)
+            noise = self.layers[i].noise or self.hidden_noise or self.noise
+            new[i], _ = conjugate.update(
+                posteriors[i], x, target - b, g, noise=noise, fraction=fraction
+            )
+            if i:
+                W = new[i].mean
+                E = np.where(movable, target - (g * (x @ W) + b), 0.0)
+                J = W[None, :-1, :] * g[:, None, :]
+        if not all(np.all(np.isfinite(p.mean)) for p in new):
+            raise FloatingPointError(
+                "update produced non-finite weights; the model was left unchanged "
+                "(try a larger damping, a clip, or larger hidden_noise)"
+            )
+        return new, head_state
+
+    def partial_fit(
+        self,
+        X,
+        Y,
+        *,
+        batch_size: int = 1,
+        fraction: float = 1.0,
+        classes=None,
+        progress: bool = False,
+        shuffle: bool = False,
+    ) -> Network:
+        """Update the posterior with one pass over ``(X, Y)``, keeping what was learned.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+        Y : array-like of shape (n,) or (n, k)
+            Regression targets, or class labels for a classification head.
+        batch_size : int
+            Rows per update (Woodbury form); 1 reproduces the original post.
+        fraction : float
+            Tempering fraction ``c`` in (0, 1].
+        classes : array-like, optional
+            All class labels, required on the first call if ``Y`` may not show every class.
+        progress : bool
+            Show a tqdm progress bar.
+        shuffle : bool
+            Visit the rows in a random order (seeded).
+
+        Returns
+        -------
+        Network
+            ``self``.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+            raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        with self._atomic():
+            X, T = self._encode(X, Y, classes)
+            self._run_pass(X, T, batch_size, fraction, progress, shuffle)
+        return self
+
+    @contextlib.contextmanager
+    def _atomic(self):
+        """Restore every attribute (and the generator's state) if the block raises."""
+        snapshot = {k: copy.deepcopy(v) if k == "_rng" else v for k, v in self.__dict__.items()}
+        try:
+            yield
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(snapshot)
+            raise
+
+    def _run_pass(self, X, T, batch_size, fraction, progress, shuffle) -> None:
+        order = self._rng.permutation(len(X)) if shuffle else np.arange(len(X))
+        starts = range(0, len(X), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, total=len(starts), desc="bayeslayers", unit="batch")
+        posteriors, head_state = self.posteriors_, self.head_state_
+        for start in starts:
+            rows = order[start : start + batch_size]
+            posteriors, head_state = self._step(posteriors, head_state, X[rows], T[rows], fraction)
+        self.posteriors_, self.head_state_ = posteriors, head_state
+        self.n_samples_seen_ += len(X)
+
+    def fit(
+        self,
+        X,
+        Y,
+        *,
+        passes: int = 1,
+        batch_size: int = 1,
+        fraction: float | None = None,
+        progress: bool = False,
+        shuffle: bool = True,
+    ) -> Network:
+        """Train from the prior: ``passes`` passes over the data, tempered by ``fraction``.
+
+        ``fraction`` defaults to ``1 / passes`` (the original post's ``c``), so for a linear
+        model several passes reach the same posterior as one.
+        """
+        if isinstance(passes, bool) or not isinstance(passes, int | np.integer) or passes < 1:
+            raise ValueError(f"passes must be an int >= 1, got {passes!r}")
+        c = 1.0 / passes if fraction is None else fraction
+        start = time.perf_counter()
+        with self._atomic():
+            for attr in ("posteriors_", "head_state_", "classes_", "n_samples_seen_"):
+                self.__dict__.pop(attr, None)
+            for _ in range(passes):
+                self.partial_fit(
+                    X, Y, batch_size=batch_size, fraction=c, progress=progress, shuffle=shuffle
+                )
+        self.training_time_ = time.perf_counter() - start
+        return self
+
+    # ------------------------------------------------------------ prediction
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise RuntimeError("this Network is not fitted yet: call fit or partial_fit first")
+
+    def _head_inputs(self, X: np.ndarray, n_samples: int | None) -> np.ndarray:
+        """Head inputs at the posterior means ``(n, D)`` or for weight draws ``(S, n, D)``."""
+        if not n_samples:
+            return self._forward_means(X, self.posteriors_)[0]
+        A = np.broadcast_to(X, (n_samples, *X.shape))
+        for layer, post in zip(self.layers, self.posteriors_, strict=True):
+            W = conjugate.sample(post, n_samples, self._rng)
+            A = layer.activate(_with_bias(A) @ W)
+        return _with_bias(A)
+
+    def predict_moments(self, X, n_samples: int | None = 100) -> tuple[np.ndarray, np.ndarray]:
+        """Predictive mean and variance of the head's linear predictor, shape ``(n, k)``.
+
+        The head's weights (and noise) are integrated analytically; the hidden layers' weights
+        by ``n_samples`` Monte Carlo draws (``None`` or 0: hidden layers at their means). The
+        variance is the law of total variance over the draws.
+        """
+        self._check_fitted()
+        X = check_features(X, self.n_features_in_, self.dtype)
+        mean, var = self.head.predictive(self.head_state_, self._head_inputs(X, n_samples))
+        if mean.ndim == 3:
+            var = var.mean(axis=0) + mean.var(axis=0)
+            mean = mean.mean(axis=0)
+        return mean, var
+
+    def predict(self, X, *, return_std: bool = False, n_samples: int = 100):
+        """Posterior-mean prediction; class labels for a classification head.
+
+        With ``return_std=True`` (regression) also returns the predictive standard deviation:
+        weight uncertainty of every layer (Monte Carlo over ``n_samples`` draws of the hidden
+        layers, analytic for the head) plus the observation noise.
+        """
+        self._check_fitted()
+        if self.head.is_classifier:
+            return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        if return_std:
+            mean, var = self.predict_moments(X, n_samples)
+            return self._shape_output(mean), self._shape_output(np.sqrt(var))
+        X = check_features(X, self.n_features_in_, self.dtype)
+        xh, _ = self._forward_means(X, self.posteriors_)
+        return self._shape_output(xh @ self.head_state_.post.mean)
+
+    def _shape_output(self, a: np.ndarray) -> np.ndarray:
+        return a[:, 0] if self.n_outputs_ == 1 else a
+
+    def predict_proba(self, X, *, n_samples: int | None = None) -> np.ndarray:
+        """Class probabilities ``(n, n_classes)``.
+
+        The head's weight uncertainty is integrated by the head; with ``n_samples`` the hidden
+        layers' weights are drawn too and the probabilities averaged over the draws.
+        """
+        self._check_fitted()
+        if not self.head.is_classifier:
+            raise AttributeError(f"predict_proba needs a classification head, not {self.head!r}")
+        X = check_features(X, self.n_features_in_, self.dtype)
+        proba = self.head.proba(self.head_state_, self._head_inputs(X, n_samples))
+        return proba.mean(axis=0) if proba.ndim == 3 else proba
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(layer) for layer in self.layers)
+        return f"Network([{inner}], head={self.head!r}, covariance={self.covariance!r})"
