@@ -269,13 +269,13 @@ _UPDATES = {"unit": _update_unit, "shared": _update_shared, "diag": _update_diag
 
 
 def marginal_variance(post: WeightPosterior, X: np.ndarray) -> np.ndarray:
-    """Variance of :math:`x_i^\\top w_j` under the posterior, shape ``(n, m)``."""
+    """Variance of :math:`x_i^\\top w_j` under the posterior, shape ``(..., n, m)``."""
     X = np.asarray(X, dtype=post.mean.dtype)
     if post.structure == "unit":
-        return np.einsum("nd,mde,ne->nm", X, post.cov, X)
+        return np.einsum("...nd,mde,...ne->...nm", X, post.cov, X)
     if post.structure == "shared":
-        v = np.einsum("nd,de,ne->n", X, post.cov, X)
-        return np.repeat(v[:, None], post.mean.shape[1], axis=1)
+        v = np.einsum("...nd,de,...ne->...n", X, post.cov, X)
+        return np.repeat(v[..., None], post.mean.shape[1], axis=-1)
     return (X**2) @ post.cov
 
 
