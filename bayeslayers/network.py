@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from bayeslayers import conjugate
+from bayeslayers import conjugate, health
 from bayeslayers._validation import check_features, check_labels, check_targets
 from bayeslayers.heads import Gaussian
 from bayeslayers.layers import Layer
@@ -204,8 +204,12 @@ class Network:
             cache.append((x, A, g, b))
         return _with_bias(A), cache
 
-    def _step(self, posteriors, head_state, X, T, fraction):
-        """One training step on a batch; returns new state, touches nothing."""
+    def _step(self, posteriors, head_state, X, T, fraction, corrections=None):
+        """One training step on a batch; returns new state, touches nothing.
+
+        If ``corrections`` is a list, the largest ``|delta|`` of each hidden layer's target
+        correction is appended to it (top layer first), for :mod:`bayeslayers.health`.
+        """
         xh, cache = self._forward_means(X, posteriors)
         head_state = self.head.update(head_state, xh, T, fraction)
         E, J = self.head.residual(head_state, xh, T)
@@ -214,7 +218,10 @@ class Network:
             x, h, g, b = cache[i]
             movable = g != 0
             J = np.where(movable[:, :, None], J, 0.0)
-            target = h + solve_targets(E, J, self.damping, self.clip)
+            delta = solve_targets(E, J, self.damping, self.clip)
+            if corrections is not None:
+                corrections.append(float(np.abs(delta).max(initial=0.0)))
+            target = h + delta
             noise = self.layers[i].noise or self.hidden_noise or self.noise
             new[i], _ = conjugate.update(
                 posteriors[i], x, target - b, g, noise=noise, fraction=fraction
@@ -223,11 +230,8 @@ class Network:
                 W = new[i].mean
                 E = np.where(movable, target - (g * (x @ W) + b), 0.0)
                 J = W[None, :-1, :] * g[:, None, :]
-        if not all(np.all(np.isfinite(p.mean)) for p in new):
-            raise FloatingPointError(
-                "update produced non-finite weights; the model was left unchanged "
-                "(try a larger damping, a clip, or larger hidden_noise)"
-            )
+        names = [f"hidden layer {i}" for i in range(len(new))]
+        health.check_posteriors([*new, head_state], [*names, "the head"])
         return new, head_state
 
     def partial_fit(
@@ -431,6 +435,15 @@ class Network:
         else:
             out = _mixture_quantiles(mean, sd, q)
         return out[..., 0] if self.n_outputs_ == 1 else out
+
+    def health(self, X=None, Y=None) -> health.HealthReport:
+        """Numerical health of every posterior (:func:`bayeslayers.health.report`).
+
+        Symmetry, Cholesky success and smallest eigenvalue per layer; with probe inputs ``X``
+        the number of dead units, with targets ``Y`` too the largest target correction. The
+        network is not changed.
+        """
+        return health.report(self, X, Y)
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(layer) for layer in self.layers)

@@ -1,0 +1,219 @@
+r"""Numerical health of a network's weight posteriors.
+
+Two levels of checking:
+
+* :func:`check_posteriors` is the cheap guard run after every training step: every mean entry
+  and every variance (the diagonal of each covariance) must be finite, and every variance
+  strictly positive. It costs :math:`O(mD)` per layer, a small fraction of the update itself,
+  and raises :class:`FloatingPointError` naming the layer, so a failing step is rolled back
+  instead of leaving NaN in the model.
+* :func:`report` (``Network.health()``) is the full examination: per layer, whether the
+  covariances are symmetric, whether each one has a Cholesky factor
+  :math:`\Sigma = L L^\top` (the test of positive definiteness), and the smallest eigenvalue
+  :math:`\lambda_{\min}(\Sigma_j)` over the layer's covariances (the smallest variance for the
+  ``"diag"`` structure). Given probe inputs ``X`` it counts dead units (slope
+  :math:`g_{ij} = 0` on every probe row: a ReLU that never fires, a saturated tanh), and given
+  targets ``Y`` too, the largest entry :math:`\max |\delta|` of the target correction that the
+  next training step on ``(X, Y)`` would propagate into each hidden layer's output (computed on
+  a copy of the state; the network is not changed).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import scipy.linalg
+
+from bayeslayers._validation import check_features
+from bayeslayers.conjugate import WeightPosterior
+
+__all__ = ["HealthReport", "LayerHealth", "check_posteriors", "posterior_of", "report"]
+
+#: Largest relative asymmetry :math:`\max|\Sigma - \Sigma^\top| / \max|\Sigma|` still called
+#: symmetric (updates re-symmetrize, so anything above rounding is a defect).
+SYMMETRY_TOL = 1e-10
+
+
+def posterior_of(state) -> WeightPosterior | None:
+    """The Gaussian weight posterior inside a layer or head state (None if it has none)."""
+    if isinstance(state, WeightPosterior):
+        return state
+    post = getattr(state, "post", None)
+    return post if isinstance(post, WeightPosterior) else None
+
+
+def _variances(post: WeightPosterior) -> np.ndarray:
+    if post.structure == "diag":
+        return post.cov
+    return np.diagonal(post.cov, axis1=-2, axis2=-1)
+
+
+def check_posteriors(states, names) -> None:
+    """Raise :class:`FloatingPointError` unless every mean is finite and every variance > 0.
+
+    Parameters
+    ----------
+    states : iterable
+        Weight posteriors, or head states holding one as ``.post`` (others are skipped).
+    names : iterable of str
+        A name for each state, used in the message.
+    """
+    for state, name in zip(states, names, strict=True):
+        post = posterior_of(state)
+        if post is None:
+            continue
+        if not np.all(np.isfinite(post.mean)):
+            problem = "non-finite weight means"
+        else:
+            var = _variances(post)
+            if not np.all(np.isfinite(var)):
+                problem = "non-finite variances"
+            elif not np.all(var > 0):
+                problem = f"a non-positive variance (min {float(var.min()):.3g})"
+            else:
+                continue
+        raise FloatingPointError(
+            f"the update of {name} produced {problem}; the model was left unchanged "
+            "(try a larger damping, a clip, or a larger noise / hidden_noise)"
+        )
+
+
+class LayerHealth(NamedTuple):
+    """Health of one layer's weight posterior.
+
+    Attributes
+    ----------
+    layer : str
+        ``"hidden 0 (relu)"``, ..., ``"head (gaussian)"``.
+    structure : str
+        Covariance structure.
+    finite : bool
+        Every mean and covariance entry is finite.
+    symmetric : bool
+        Every covariance is symmetric to :data:`SYMMETRY_TOL` (always true for ``"diag"``).
+    cholesky : bool
+        Every covariance has a Cholesky factor (``"diag"``: every variance is > 0).
+    min_eigenvalue : float
+        Smallest eigenvalue over the layer's covariances (smallest variance for ``"diag"``).
+    dead_units : int or None
+        Units with zero slope on every probe row; None without probe inputs (always 0 for the
+        head).
+    max_correction : float or None
+        Largest :math:`|\\delta|` of the target correction into this layer's output on the
+        probe batch; None without probe targets and for the head.
+    """
+
+    layer: str
+    structure: str
+    finite: bool
+    symmetric: bool
+    cholesky: bool
+    min_eigenvalue: float
+    dead_units: int | None
+    max_correction: float | None
+
+    @property
+    def ok(self) -> bool:
+        """Finite, symmetric and positive definite."""
+        return self.finite and self.symmetric and self.cholesky
+
+
+class HealthReport(NamedTuple):
+    """Per-layer :class:`LayerHealth`, input side first, head last."""
+
+    layers: tuple[LayerHealth, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Every layer is finite, symmetric and positive definite."""
+        return all(layer.ok for layer in self.layers)
+
+    def __str__(self) -> str:
+        title = f"{'layer':<22}{'structure':<10}{'ok':<4}{'min eig':>11}{'dead':>6}"
+        rows = [f"{title}{'max |delta|':>13}"]
+        for h in self.layers:
+            dead = "-" if h.dead_units is None else str(h.dead_units)
+            corr = "-" if h.max_correction is None else f"{h.max_correction:.3g}"
+            rows.append(
+                f"{h.layer:<22}{h.structure:<10}{'yes' if h.ok else 'NO':<4}"
+                f"{h.min_eigenvalue:>11.3g}{dead:>6}{corr:>13}"
+            )
+        return "\n".join(rows)
+
+
+def _covariance_health(post: WeightPosterior) -> tuple[bool, bool, bool, float]:
+    """``finite, symmetric, cholesky, min_eigenvalue`` of one posterior."""
+    cov = post.cov
+    finite = bool(np.all(np.isfinite(post.mean)) and np.all(np.isfinite(cov)))
+    if post.structure == "diag":
+        min_eig = float(cov.min()) if finite else float("nan")
+        return finite, True, finite and min_eig > 0, min_eig
+    if not finite:
+        return False, False, False, float("nan")
+    scale = max(float(np.abs(cov).max()), np.finfo(cov.dtype).tiny)
+    symmetric = bool(np.abs(cov - np.swapaxes(cov, -1, -2)).max() <= SYMMETRY_TOL * scale)
+    try:
+        scipy.linalg.cholesky(cov, lower=True)
+        cholesky = True
+    except np.linalg.LinAlgError:
+        cholesky = False
+    min_eig = float(np.linalg.eigvalsh(cov).min())
+    return finite, symmetric, cholesky, min_eig
+
+
+def report(net, X=None, Y=None) -> HealthReport:
+    """Examine every posterior of a fitted network (see the module docstring).
+
+    Parameters
+    ----------
+    net : Network
+        A fitted network; it is not modified.
+    X : array-like of shape (n, d), optional
+        Probe inputs for counting dead units.
+    Y : array-like, optional
+        Targets (or labels) for ``X``: also report the largest target correction.
+
+    Returns
+    -------
+    HealthReport
+    """
+    net._check_fitted()
+    if Y is not None and X is None:
+        raise ValueError("Y was given without X: pass probe inputs X with the targets")
+    dead: list[int | None] = [None] * len(net.layers)
+    corrections: list[float | None] = [None] * len(net.layers)
+    if X is not None:
+        if Y is None:
+            Xc = check_features(X, net.n_features_in_, net.dtype)
+        else:
+            Xc, T = net._encode(X, Y)
+            found: list[float] = []
+            net._step(net.posteriors_, net.head_state_, Xc, T, 1.0, corrections=found)
+            # The step visits the layers from the top down.
+            corrections = [float(c) for c in reversed(found)]
+        _, cache = net._forward_means(Xc, net.posteriors_)
+        dead = [int(np.sum(~np.any(g != 0, axis=0))) for _, _, g, _ in cache]
+    rows = []
+    for i, (layer, post) in enumerate(zip(net.layers, net.posteriors_, strict=True)):
+        rows.append(
+            LayerHealth(
+                f"hidden {i} ({type(layer).__name__})",
+                post.structure,
+                *_covariance_health(post),
+                dead[i],
+                corrections[i],
+            )
+        )
+    head_post = posterior_of(net.head_state_)
+    if head_post is not None:
+        rows.append(
+            LayerHealth(
+                f"head ({type(net.head).__name__})",
+                head_post.structure,
+                *_covariance_health(head_post),
+                0,
+                None,
+            )
+        )
+    return HealthReport(tuple(rows))
