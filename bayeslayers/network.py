@@ -343,9 +343,12 @@ class Network:
         """Head inputs at the posterior means ``(n, D)`` or for weight draws ``(S, n, D)``."""
         if not n_samples:
             return self._forward_means(X, self.posteriors_)[0]
+        # A fresh generator per call: predictions are a pure function of the fitted state and
+        # ``X`` (repeatable, independent of earlier calls, the same for any subset of rows).
+        rng = np.random.default_rng([self.seed, 2])
         A = np.broadcast_to(X, (n_samples, *X.shape))
         for layer, post in zip(self.layers, self.posteriors_, strict=True):
-            W = conjugate.sample(post, n_samples, self._rng)
+            W = conjugate.sample(post, n_samples, rng)
             A = layer.activate(_with_bias(A) @ W)
         return _with_bias(A)
 

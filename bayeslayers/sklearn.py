@@ -1,0 +1,363 @@
+r"""scikit-learn estimators around :class:`bayeslayers.Network`.
+
+``BayesLayersRegressor`` and ``BayesLayersClassifier`` follow scikit-learn's conventions:
+``__init__`` only stores its arguments, everything is validated in ``fit`` / ``partial_fit``,
+learned attributes end in ``_`` and ``random_state`` seeds the prior mean (initialization),
+the shuffling and the posterior draws. They pass ``check_estimator`` and work in ``Pipeline``,
+``GridSearchCV`` and ``cross_val_score``.
+
+Training is the network's: one conjugate Bayesian update per batch, layer by layer, so
+``partial_fit`` is an exact online step (the posterior after ``partial_fit(A)`` then
+``partial_fit(B)`` is the posterior after seeing ``A`` then ``B``), and ``fit`` with
+``passes=k`` tempers every pass by :math:`c = 1/k`.
+
+Every public update is atomic: input is validated before anything changes, and if any step
+raises (bad input, a failed Cholesky factorization, a non-finite update, an interrupt) the
+estimator is left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from bayeslayers import heads as heads_module
+from bayeslayers.layers import LAYERS, make_layer
+from bayeslayers.network import Network
+
+__all__ = ["BayesLayersClassifier", "BayesLayersRegressor"]
+
+
+@contextlib.contextmanager
+def _unchanged_on_error(estimator: BaseEstimator) -> Iterator[None]:
+    """Restore the estimator's attributes if the block raises.
+
+    The network inside is itself atomic (:meth:`Network.partial_fit`), so a shallow snapshot
+    of the estimator's attributes suffices.
+    """
+    snapshot = dict(vars(estimator))
+    try:
+        yield
+    except BaseException:
+        vars(estimator).clear()
+        vars(estimator).update(snapshot)
+        raise
+
+
+class _BayesLayersBase(BaseEstimator):
+    r"""Parameters and the network construction shared by both estimators.
+
+    Parameters
+    ----------
+    hidden : tuple of int
+        Units of each hidden layer, input side first; ``()`` gives Bayesian linear
+        regression (or one-hot / GLM classification) on the raw features.
+    activation : str
+        Hidden-layer variant from :data:`bayeslayers.layers.LAYERS`: ``"relu"``,
+        ``"leaky_relu"``, ``"taylor_tanh"`` or ``"linear"``.
+    head : str or Head
+        Output layer: a name from :data:`bayeslayers.heads.HEADS` (see each estimator for the
+        allowed names) or a head object such as ``heads.Gaussian(learn_noise=True)``.
+    covariance : {"unit", "shared", "diag"}
+        Covariance structure of every weight posterior.
+    prior_precision : float
+        Prior precision of every weight.
+    noise : float
+        Observation noise variance :math:`\sigma^2` of the head.
+    hidden_noise : float, optional
+        Pseudo-observation noise variance of the hidden layers (``noise`` if None).
+    damping : float
+        Damping :math:`\lambda` of the target correction.
+    clip : float, optional
+        Clip on every entry of a target correction.
+    bias_spread : float
+        Standard deviation of the hidden biases' prior mean.
+    passes : int
+        Passes over the data in ``fit``, each tempered by ``1 / passes``.
+    batch_size : int
+        Rows per conjugate update; 1 is the original post's sample-by-sample update.
+    shuffle : bool
+        Visit the rows in a seeded random order in ``fit`` (``partial_fit`` keeps the order
+        it is given: a stream is learned in stream order).
+    dtype : {"float64", "float32"}
+        Floating point type of the parameters.
+    random_state : int, RandomState instance or None
+        Seed of the network (prior mean, shuffling, posterior draws).
+    """
+
+    #: Head names that stand for a registry kind (e.g. a classifier's "gaussian" head is the
+    #: one-hot regression head).
+    _head_aliases: ClassVar[dict[str, str]] = {}
+    _is_classifier: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        hidden: tuple[int, ...] = (100,),
+        activation: str = "relu",
+        head="gaussian",
+        covariance: str = "unit",
+        prior_precision: float = 1.0,
+        noise: float = 1.0,
+        hidden_noise: float | None = None,
+        damping: float = 1e-2,
+        clip: float | None = None,
+        bias_spread: float = 1.0,
+        passes: int = 1,
+        batch_size: int = 1,
+        shuffle: bool = True,
+        dtype: str = "float64",
+        random_state=None,
+    ) -> None:
+        self.hidden = hidden
+        self.activation = activation
+        self.head = head
+        self.covariance = covariance
+        self.prior_precision = prior_precision
+        self.noise = noise
+        self.hidden_noise = hidden_noise
+        self.damping = damping
+        self.clip = clip
+        self.bias_spread = bias_spread
+        self.passes = passes
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.dtype = dtype
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ set-up
+    def _allowed_heads(self) -> list[str]:
+        kinds = [
+            k for k, cls in heads_module.HEADS.items() if cls.is_classifier == self._is_classifier
+        ]
+        return sorted({*self._head_aliases, *kinds})
+
+    def _make_head(self):
+        if isinstance(self.head, str):
+            kind = self._head_aliases.get(self.head, self.head)
+            cls = heads_module.HEADS.get(kind)
+            if cls is None or cls.is_classifier != self._is_classifier:
+                raise ValueError(
+                    f"head must be one of {self._allowed_heads()} or a head object, "
+                    f"got {self.head!r}"
+                )
+            return cls()
+        if isinstance(self.head, heads_module.Head):
+            if self.head.is_classifier != self._is_classifier:
+                task = "classification" if self._is_classifier else "regression"
+                raise ValueError(f"head {self.head!r} is not a {task} head")
+            return self.head
+        raise TypeError(
+            f"head must be a name in {self._allowed_heads()} or a head object, "
+            f"got {type(self.head).__name__}"
+        )
+
+    def _make_layers(self) -> list:
+        hidden = (self.hidden,) if isinstance(self.hidden, int | np.integer) else self.hidden
+        if isinstance(hidden, str | bytes) or not hasattr(hidden, "__iter__"):
+            raise TypeError(f"hidden must be a tuple of ints, got {self.hidden!r}")
+        hidden = tuple(hidden)
+        for units in hidden:
+            if isinstance(units, bool) or not isinstance(units, int | np.integer) or units < 1:
+                raise ValueError(
+                    f"hidden must hold ints >= 1 (units per layer), got {self.hidden!r}"
+                )
+        if self.activation not in LAYERS:
+            raise ValueError(f"activation must be one of {sorted(LAYERS)}, got {self.activation!r}")
+        return [make_layer(self.activation, units=int(units)) for units in hidden]
+
+    def _seed(self) -> int:
+        if isinstance(self.random_state, int | np.integer) and not isinstance(
+            self.random_state, bool
+        ):
+            if self.random_state < 0:
+                raise ValueError(f"random_state must be >= 0, got {self.random_state}")
+            return int(self.random_state)
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    def _make_network(self) -> Network:
+        """A fresh, unfitted network from the current parameters (validated here)."""
+        if not isinstance(self.shuffle, bool | np.bool_):
+            raise TypeError(f"shuffle must be a bool, got {type(self.shuffle).__name__}")
+        return Network(
+            self._make_layers(),
+            self._make_head(),
+            covariance=self.covariance,
+            prior_precision=self.prior_precision,
+            noise=self.noise,
+            hidden_noise=self.hidden_noise,
+            damping=self.damping,
+            clip=self.clip,
+            bias_spread=self.bias_spread,
+            seed=self._seed(),
+            dtype=self.dtype,
+        )
+
+    def _fit_network(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.network_ = self._make_network().fit(
+            X, y, passes=self.passes, batch_size=self.batch_size, shuffle=bool(self.shuffle)
+        )
+
+    def health(self, X=None, y=None):
+        """Numerical health of the fitted posteriors (:func:`bayeslayers.health.report`)."""
+        check_is_fitted(self)
+        if X is not None:
+            X = validate_data(self, X, reset=False)
+        if y is not None:
+            y = self._network_targets(y)
+        return self.network_.health(X, y)
+
+    def _network_targets(self, y) -> np.ndarray:
+        return y
+
+
+class BayesLayersRegressor(RegressorMixin, _BayesLayersBase):
+    """Regression by a network trained with layer-wise conjugate Bayesian updates.
+
+    See :class:`_BayesLayersBase` for the parameters; ``head`` is ``"gaussian"`` (Bayesian
+    linear regression output) or a regression head object such as
+    ``heads.Gaussian(learn_noise=True)``.
+
+    Attributes
+    ----------
+    network_ : Network
+        The fitted network.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Defined when ``X`` had string column names.
+    n_outputs_ : int
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def fit(self, X, y) -> BayesLayersRegressor:
+        """Train from the prior on ``(X, y)``; ``y`` of shape ``(n,)`` or ``(n, k)``."""
+        with _unchanged_on_error(self):
+            X, y = validate_data(self, X, y, multi_output=True, y_numeric=True)
+            self._fit_network(X, y)
+            self.n_outputs_ = self.network_.n_outputs_
+        return self
+
+    def partial_fit(self, X, y) -> BayesLayersRegressor:
+        """One online conjugate update on ``(X, y)`` (from the prior on the first call)."""
+        first = not hasattr(self, "network_")
+        with _unchanged_on_error(self):
+            X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, reset=first)
+            network = self._make_network() if first else self.network_
+            network.partial_fit(X, y, batch_size=self.batch_size)
+            self.network_ = network
+            self.n_outputs_ = network.n_outputs_
+        return self
+
+    def predict(self, X, return_std: bool = False, n_samples: int = 100):
+        """Posterior-mean prediction, and with ``return_std`` the predictive std.
+
+        The std combines the head's weight uncertainty (analytic), the hidden layers' weight
+        uncertainty (``n_samples`` Monte Carlo draws) and the observation noise.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False)
+        return self.network_.predict(X, return_std=return_std, n_samples=n_samples)
+
+
+class BayesLayersClassifier(ClassifierMixin, _BayesLayersBase):
+    """Classification by a network trained with layer-wise conjugate Bayesian updates.
+
+    See :class:`_BayesLayersBase` for the parameters; ``head`` is ``"gaussian"`` (regression
+    on one-hot class indicators, the original post's set-up), another classification head in
+    :data:`bayeslayers.heads.HEADS` (e.g. ``"probit"``, ``"logistic"``) or a head object.
+
+    Attributes
+    ----------
+    network_ : Network
+        The fitted network (it sees the class indices ``0 .. n_classes - 1``).
+    classes_ : ndarray
+        Class labels, sorted.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Defined when ``X`` had string column names.
+    """
+
+    _head_aliases: ClassVar[dict[str, str]] = {"gaussian": "onehot"}
+    _is_classifier: ClassVar[bool] = True
+
+    def fit(self, X, y) -> BayesLayersClassifier:
+        """Train from the prior on ``(X, y)`` with class labels ``y``."""
+        with _unchanged_on_error(self):
+            X, y = validate_data(self, X, y)
+            check_classification_targets(y)
+            self.classes_, index = np.unique(y, return_inverse=True)
+            if len(self.classes_) < 2:
+                raise ValueError(
+                    "a classifier needs at least 2 classes; y has 1 class: "
+                    f"{self.classes_.tolist()}"
+                )
+            self._fit_network(X, index)
+        return self
+
+    def partial_fit(self, X, y, classes=None) -> BayesLayersClassifier:
+        """One online conjugate update on ``(X, y)``.
+
+        ``classes`` (every label the stream may contain) is required on the first call and,
+        if given later, must equal ``classes_``.
+        """
+        first = not hasattr(self, "network_")
+        with _unchanged_on_error(self):
+            X, y = validate_data(self, X, y, reset=first)
+            check_classification_targets(y)
+            if classes is not None:
+                classes = np.unique(classes)
+            if first:
+                if classes is None:
+                    raise ValueError("classes must be passed on the first call to partial_fit")
+                if len(classes) < 2:
+                    raise ValueError(
+                        f"a classifier needs at least 2 classes, got {classes.tolist()}"
+                    )
+                self.classes_ = classes
+            elif classes is not None and not np.array_equal(classes, self.classes_):
+                raise ValueError(
+                    f"classes={classes.tolist()} differs from classes_={self.classes_.tolist()} "
+                    "set by the first call to partial_fit"
+                )
+            index = self._network_targets(y)
+            network = self._make_network() if first else self.network_
+            network.partial_fit(
+                X, index, batch_size=self.batch_size, classes=np.arange(len(self.classes_))
+            )
+            self.network_ = network
+        return self
+
+    def _network_targets(self, y) -> np.ndarray:
+        """Class indices of the labels ``y`` (ValueError for a label not in ``classes_``)."""
+        y = np.asarray(y)
+        unseen = np.setdiff1d(y, self.classes_)
+        if unseen.size:
+            raise ValueError(
+                f"y contains labels {unseen.tolist()} not among classes_ {self.classes_.tolist()}"
+            )
+        return np.searchsorted(self.classes_, y)
+
+    def predict_proba(self, X, n_samples: int | None = None) -> np.ndarray:
+        """Class probabilities ``(n, n_classes)`` in the order of ``classes_``.
+
+        The head's weight uncertainty is integrated by the head; with ``n_samples`` the hidden
+        layers' weights are drawn too and the probabilities averaged over the draws.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False)
+        return self.network_.predict_proba(X, n_samples=n_samples)
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable class of each row."""
+        check_is_fitted(self)
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]

@@ -1,0 +1,224 @@
+"""Atomic updates: a failure anywhere (bad input, between two layers' updates, mid-pass, a
+non-finite update, an interrupt) leaves the model exactly as it was; predictions never change
+it."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from bayeslayers import Network, conjugate, heads, layers
+from bayeslayers.sklearn import BayesLayersClassifier, BayesLayersRegressor
+
+STRUCTURES = ["unit", "shared", "diag"]
+
+
+def _leaves(obj):
+    """Flatten arrays, tuples, lists, dicts and scalars into comparable leaves."""
+    if isinstance(obj, np.ndarray):
+        return [obj]
+    if isinstance(obj, tuple | list):
+        return [leaf for item in obj for leaf in _leaves(item)]
+    if isinstance(obj, dict):
+        return [leaf for key in sorted(obj) for leaf in (key, *_leaves(obj[key]))]
+    return [obj]
+
+
+def _state(net: Network):
+    """A deep snapshot of everything training may change."""
+    keep = {k: v for k, v in vars(net).items() if k not in ("layers", "head", "_rng")}
+    snap = copy.deepcopy(keep)
+    snap["_rng"] = net._rng.bit_generator.state
+    return snap
+
+
+def _assert_same_state(before, net: Network) -> None:
+    after = _state(net)
+    assert sorted(before) == sorted(after)
+    for key in before:
+        a, b = _leaves(before[key]), _leaves(after[key])
+        assert len(a) == len(b), key
+        for x, y in zip(a, b, strict=True):
+            if isinstance(x, np.ndarray):
+                assert x.dtype == y.dtype and np.array_equal(x, y), key
+            else:
+                assert x == y, key
+
+
+def _data(n=40, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    return X, np.sin(X[:, 0]) + X[:, 1]
+
+
+def _fitted(structure="unit", n_hidden=2):
+    X, y = _data()
+    net = Network([layers.ReLU(6) for _ in range(n_hidden)], covariance=structure, seed=1)
+    return net.fit(X[:20], y[:20], batch_size=4), X[20:], y[20:]
+
+
+class _Injected(Exception):
+    pass
+
+
+def _fail_on_call(monkeypatch, k: int, exc: BaseException):
+    """Make the k-th call (1-based) of ``conjugate.update`` raise ``exc``.
+
+    Within one training step the head is updated first (call 1), then the hidden layers from
+    the top down, so ``k = 2`` fails after the head and before any hidden layer, ``k = 3``
+    between the two hidden layers.
+    """
+    real = conjugate.update
+    calls = {"n": 0}
+
+    def update(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == k:
+            raise exc
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(conjugate, "update", update)
+    return calls
+
+
+@pytest.mark.parametrize("structure", STRUCTURES)
+@pytest.mark.parametrize("k", [2, 3, 6])
+@pytest.mark.parametrize("exc", [_Injected("boom"), KeyboardInterrupt(), np.linalg.LinAlgError()])
+def test_failure_between_layers_leaves_network_unchanged(monkeypatch, structure, k, exc):
+    net, X, y = _fitted(structure)
+    before = _state(net)
+    calls = _fail_on_call(monkeypatch, k, exc)
+    with pytest.raises(type(exc)):
+        net.partial_fit(X, y, batch_size=4)
+    assert calls["n"] == k  # the failure happened where intended: k = 6 is mid-pass
+    _assert_same_state(before, net)
+
+
+@pytest.mark.parametrize("structure", STRUCTURES)
+def test_training_after_a_failure_equals_training_without_it(monkeypatch, structure):
+    net, X, y = _fitted(structure)
+    twin = copy.deepcopy(net)
+    _fail_on_call(monkeypatch, 3, _Injected())
+    with pytest.raises(_Injected):
+        net.partial_fit(X, y, batch_size=4)
+    monkeypatch.undo()
+    net.partial_fit(X, y, batch_size=4)
+    twin.partial_fit(X, y, batch_size=4)
+    np.testing.assert_array_equal(net.predict(X), twin.predict(X))
+    _assert_same_state(_state(twin), net)
+
+
+def test_failed_fit_of_a_fitted_network_keeps_the_old_fit(monkeypatch):
+    net, X, y = _fitted()
+    before = _state(net)
+    _fail_on_call(monkeypatch, 5, _Injected())
+    with pytest.raises(_Injected):
+        net.fit(X, y, passes=2, batch_size=4)
+    _assert_same_state(before, net)
+
+
+def test_failed_first_update_leaves_network_unfitted(monkeypatch):
+    X, y = _data()
+    net = Network([layers.ReLU(4)])
+    _fail_on_call(monkeypatch, 2, _Injected())
+    with pytest.raises(_Injected):
+        net.partial_fit(X, y)
+    assert not net.is_fitted
+    assert not hasattr(net, "n_features_in_")
+
+
+@pytest.mark.parametrize("structure", STRUCTURES)
+@pytest.mark.parametrize("where", ["mean", "cov"])
+def test_non_finite_update_is_refused_with_the_layer_named(monkeypatch, structure, where):
+    net, X, y = _fitted(structure)
+    before = _state(net)
+    real = conjugate.update
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        post, info = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:  # hidden layer 0, the second hidden update of the first step
+            bad = getattr(post, where).copy()
+            bad.flat[0] = np.nan
+            post = post._replace(**{where: bad})
+        return post, info
+
+    monkeypatch.setattr(conjugate, "update", poisoned)
+    with pytest.raises(FloatingPointError, match=r"hidden layer 0.*left unchanged"):
+        net.partial_fit(X, y, batch_size=4)
+    _assert_same_state(before, net)
+
+
+@pytest.mark.parametrize(
+    ("X", "y", "error"),
+    [
+        (np.full((5, 3), np.nan), np.zeros(5), ValueError),
+        (np.zeros((5, 4)), np.zeros(5), ValueError),
+        (np.zeros((5, 3)), np.zeros(4), ValueError),
+        (np.zeros((5, 3)), np.full(5, np.inf), ValueError),
+        (np.array([["a", "b", "c"]] * 5), np.zeros(5), TypeError),
+    ],
+    ids=["nan-X", "wrong-features", "wrong-rows", "inf-y", "string-X"],
+)
+def test_bad_input_after_fit_changes_nothing(X, y, error):
+    net, _, _ = _fitted()
+    before = _state(net)
+    with pytest.raises(error):
+        net.partial_fit(X, y)
+    _assert_same_state(before, net)
+
+
+@pytest.mark.parametrize("structure", STRUCTURES)
+def test_predictions_are_pure_and_repeatable(structure):
+    net, X, _ = _fitted(structure)
+    before = _state(net)
+    mean, std = net.predict(X, return_std=True, n_samples=30)
+    again_mean, again_std = net.predict(X, return_std=True, n_samples=30)
+    np.testing.assert_array_equal(mean, again_mean)
+    np.testing.assert_array_equal(std, again_std)
+    # Row i's prediction does not depend on which other rows are predicted with it.
+    np.testing.assert_allclose(net.predict(X[:3], return_std=True, n_samples=30)[1], std[:3])
+    _assert_same_state(before, net)
+
+
+def test_classifier_probabilities_with_draws_are_pure():
+    X, y = _data()
+    net = Network([layers.ReLU(5)], head=heads.OneHot(), seed=3).fit(X, y > 0, batch_size=8)
+    before = _state(net)
+    p = net.predict_proba(X, n_samples=20)
+    np.testing.assert_array_equal(p, net.predict_proba(X, n_samples=20))
+    _assert_same_state(before, net)
+
+
+def _estimator_state(est):
+    return copy.deepcopy({k: v for k, v in vars(est).items() if k != "network_"}), (
+        _state(est.network_) if hasattr(est, "network_") else None
+    )
+
+
+@pytest.mark.parametrize("cls", [BayesLayersRegressor, BayesLayersClassifier])
+def test_estimator_failed_partial_fit_changes_nothing(monkeypatch, cls):
+    X, y = _data()
+    y = y if cls is BayesLayersRegressor else (y > 0).astype(int)
+    first = {"classes": [0, 1]} if cls is BayesLayersClassifier else {}
+    est = cls(hidden=(5,), batch_size=4, random_state=0)
+    _fail_on_call(monkeypatch, 2, _Injected())
+    with pytest.raises(_Injected):
+        est.partial_fit(X, y, **first)
+    assert not hasattr(est, "network_")
+    assert not hasattr(est, "n_features_in_") and not hasattr(est, "classes_")
+    monkeypatch.undo()
+    est.partial_fit(X[:20], y[:20], **first)
+    attrs, net_state = _estimator_state(est)
+    _fail_on_call(monkeypatch, 3, _Injected())
+    with pytest.raises(_Injected):
+        est.partial_fit(X[20:], y[20:])
+    monkeypatch.undo()
+    assert _estimator_state(est)[0].keys() == attrs.keys()
+    _assert_same_state(net_state, est.network_)
+    with pytest.raises(ValueError, match="features"):
+        est.partial_fit(X[:, :2], y)
+    _assert_same_state(net_state, est.network_)
