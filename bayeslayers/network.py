@@ -204,11 +204,13 @@ class Network:
             cache.append((x, A, g, b))
         return _with_bias(A), cache
 
-    def _step(self, posteriors, head_state, X, T, fraction, corrections=None):
+    def _step(self, posteriors, head_state, X, T, fraction, corrections=None, overwrite=False):
         """One training step on a batch; returns new state, touches nothing.
 
         If ``corrections`` is a list, the largest ``|delta|`` of each hidden layer's target
         correction is appended to it (top layer first), for :mod:`bayeslayers.health`.
+        With ``overwrite`` the hidden posteriors' arrays are updated in place (see
+        :func:`bayeslayers.conjugate.update`); :meth:`_run_pass` owns private copies for that.
         """
         xh, cache = self._forward_means(X, posteriors)
         head_state = self.head.update(head_state, xh, T, fraction)
@@ -224,7 +226,7 @@ class Network:
             target = h + delta
             noise = self.layers[i].noise or self.hidden_noise or self.noise
             new[i], _ = conjugate.update(
-                posteriors[i], x, target - b, g, noise=noise, fraction=fraction
+                posteriors[i], x, target - b, g, noise=noise, fraction=fraction, overwrite=overwrite
             )
             if i:
                 W = new[i].mean
@@ -297,10 +299,15 @@ class Network:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, total=len(starts), desc="bayeslayers", unit="batch")
-        posteriors, head_state = self.posteriors_, self.head_state_
+        # One private copy per pass, then in-place updates: the fitted state is replaced only
+        # at the end, so an exception anywhere in the pass leaves it untouched.
+        posteriors = [p._replace(mean=p.mean.copy(), cov=p.cov.copy()) for p in self.posteriors_]
+        head_state = self.head_state_
         for start in starts:
             rows = order[start : start + batch_size]
-            posteriors, head_state = self._step(posteriors, head_state, X[rows], T[rows], fraction)
+            posteriors, head_state = self._step(
+                posteriors, head_state, X[rows], T[rows], fraction, overwrite=True
+            )
         self.posteriors_, self.head_state_ = posteriors, head_state
         self.n_samples_seen_ += len(X)
 
@@ -331,6 +338,9 @@ class Network:
                 self.partial_fit(
                     X, Y, batch_size=batch_size, fraction=c, progress=progress, shuffle=shuffle
                 )
+            flush = getattr(self.head, "flush", None)  # e.g. an ADVI head's last partial chunk
+            if flush is not None:
+                self.head_state_ = flush(self.head_state_)
         self.training_time_ = time.perf_counter() - start
         return self
 
