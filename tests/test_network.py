@@ -1,0 +1,197 @@
+"""The network: closed-form limits, the original post's algorithm, bad input, atomicity."""
+
+import numpy as np
+import pytest
+
+from bayeslayers import Network, heads, layers
+from bayeslayers import network as network_module
+
+
+def linear_data(n=60, d=3, seed=0, noise=0.2):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    y = X @ rng.normal(size=d) + 0.5 + noise * rng.normal(size=n)
+    return X, y
+
+
+def blr(X, y, prior_precision, noise):
+    Xb = np.column_stack([X, np.ones(len(X))])
+    precision = prior_precision * np.eye(Xb.shape[1]) + Xb.T @ Xb / noise
+    return np.linalg.solve(precision, Xb.T @ y / noise), np.linalg.inv(precision)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 60])
+@pytest.mark.parametrize("covariance", ["unit", "shared"])
+def test_no_hidden_layers_is_bayesian_linear_regression(batch_size, covariance):
+    X, y = linear_data()
+    net = Network([], covariance=covariance, prior_precision=2.0, noise=0.3)
+    net.fit(X, y, batch_size=batch_size)
+    mean, cov = blr(X, y, 2.0, 0.3)
+    np.testing.assert_allclose(net.head_state_.post.mean[:, 0], mean, rtol=1e-9)
+    Xb = np.column_stack([X, np.ones(len(X))])
+    _, std = net.predict(X, return_std=True)
+    np.testing.assert_allclose(std**2, np.einsum("nd,de,ne->n", Xb, cov, Xb) + 0.3, rtol=1e-9)
+
+
+def test_several_passes_with_fraction_equal_one_pass_for_a_linear_model():
+    X, y = linear_data()
+    once = Network([], noise=0.3).fit(X, y)
+    thrice = Network([], noise=0.3).fit(X, y, passes=3)
+    np.testing.assert_allclose(thrice.head_state_.post.mean, once.head_state_.post.mean, rtol=1e-9)
+    np.testing.assert_allclose(thrice.head_state_.post.cov, once.head_state_.post.cov, rtol=1e-9)
+
+
+def test_one_step_reproduces_the_original_post():
+    """batch_size=1, damping=0, shared covariance, noise=1: the original post's formulas."""
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(1, 3)), np.array([[0.7]])
+    net = Network([layers.ReLU(6)], covariance="shared", damping=0.0, noise=1.0, seed=3)
+    net.partial_fit(x, y)  # one sample
+    prior = Network([layers.ReLU(6)], covariance="shared", seed=3)
+    prior._init_state(3, 1)
+    W1, W2 = prior.posteriors_[0].mean, prior.head_state_.post.mean
+    Lam1 = np.linalg.inv(prior.posteriors_[0].cov)
+    Lam2 = np.linalg.inv(prior.head_state_.post.cov)
+    x1 = np.column_stack([x, [[1.0]]])
+    z = x1 @ W1
+    s = (z > 0).ravel()
+    a = np.maximum(z, 0)
+    x2 = np.column_stack([a, [[1.0]]])
+    # Head: w <- (X^T X + Lam)^{-1} (X^T Y + Lam w).
+    W2n = np.linalg.solve(x2.T @ x2 + Lam2, x2.T @ y + Lam2 @ W2)
+    # Target for the hidden layer over its active units: a + W (W^T W)^{-1} (Y - a W)^T.
+    Wa = W2n[:-1][s]
+    e = y - x2 @ W2n
+    target = a.copy()
+    target[:, s] += (Wa @ np.linalg.solve(Wa.T @ Wa, e.T)).T
+    # Hidden layer: only active columns move, the shared precision grows once.
+    W1n = W1.copy()
+    W1n[:, s] = np.linalg.solve(x1.T @ x1 + Lam1, x1.T @ target[:, s] + Lam1 @ W1[:, s])
+    np.testing.assert_allclose(net.head_state_.post.mean, W2n, rtol=1e-9)
+    np.testing.assert_allclose(net.posteriors_[0].mean, W1n, rtol=1e-9)
+    np.testing.assert_allclose(
+        net.posteriors_[0].cov, np.linalg.inv(x1.T @ x1 + Lam1), rtol=1e-9
+    )
+
+
+def test_learned_noise_recovers_the_noise_variance():
+    X, y = linear_data(n=3000, noise=0.5)
+    net = Network([], head=heads.Gaussian(learn_noise=True), noise=1.0).fit(X, y)
+    assert net.head.noise_variance(net.head_state_) == pytest.approx(0.25, rel=0.1)
+
+
+def test_classifier_predicts_labels_and_probabilities():
+    rng = np.random.default_rng(0)
+    centers = np.array([[2.0, 0.0], [-2.0, 0.0], [0.0, 2.5]])
+    labels = rng.integers(0, 3, 300)
+    X = centers[labels] + 0.6 * rng.normal(size=(300, 2))
+    names = np.array(["a", "b", "c"])[labels]
+    net = Network([layers.ReLU(20)], head=heads.OneHot(), noise=0.1).fit(X, names)
+    proba = net.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-9)
+    assert np.mean(net.predict(X) == names) > 0.95
+    drawn = net.predict_proba(X[:5], n_samples=8)
+    np.testing.assert_allclose(drawn.sum(axis=1), 1.0, rtol=1e-9)
+
+
+def test_partial_fit_classes_and_unseen_labels():
+    X = np.random.default_rng(1).normal(size=(10, 2))
+    net = Network([layers.ReLU(4)], head=heads.OneHot())
+    net.partial_fit(X[:5], [0, 1, 1, 0, 1], classes=[0, 1, 2])
+    assert net.classes_.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"labels \[7\] not among the classes"):
+        net.partial_fit(X[5:], [0, 1, 7, 0, 1])
+    with pytest.raises(TypeError, match="non-integer floats"):
+        net.partial_fit(X[5:], [0.5, 1, 1, 0, 1])
+
+
+def snapshot(net):
+    arrays = [p.mean.copy() for p in net.posteriors_] + [net.head_state_.post.mean.copy()]
+    return arrays + [p.cov.copy() for p in net.posteriors_], net.n_samples_seen_
+
+
+def assert_unchanged(net, before):
+    arrays, seen = snapshot(net)
+    assert seen == before[1]
+    for a, b in zip(arrays, before[0], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+X_GOOD, Y_GOOD = linear_data(n=20)
+
+
+@pytest.mark.parametrize(
+    ("X", "Y", "kwargs", "error", "match"),
+    [
+        (np.where(np.eye(20, 3) > 0, np.nan, X_GOOD), Y_GOOD, {}, ValueError, "X contains NaN"),
+        (X_GOOD, np.full(20, np.inf), {}, ValueError, "Y contains NaN or infinite"),
+        (X_GOOD[:, :2], Y_GOOD, {}, ValueError, "X has 2 features, but the model expects 3"),
+        (X_GOOD, Y_GOOD[:5], {}, ValueError, "Y has 5 rows but X has 20"),
+        (X_GOOD.astype(str), Y_GOOD, {}, TypeError, "X must be numeric"),
+        (X_GOOD[:0], Y_GOOD[:0], {}, ValueError, "X is empty"),
+        (X_GOOD[0], Y_GOOD[:1], {}, ValueError, "X must be a 2-D array"),
+        (X_GOOD, np.ones((20, 2)), {}, ValueError, "Y has 2 outputs, but the model expects 1"),
+        (X_GOOD, Y_GOOD, {"batch_size": 0}, ValueError, "batch_size must be >= 1"),
+        (X_GOOD, Y_GOOD, {"fraction": 2.0}, ValueError, "fraction must be in"),
+    ],
+)
+def test_bad_input_raises_and_leaves_the_model_unchanged(X, Y, kwargs, error, match):
+    net = Network([layers.ReLU(5)]).fit(X_GOOD, Y_GOOD)
+    before = snapshot(net)
+    with pytest.raises(error, match=match):
+        net.partial_fit(X, Y, **kwargs)
+    assert_unchanged(net, before)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"covariance": "full"}, ValueError, "covariance must be one of"),
+        ({"noise": 0.0}, ValueError, "noise must be a finite number > 0"),
+        ({"prior_precision": float("nan")}, ValueError, "prior_precision"),
+        ({"damping": -1.0}, ValueError, "damping"),
+        ({"dtype": "float16"}, ValueError, "dtype"),
+        ({"layers": ["relu"]}, TypeError, r"layers\[0\] must be a Layer"),
+    ],
+)
+def test_bad_parameters(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        Network(**({"layers": [layers.ReLU(3)]} | kwargs))
+
+
+def test_failure_between_layers_leaves_the_model_unchanged(monkeypatch):
+    X, y = linear_data(n=30)
+    net = Network([layers.ReLU(5), layers.ReLU(4)]).fit(X[:10], y[:10])
+    before = snapshot(net)
+    calls = []
+    real_update = network_module.conjugate.update
+
+    def failing_update(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the top hidden layer was updated, the next one fails
+            raise KeyboardInterrupt
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(network_module.conjugate, "update", failing_update)
+    with pytest.raises(KeyboardInterrupt):
+        net.partial_fit(X[10:], y[10:])
+    assert_unchanged(net, before)
+
+
+def test_failed_refit_keeps_the_previous_model():
+    net = Network([layers.ReLU(5)]).fit(X_GOOD, Y_GOOD)
+    before = snapshot(net)
+    with pytest.raises(ValueError, match="X contains NaN"):
+        net.fit(np.full((4, 3), np.nan), np.ones(4))
+    assert_unchanged(net, before)
+
+
+def test_unfitted_network_raises_on_predict():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Network([layers.ReLU(3)]).predict(X_GOOD)
+
+
+def test_same_seed_same_predictions():
+    a = Network([layers.ReLU(8)], seed=4).fit(X_GOOD, Y_GOOD)
+    b = Network([layers.ReLU(8)], seed=4).fit(X_GOOD, Y_GOOD)
+    np.testing.assert_array_equal(a.predict(X_GOOD), b.predict(X_GOOD))
