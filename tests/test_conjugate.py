@@ -1,5 +1,7 @@
 """The conjugate core against closed-form Bayesian linear regression."""
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -40,7 +42,7 @@ def run(structure, X, Y, prior_mean, batches, noise=0.5, fraction=1.0, prior_var
 def splits(n, sizes):
     edges = np.cumsum([0, *sizes])
     assert edges[-1] == n
-    return [np.arange(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return [np.arange(a, b) for a, b in itertools.pairwise(edges)]
 
 
 @pytest.mark.parametrize("structure", ["unit", "shared"])

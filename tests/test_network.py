@@ -69,9 +69,7 @@ def test_one_step_reproduces_the_original_post():
     W1n[:, s] = np.linalg.solve(x1.T @ x1 + Lam1, x1.T @ target[:, s] + Lam1 @ W1[:, s])
     np.testing.assert_allclose(net.head_state_.post.mean, W2n, rtol=1e-9)
     np.testing.assert_allclose(net.posteriors_[0].mean, W1n, rtol=1e-9)
-    np.testing.assert_allclose(
-        net.posteriors_[0].cov, np.linalg.inv(x1.T @ x1 + Lam1), rtol=1e-9
-    )
+    np.testing.assert_allclose(net.posteriors_[0].cov, np.linalg.inv(x1.T @ x1 + Lam1), rtol=1e-9)
 
 
 def test_learned_noise_recovers_the_noise_variance():
