@@ -10,6 +10,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from bayeslayers import conjugate, heads, layers
+from bayeslayers.io import load
 from bayeslayers.network import Network
 
 try:
@@ -17,4 +18,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
-__all__ = ["Network", "__version__", "conjugate", "heads", "layers"]
+__all__ = ["Network", "__version__", "conjugate", "heads", "layers", "load"]

@@ -458,6 +458,15 @@ class Network:
         """
         return health.report(self, X, Y)
 
+    def save(self, path, config: dict | None = None):
+        """Write the fitted network to an NPZ file (no pickle); see :func:`bayeslayers.io.save`.
+
+        ``bayeslayers.load(path)`` gives back a network with identical predictions.
+        """
+        from bayeslayers import io
+
+        return io.save(self, path, config=config)
+
     def __repr__(self) -> str:
         inner = ", ".join(repr(layer) for layer in self.layers)
         return f"Network([{inner}], head={self.head!r}, covariance={self.covariance!r})"
