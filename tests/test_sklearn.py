@@ -1,0 +1,242 @@
+"""scikit-learn estimators: the conformance suite, meta-estimators, heads, bad input,
+determinism."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from bayeslayers import heads
+from bayeslayers.sklearn import BayesLayersClassifier, BayesLayersRegressor
+
+# Small and batched, so the ~55 checks per estimator take seconds, not minutes.
+SMALL = {"hidden": (8,), "batch_size": 16}
+CHECKED = [BayesLayersRegressor(**SMALL), BayesLayersClassifier(**SMALL)]
+
+
+@parametrize_with_checks(CHECKED)
+def test_sklearn_conformance(estimator, check):
+    if getattr(check, "func", check).__name__ == "check_array_api_input":
+        # Needs SCIPY_ARRAY_API=1 before SciPy is imported, so it runs in its own process:
+        # test_array_api_dispatch_with_numpy_inputs below.
+        return
+    check(estimator)
+
+
+def test_array_api_dispatch_with_numpy_inputs():
+    code = textwrap.dedent(
+        """
+        from sklearn.utils.estimator_checks import check_array_api_input
+        from bayeslayers.sklearn import BayesLayersClassifier, BayesLayersRegressor
+        for est in (BayesLayersRegressor(hidden=(8,), batch_size=16),
+                    BayesLayersClassifier(hidden=(8,), batch_size=16)):
+            check_array_api_input(type(est).__name__, est, array_namespace="numpy",
+                                  expect_only_array_outputs=False)
+        print("passed")
+        """
+    )
+    env = {**os.environ, "SCIPY_ARRAY_API": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "passed"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X[:400], y[:400]
+
+
+def test_classifier_in_pipeline_grid_search_and_cross_val(digits):
+    X, y = digits
+    pipe = make_pipeline(StandardScaler(), BayesLayersClassifier(hidden=(30,), batch_size=20))
+    scores = cross_val_score(pipe, X, y, cv=3)
+    assert scores.shape == (3,) and scores.min() > 0.75
+    grid = GridSearchCV(
+        pipe, {"bayeslayersclassifier__covariance": ["unit", "diag"]}, cv=2, error_score="raise"
+    ).fit(X, y)
+    assert grid.best_params_["bayeslayersclassifier__covariance"] in ("unit", "diag")
+    proba = grid.predict_proba(X[:5])
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+
+
+def test_regressor_learns_a_curve_with_calibrated_std():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, (400, 1))
+    y = np.sin(3 * X[:, 0]) + 0.1 * rng.normal(size=400)
+    reg = BayesLayersRegressor(hidden=(40,), noise=0.01, random_state=0).fit(X[:300], y[:300])
+    mean, std = reg.predict(X[300:], return_std=True, n_samples=50)
+    rmse = float(np.sqrt(np.mean((mean - y[300:]) ** 2)))
+    assert rmse < 0.25
+    assert mean.shape == std.shape == (100,) and np.all(std > 0)
+    # Most held-out points lie within 3 predictive standard deviations.
+    assert np.mean(np.abs(mean - y[300:]) < 3 * std) > 0.8
+    assert reg.score(X[300:], y[300:]) > 0.8
+
+
+def test_partial_fit_stream_equals_fit_without_shuffle():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, 4))
+    y = X @ [1.0, -2.0, 0.5, 0.0]
+    params = {"hidden": (6,), "batch_size": 5, "shuffle": False, "random_state": 2}
+    full = BayesLayersRegressor(**params).fit(X, y)
+    online = BayesLayersRegressor(**params)
+    for chunk in np.array_split(np.arange(60), 4):  # chunks are multiples of the batch size
+        online.partial_fit(X[chunk], y[chunk])
+    np.testing.assert_allclose(online.predict(X), full.predict(X), rtol=1e-12, atol=1e-12)
+
+
+def test_multi_output_regression():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(80, 3))
+    Y = np.column_stack([X[:, 0], -X[:, 1]])
+    reg = BayesLayersRegressor(hidden=(10,), batch_size=8, random_state=0).fit(X, Y)
+    mean, std = reg.predict(X, return_std=True, n_samples=10)
+    assert mean.shape == std.shape == (80, 2) and reg.n_outputs_ == 2
+
+
+def test_classifier_partial_fit_with_string_labels():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(90, 2))
+    y = np.where(X[:, 0] > 0, "right", "left")
+    clf = BayesLayersClassifier(hidden=(10,), batch_size=10, random_state=0)
+    clf.partial_fit(X[:30], y[:30], classes=["left", "right", "up"])
+    clf.partial_fit(X[30:], y[30:])
+    assert clf.classes_.tolist() == ["left", "right", "up"]
+    assert clf.predict_proba(X).shape == (90, 3)
+    assert set(clf.predict(X)) <= {"left", "right", "up"}
+    assert clf.score(X, y) > 0.85
+
+
+def test_head_names_go_through_the_registry():
+    clf = BayesLayersClassifier(hidden=(4,), batch_size=10, random_state=0)
+    X, y = np.random.default_rng(4).normal(size=(20, 2)), np.arange(20) % 2
+    assert isinstance(clf.fit(X, y).network_.head, heads.OneHot)  # "gaussian": one-hot regression
+    classifier_kinds = sorted(k for k, cls in heads.HEADS.items() if cls.is_classifier)
+    regressor_kinds = sorted(k for k, cls in heads.HEADS.items() if not cls.is_classifier)
+    with pytest.raises(ValueError, match="head must be one of") as info:
+        BayesLayersClassifier(head="nope").fit(X, y)
+    for kind in classifier_kinds:
+        assert repr(kind) in str(info.value)
+    with pytest.raises(ValueError, match="head must be one of") as info:
+        BayesLayersRegressor(head="onehot").fit(X, y)
+    for kind in regressor_kinds:
+        assert repr(kind) in str(info.value)
+    learn = BayesLayersRegressor(hidden=(4,), head=heads.Gaussian(learn_noise=True)).fit(X, y)
+    assert learn.network_.head.learn_noise
+
+
+# (estimator, parameters, exception, message): what each bad configuration raises at fit.
+BAD_PARAMS = [
+    (BayesLayersRegressor, {"hidden": "abc"}, TypeError, "hidden must be a tuple of ints"),
+    (BayesLayersRegressor, {"hidden": (4, 0)}, ValueError, "hidden must hold ints >= 1"),
+    (BayesLayersRegressor, {"hidden": (2.5,)}, ValueError, "hidden must hold ints >= 1"),
+    (BayesLayersRegressor, {"activation": "sigmoid"}, ValueError, "activation must be one of"),
+    (BayesLayersRegressor, {"head": 3}, TypeError, "head must be a name in"),
+    (BayesLayersClassifier, {"head": heads.Gaussian()}, ValueError, "not a classification"),
+    (BayesLayersRegressor, {"covariance": "full"}, ValueError, "covariance must be one of"),
+    (BayesLayersRegressor, {"prior_precision": 0.0}, ValueError, "prior_precision must be"),
+    (BayesLayersRegressor, {"noise": -1.0}, ValueError, "noise must be"),
+    (BayesLayersRegressor, {"hidden_noise": 0.0}, ValueError, "hidden_noise must be"),
+    (BayesLayersRegressor, {"damping": -1.0}, ValueError, "damping must be"),
+    (BayesLayersRegressor, {"clip": 0.0}, ValueError, "clip must be"),
+    (BayesLayersRegressor, {"bias_spread": -1.0}, ValueError, "bias_spread must be"),
+    (BayesLayersRegressor, {"passes": 0}, ValueError, "passes must be"),
+    (BayesLayersRegressor, {"batch_size": 0}, ValueError, "batch_size must be"),
+    (BayesLayersRegressor, {"batch_size": 2.0}, TypeError, "batch_size must be an int"),
+    (BayesLayersRegressor, {"shuffle": "yes"}, TypeError, "shuffle must be a bool"),
+    (BayesLayersRegressor, {"dtype": "float16"}, ValueError, "dtype must be"),
+    (BayesLayersRegressor, {"random_state": -1}, ValueError, "random_state must be >= 0"),
+    (BayesLayersRegressor, {"random_state": "seed"}, ValueError, "cannot be used to seed"),
+]
+
+
+@pytest.mark.parametrize(("cls", "params", "error", "match"), BAD_PARAMS)
+def test_bad_parameters_raise_clear_errors(cls, params, error, match):
+    X, y = np.random.default_rng(5).normal(size=(10, 2)), np.arange(10) % 2
+    est = cls(**{"hidden": (3,), **params})
+    with pytest.raises(error, match=match):
+        est.fit(X, y)
+    assert not hasattr(est, "network_") and not hasattr(est, "n_features_in_")
+
+
+def test_classifier_partial_fit_class_errors():
+    X, y = np.random.default_rng(6).normal(size=(10, 2)), np.arange(10) % 2
+    clf = BayesLayersClassifier(hidden=(3,))
+    with pytest.raises(ValueError, match="classes must be passed on the first call"):
+        clf.partial_fit(X, y)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        clf.partial_fit(X, y, classes=[0])
+    clf.partial_fit(X, y, classes=[0, 1])
+    with pytest.raises(ValueError, match=r"labels \[7\] not among classes_"):
+        clf.partial_fit(X, np.full(10, 7))
+    with pytest.raises(ValueError, match="differs from classes_"):
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="Unknown label type"):
+        clf.partial_fit(X, np.linspace(0, 1, 10))
+
+
+def _outputs(model, X) -> list[np.ndarray]:
+    if isinstance(model, BayesLayersClassifier):
+        return [model.predict(X), model.predict_proba(X), model.predict_proba(X, n_samples=5)]
+    return [model.predict(X), *model.predict(X, return_std=True, n_samples=5)]
+
+
+@pytest.mark.parametrize("cls", [BayesLayersRegressor, BayesLayersClassifier])
+def test_same_seed_gives_bitwise_identical_predictions(cls, tmp_path):
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:150] / 16, y[:150]
+    a, b = (cls(hidden=(12,), batch_size=10, random_state=7).fit(X, y) for _ in range(2))
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(a))
+    loaded = pickle.loads(path.read_bytes())
+    for out_a, out_b, out_loaded in zip(
+        _outputs(a, X), _outputs(b, X), _outputs(loaded, X), strict=True
+    ):
+        assert out_a.tobytes() == out_b.tobytes() == out_loaded.tobytes()
+    other = cls(hidden=(12,), batch_size=10, random_state=8).fit(X, y)
+    assert _outputs(other, X)[-1].tobytes() != _outputs(a, X)[-1].tobytes()
+
+
+_FRESH_PROCESS = """
+import numpy as np
+from bayeslayers.sklearn import BayesLayersRegressor
+rng = np.random.default_rng(0)
+X = rng.normal(size=(50, 3))
+reg = BayesLayersRegressor(hidden=(6,), batch_size=5, random_state=3).fit(X, np.sin(X[:, 0]))
+mean, std = reg.predict(X, return_std=True, n_samples=10)
+print((mean.tobytes() + std.tobytes()).hex())
+"""
+
+
+def test_predictions_identical_in_a_fresh_process():
+    namespace: dict = {}
+    exec(_FRESH_PROCESS.replace("print(", "result = ("), namespace)
+    run = subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == namespace["result"]
+
+
+def test_health_report_through_the_estimator():
+    X, y = load_digits(return_X_y=True)
+    clf = BayesLayersClassifier(hidden=(10,), batch_size=20, random_state=0).fit(
+        X[:200] / 16, y[:200]
+    )
+    report = clf.health(X[:50] / 16, y[:50])
+    assert report.ok and len(report.layers) == 2
+    assert report.layers[0].dead_units is not None and report.layers[0].max_correction >= 0
