@@ -168,7 +168,9 @@ def _read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as err:
-        raise ModelFileError(f"{path}: not a readable model file, truncated or corrupted ({err})")
+        raise ModelFileError(
+            f"{path}: not a readable model file, truncated or corrupted ({err})"
+        ) from None
     if _META not in arrays:
         raise ModelFileError(f"{path}: not a bayeslayers model file (no metadata)")
     try:
@@ -223,5 +225,7 @@ def load(path: str | os.PathLike) -> Network:
     except ModelFileError as err:
         raise ModelFileError(f"{path}: {err}") from None
     except (KeyError, TypeError, ValueError) as err:
-        raise ModelFileError(f"{path}: inconsistent model file ({type(err).__name__}: {err})")
+        raise ModelFileError(
+            f"{path}: inconsistent model file ({type(err).__name__}: {err})"
+        ) from None
     return net
