@@ -97,8 +97,8 @@ class LayerHealth(NamedTuple):
     min_eigenvalue : float
         Smallest eigenvalue over the layer's covariances (smallest variance for ``"diag"``).
     dead_units : int or None
-        Units with zero slope on every probe row; None without probe inputs (always 0 for the
-        head).
+        Units with zero slope on every probe row; None without probe inputs (0 for the head,
+        whose outputs are linear).
     max_correction : float or None
         Largest :math:`|\\delta|` of the target correction into this layer's output on the
         probe batch; None without probe targets and for the head.
@@ -212,7 +212,7 @@ def report(net, X=None, Y=None) -> HealthReport:
                 f"head ({type(net.head).__name__})",
                 head_post.structure,
                 *_covariance_health(head_post),
-                0,
+                None if X is None else 0,
                 None,
             )
         )

@@ -1,0 +1,153 @@
+"""Numerical health: the per-step guard and the per-layer report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bayeslayers import Network, conjugate, heads, layers
+from bayeslayers.health import HealthReport, check_posteriors, report
+
+STRUCTURES = ["unit", "shared", "diag"]
+
+
+def _data(n=60, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    return X, np.sin(2 * X[:, 0]) + X[:, 1] * X[:, 2]
+
+
+def _fitted(structure="unit", **kw):
+    X, y = _data()
+    net = Network([layers.ReLU(8), layers.TaylorTanh(5)], covariance=structure, seed=0, **kw)
+    return net.fit(X, y, batch_size=6), X, y
+
+
+def _min_eig_by_hand(post: conjugate.WeightPosterior) -> float:
+    if post.structure == "diag":
+        return float(post.cov.min())
+    return float(
+        min(np.linalg.eigvalsh(c).min() for c in np.reshape(post.cov, (-1, *post.cov.shape[-2:])))
+    )
+
+
+@pytest.mark.parametrize("structure", STRUCTURES)
+def test_report_of_a_fitted_network(structure):
+    net, _, _ = _fitted(structure)
+    rep = net.health()
+    assert isinstance(rep, HealthReport) and rep.ok
+    posts = [*net.posteriors_, net.head_state_.post]
+    assert [h.layer for h in rep.layers] == [
+        "hidden 0 (ReLU)",
+        "hidden 1 (TaylorTanh)",
+        "head (Gaussian)",
+    ]
+    for h, post in zip(rep.layers, posts, strict=True):
+        assert h.structure == structure
+        assert h.min_eigenvalue == pytest.approx(_min_eig_by_hand(post), rel=1e-8)
+        assert 0 < h.min_eigenvalue <= 1.0  # the prior variance is 1 and updates only shrink
+        assert h.dead_units is None and h.max_correction is None
+    assert "hidden 1 (TaylorTanh)" in str(rep)
+
+
+@pytest.mark.parametrize("structure", ["unit", "shared"])
+@pytest.mark.parametrize(
+    ("corrupt", "flag"),
+    [
+        (lambda c: c.__setitem__((..., 0, 0), -1.0), "cholesky"),
+        (lambda c: c.__setitem__((..., 0, 1), c[..., 0, 1] + 1e-3), "symmetric"),
+        (lambda c: c.__setitem__((..., 1, 0), np.nan), "finite"),
+    ],
+    ids=["not-positive-definite", "asymmetric", "nan"],
+)
+def test_report_flags_a_corrupted_covariance(structure, corrupt, flag):
+    net, _, _ = _fitted(structure)
+    cov = net.posteriors_[1].cov.copy()
+    corrupt(cov)
+    net.posteriors_[1] = net.posteriors_[1]._replace(cov=cov)
+    rep = net.health()
+    assert not rep.ok and not rep.layers[1].ok
+    assert getattr(rep.layers[1], flag) is False
+    assert rep.layers[0].ok and rep.layers[2].ok
+
+
+def test_report_flags_a_non_positive_diag_variance():
+    net, _, _ = _fitted("diag")
+    var = net.posteriors_[0].cov.copy()
+    var[2, 3] = 0.0
+    net.posteriors_[0] = net.posteriors_[0]._replace(cov=var)
+    h = net.health().layers[0]
+    assert not h.cholesky and h.min_eigenvalue == 0.0
+
+
+def test_dead_units_are_counted_on_probe_inputs():
+    net, X, _ = _fitted()
+    post = net.posteriors_[0]
+    mean = post.mean.copy()
+    mean[:, [1, 4, 6]] = 0.0
+    mean[-1, [1, 4, 6]] = -1.0  # zero weights, negative bias: these ReLUs never fire
+    net.posteriors_[0] = post._replace(mean=mean)
+    rep = net.health(X)
+    assert rep.layers[0].dead_units == 3
+    assert rep.layers[1].dead_units == 0  # a tanh only dies when saturated on every row
+    assert rep.layers[2].dead_units == 0
+
+
+def test_target_corrections_follow_clip_and_leave_the_network_alone():
+    net, X, y = _fitted(clip=0.05)
+    means = [p.mean.copy() for p in net.posteriors_]
+    seen = net.n_samples_seen_
+    rep = net.health(X, y)
+    for h in rep.layers[:2]:
+        assert 0 < h.max_correction <= 0.05
+    assert rep.layers[2].max_correction is None
+    for before, post in zip(means, net.posteriors_, strict=True):
+        np.testing.assert_array_equal(before, post.mean)
+    assert net.n_samples_seen_ == seen
+    loose = _fitted()[0].health(X, y)
+    assert max(h.max_correction for h in loose.layers[:2]) > 0.05
+
+
+def test_report_needs_a_fitted_network_and_x_with_y():
+    X, y = _data()
+    with pytest.raises(RuntimeError, match="not fitted"):
+        report(Network([layers.ReLU(3)]))
+    net, _, _ = _fitted()
+    with pytest.raises(ValueError, match="Y was given without X"):
+        net.health(None, y)
+    with pytest.raises(ValueError, match="features"):
+        net.health(X[:, :2])
+
+
+def test_classifier_report_uses_labels():
+    X, y = _data()
+    net = Network([layers.ReLU(6)], head=heads.OneHot(), seed=0).fit(X, y > 0, batch_size=10)
+    rep = net.health(X, y > 0)
+    assert rep.ok and rep.layers[-1].layer == "head (OneHot)" and rep.layers[0].max_correction > 0
+
+
+def _post(structure, mean_value=0.0, var_value=1.0):
+    post = conjugate.init(structure, np.full((3, 2), mean_value), 1.0)
+    if structure == "diag":
+        return post._replace(cov=np.full((3, 2), var_value))
+    cov = post.cov.copy()
+    cov[..., 1, 1] = var_value
+    return post._replace(cov=cov)
+
+
+@pytest.mark.parametrize("structure", STRUCTURES)
+@pytest.mark.parametrize(
+    ("mean_value", "var_value", "message"),
+    [
+        (np.nan, 1.0, "non-finite weight means"),
+        (0.0, np.inf, "non-finite variances"),
+        (0.0, 0.0, "a non-positive variance"),
+        (0.0, -1e-9, "a non-positive variance"),
+    ],
+)
+def test_check_posteriors_refuses_broken_states(structure, mean_value, var_value, message):
+    good = _post(structure)
+    check_posteriors([good, None], ["a", "b"])  # a state without a posterior is skipped
+    bad = _post(structure, mean_value, var_value)
+    with pytest.raises(FloatingPointError, match=f"update of layer X produced {message}"):
+        check_posteriors([good, heads.GaussianState(bad, 1.0, 1.0)], ["good", "layer X"])
