@@ -29,6 +29,11 @@ The body never knows which head it has.
     The ``Gaussian`` head regressing one-hot class indicators (the original post's MNIST
     set-up). Class probabilities are :math:`P(k = \arg\max_j f_j)` under the independent
     Gaussian predictive of the outputs, by Gauss-Hermite quadrature.
+``Probit``, ``Logistic``
+    Generalized linear heads fitted by PyMC ADVI (online, chunked) or in closed form (Laplace,
+    or assumed-density filtering for the probit); defined in :mod:`bayeslayers.glm_heads` and
+    re-exported here. Classification heads also provide ``proba(state, X)``, and a head may
+    provide ``flush(state)`` to finish pending work at the end of ``Network.fit``.
 """
 
 from __future__ import annotations
@@ -40,8 +45,19 @@ import numpy as np
 from scipy.special import log_ndtr
 
 from bayeslayers import conjugate
+from bayeslayers.glm_heads import GLMState, Logistic, Probit
 
-__all__ = ["HEADS", "Gaussian", "GaussianState", "Head", "OneHot", "make_head"]
+__all__ = [
+    "HEADS",
+    "GLMState",
+    "Gaussian",
+    "GaussianState",
+    "Head",
+    "Logistic",
+    "OneHot",
+    "Probit",
+    "make_head",
+]
 
 
 @runtime_checkable
@@ -186,7 +202,7 @@ class OneHot(Gaussian):
         return argmax_probabilities(*self.predictive(state, X))
 
 
-HEADS: dict[str, type] = {cls.kind: cls for cls in (Gaussian, OneHot)}
+HEADS: dict[str, type] = {cls.kind: cls for cls in (Gaussian, OneHot, Probit, Logistic)}
 
 
 def make_head(kind: str, **kwargs):
