@@ -284,27 +284,29 @@ def _update_diag(mean, var, X, T, G, active, s2) -> float:
     Both sums over row pairs are one matrix product with the pairwise products
     :math:`X_{ad} X_{bd}`, so no Python loop runs over units or rows.
     """
-    cols = np.flatnonzero(active.any(axis=0))
-    n = X.shape[0]
-    v = var[:, cols]  # (D, k)
-    Gt = G[:, cols].T  # (k, n)
-    K = np.empty((len(cols), n, n), dtype=X.dtype)
+    n, m = G.shape
+    # Units without an active row come out unchanged (exactly): their g, w and M are zero.
+    K = np.empty((m, n, n), dtype=X.dtype)
     for rows, P in _pair_blocks(X):
-        K[:, rows, :] = (P @ v).reshape(-1, n, len(cols)).transpose(2, 0, 1)
+        K[:, rows, :] = (P @ var).reshape(-1, n, m).transpose(2, 0, 1)
+    Gt = G.T  # (m, n)
     S = Gt[:, :, None] * K * Gt[:, None, :]
     S[:, np.arange(n), np.arange(n)] += s2
-    R = T[:, cols].T - Gt * (X @ mean[:, cols]).T  # (k, n)
+    R = T.T - Gt * (X @ mean).T  # (m, n)
     rhs = np.concatenate([Gt[:, :, None] * np.eye(n, dtype=X.dtype), R[..., None]], axis=2)
-    sol = np.linalg.solve(S, rhs)  # [S^{-1} diag(g), S^{-1} r]
-    w = sol[..., -1]  # (k, n) = S^{-1} r
-    M = Gt[:, :, None] * sol[..., :-1]  # (k, n, n) = diag(g) S^{-1} diag(g)
-    Q = np.zeros_like(v)
+    sol = np.linalg.solve(S, rhs)  # [S^{-1} diag(g), S^{-1} r], one batched LAPACK call
+    w = sol[..., -1]  # (m, n) = S^{-1} r
+    M = Gt[:, :, None] * sol[..., :-1]  # (m, n, n) = diag(g) S^{-1} diag(g)
+    Q = np.zeros_like(var)
     for rows, P in _pair_blocks(X):
-        Q += P.T @ M[:, rows, :].transpose(1, 2, 0).reshape(-1, len(cols))
-    mean[:, cols] += v * (X.T @ (Gt * w).T)
-    # Floored at a tiny fraction of the prior-side variance against rounding.
-    var[:, cols] = np.maximum(v - v**2 * Q, v * 1e-12)
-    return float(np.einsum("kn,kn->", R, w))
+        Q += P.T @ M[:, rows, :].transpose(1, 2, 0).reshape(-1, m)
+    mean += var * (X.T @ (Gt * w).T)
+    # v <- v (1 - v Q), floored at a tiny fraction of the prior-side variance against rounding.
+    Q *= var
+    np.subtract(1.0, Q, out=Q)
+    np.maximum(Q, 1e-12, out=Q)
+    var *= Q
+    return float(np.einsum("mn,mn->", R, w))
 
 
 _UPDATES = {"unit": _update_unit, "shared": _update_shared, "diag": _update_diag}

