@@ -14,12 +14,11 @@ import bayeslayers
 from bayeslayers import cli, config
 
 VARIANTS = sorted(config.find_variants().items())
-SLOW = {"mnist-5k-relu"}  # 784-100 per-unit covariances: about 0.5 GB and minutes
 
 
-def _is_slow(name: str, path) -> bool:
-    head = config.load(path).model["head"]
-    return name in SLOW or head.get("fit") == "advi"  # PyMC's first compile takes ~1 min
+def _is_slow(path) -> bool:
+    """ADVI heads: PyMC's first compile takes about a minute."""
+    return config.load(path).model["head"].get("fit") == "advi"
 
 
 def _small(path, tmp_path, n_samples=80):
@@ -33,7 +32,7 @@ def _small(path, tmp_path, n_samples=80):
 @pytest.mark.parametrize(
     ("name", "path"),
     [
-        pytest.param(n, p, marks=[pytest.mark.slow] if _is_slow(n, p) else [], id=n)
+        pytest.param(n, p, marks=[pytest.mark.slow] if _is_slow(p) else [], id=n)
         for n, p in VARIANTS
     ],
 )
