@@ -19,7 +19,7 @@ from bayeslayers.sklearn import BayesLayersClassifier, BayesLayersRegressor
 
 DOCUMENTED = (ValueError, TypeError, FloatingPointError)
 FUZZ = settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
 
 valid_layer = st.builds(

@@ -9,6 +9,7 @@ from bayeslayers import Network, conjugate, heads, layers
 from bayeslayers.health import HealthReport, check_posteriors, report
 
 STRUCTURES = ["unit", "shared", "diag"]
+N_CHUNKS = 20
 
 
 def _data(n=60, d=3, seed=0):
@@ -151,3 +152,35 @@ def test_check_posteriors_refuses_broken_states(structure, mean_value, var_value
     bad = _post(structure, mean_value, var_value)
     with pytest.raises(FloatingPointError, match=f"update of layer X produced {message}"):
         check_posteriors([good, heads.GaussianState(bad, 1.0, 1.0)], ["good", "layer X"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("structure", STRUCTURES)
+def test_long_stream_stays_healthy_with_flat_memory(structure):
+    """100,000 samples through partial_fit: no NaN, SPD covariances, no memory growth."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    net = Network([layers.ReLU(20)], head=heads.OneHot(), covariance=structure, seed=0)
+
+    def chunk(n):
+        X = rng.normal(size=(n, 5))
+        return X, (np.sin(2 * X[:, 0]) + X[:, 1] * X[:, 2] > 0).astype(int)
+
+    X_test, y_test = chunk(2000)
+    tracemalloc.start()
+    try:
+        current = []
+        for _ in range(N_CHUNKS):
+            X, y = chunk(5000)
+            net.partial_fit(X, y, batch_size=50, classes=[0, 1])
+            current.append(tracemalloc.get_traced_memory()[0])
+            assert net.health().ok
+    finally:
+        tracemalloc.stop()
+    assert net.n_samples_seen_ == 5000 * N_CHUNKS
+    # The state is allocated once: after the first chunk the traced footprint stays flat.
+    assert max(current[1:]) - current[0] < 256 * 1024
+    rep = net.health(X_test[:500], y_test[:500])
+    assert rep.ok and all(h.min_eigenvalue > 0 for h in rep.layers)
+    assert np.mean(net.predict(X_test) == y_test) > 0.7  # majority class: about 0.5

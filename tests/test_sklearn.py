@@ -22,16 +22,38 @@ from bayeslayers.sklearn import BayesLayersClassifier, BayesLayersRegressor
 
 # Small and batched, so the ~55 checks per estimator take seconds, not minutes.
 SMALL = {"hidden": (8,), "batch_size": 16}
-CHECKED = [BayesLayersRegressor(**SMALL), BayesLayersClassifier(**SMALL)]
+CHECKED = [
+    BayesLayersRegressor(**SMALL),
+    BayesLayersClassifier(**SMALL),
+    BayesLayersClassifier(**SMALL, head="probit"),
+]
+# Other layers, structures and heads, sample by sample: about a minute more.
+CHECKED_SLOW = [
+    BayesLayersRegressor(
+        hidden=(8, 4), activation="taylor_tanh", covariance="shared", batch_size=1
+    ),
+    BayesLayersClassifier(hidden=(8,), activation="leaky_relu", covariance="diag", passes=2),
+    BayesLayersClassifier(**SMALL, head="logistic"),
+]
 
 
-@parametrize_with_checks(CHECKED)
-def test_sklearn_conformance(estimator, check):
+def _run_check(estimator, check) -> None:
     if getattr(check, "func", check).__name__ == "check_array_api_input":
         # Needs SCIPY_ARRAY_API=1 before SciPy is imported, so it runs in its own process:
         # test_array_api_dispatch_with_numpy_inputs below.
         return
     check(estimator)
+
+
+@parametrize_with_checks(CHECKED)
+def test_sklearn_conformance(estimator, check):
+    _run_check(estimator, check)
+
+
+@pytest.mark.slow
+@parametrize_with_checks(CHECKED_SLOW)
+def test_sklearn_conformance_more_configurations(estimator, check):
+    _run_check(estimator, check)
 
 
 def test_array_api_dispatch_with_numpy_inputs():
