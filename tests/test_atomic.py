@@ -9,7 +9,7 @@ import copy
 import numpy as np
 import pytest
 
-from bayeslayers import Network, conjugate, heads, layers
+from bayeslayers import Network, conjugate, heads, layers, load
 from bayeslayers.sklearn import BayesLayersClassifier, BayesLayersRegressor
 
 STRUCTURES = ["unit", "shared", "diag"]
@@ -222,3 +222,15 @@ def test_estimator_failed_partial_fit_changes_nothing(monkeypatch, cls):
     with pytest.raises(ValueError, match="features"):
         est.partial_fit(X[:, :2], y)
     _assert_same_state(net_state, est.network_)
+
+
+@pytest.mark.parametrize("structure", STRUCTURES)
+def test_predictions_bitwise_identical_after_save_and_load(structure, tmp_path):
+    net, X, _ = _fitted(structure)
+    loaded = load(net.save(tmp_path / "model.npz"))
+    for a, b in zip(
+        (net.predict(X), *net.predict(X, return_std=True, n_samples=20)),
+        (loaded.predict(X), *loaded.predict(X, return_std=True, n_samples=20)),
+        strict=True,
+    ):
+        assert a.tobytes() == b.tobytes()
