@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tomllib
 
+import numpy as np
 import pytest
 
 import bayeslayers
@@ -137,3 +138,22 @@ def test_default_run_writes_everything(tmp_path, capsys):
     }
     assert result["accuracy"] > 0.9 and result["n_train"] == 1437
     assert "accuracy" in capsys.readouterr().out
+
+
+def test_user_csv_classification_with_string_labels(tmp_path, capsys):
+    rows = ["x1,x2,kind"] + [
+        f"{a:.5f},{b:.5f},{'round' if a * a + b * b < 1 else 'far'}"
+        for a, b in np.random.default_rng(1).normal(size=(120, 2))
+    ]
+    (tmp_path / "points.csv").write_text("\n".join(rows))
+    variant = tmp_path / "csv-variant.toml"
+    variant.write_text(
+        "# user data\n[data]\nname = 'file'\npath = '" + str(tmp_path / "points.csv") + "'\n"
+        "features = ['x1', 'x2']\ntarget = 'kind'\ntask = 'classification'\n"
+        "[model]\nlayers = [{kind = 'relu', units = 20}]\n[train]\neval_points = 2\n"
+    )
+    out = tmp_path / "csv-run"
+    assert cli.main(["run", str(variant), "--out", str(out), "--quiet"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["dataset"].endswith("points.csv") and result["n_test"] == 24
+    np.testing.assert_array_equal(bayeslayers.load(out / "model.npz").classes_, ["far", "round"])
