@@ -295,9 +295,8 @@ def _cmd_compare(args) -> int:
             cfg = _with_seed(_config.load(item), args.seed)
             name = Path(cfg.source).stem
             out = Path(args.out) / name if args.out else Path("runs") / name
-            scores, net, lpd = run_variant(cfg, out, progress=not args.quiet)
-            data = None
-        rows.append((name, cfg, scores, lpd, data))
+            scores, _, lpd = run_variant(cfg, out, progress=not args.quiet)
+        rows.append((name, cfg, scores, lpd))
     print(_comparison_table(rows))
     return 0
 
@@ -309,7 +308,7 @@ def _comparison_table(rows) -> str:
         f"{'variant':<28} {'dataset':<10} {'acc/RMSE':>8} {'NLL':>7} {'elpd ± SE':>17} "
         f"{'Δelpd ± dSE':>17} {'time s':>7}"
     ]
-    for name, cfg, s, lpd, _ in sorted(rows, key=lambda r: -r[2]["elpd"]):
+    for name, cfg, s, lpd in sorted(rows, key=lambda r: -r[2]["elpd"]):
         score = s.get("accuracy", s.get("rmse"))
         if _split_key(cfg) == best_data and len(lpd) == len(best_lpd):
             d = lpd - best_lpd
