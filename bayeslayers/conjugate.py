@@ -211,8 +211,51 @@ def _lower_solve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
     return trsm(1.0, L, B, lower=1)
 
 
+#: Largest ``D`` for which the "unit" update stacks all units into batched arrays.
+_STACK_MAX_D = 256
+
+
 def _update_unit(mean, cov, X, T, G, active, s2) -> float:
+    """Per-unit Woodbury step: stacked over units for small ``D``, else one unit at a time."""
+    update = _update_unit_stacked if cov.shape[-1] <= _STACK_MAX_D else _update_unit_loop
+    return update(mean, cov, X, T, G, active, s2)
+
+
+def _update_unit_stacked(mean, cov, X, T, G, active, s2) -> float:
+    """All taking-part units at once: each unit's active rows first, padded with zero rows.
+
+    A padded row has :math:`g = 0`: a zero row of :math:`\\Phi_j` and a zero residual, so it
+    changes nothing. Batched LAPACK calls replace the Python loop that dominates small layers.
+    """
+    cols = np.flatnonzero(active.any(axis=0))
+    p = int(active[:, cols].sum(axis=0).max())
+    order = np.argsort(~active[:, cols], axis=0, kind="stable")[:p]  # (p, k), active first
+    g = np.take_along_axis(G[:, cols], order, axis=0).T  # (k, p), zero on padding
+    phi = g[:, :, None] * X[order.T]  # (k, p, D)
+    sigma = cov[cols]
+    ps = phi @ sigma
+    S = ps @ np.swapaxes(phi, -1, -2)
+    S[:, np.arange(p), np.arange(p)] += s2
+    L = np.linalg.cholesky(S)
+    r = np.take_along_axis(T[:, cols], order, axis=0).T - np.einsum(
+        "kpd,dk->kp", phi, mean[:, cols]
+    )
+    sol = np.linalg.solve(L, np.concatenate([ps, r[..., None]], axis=2))
+    A, u = sol[..., :-1], sol[..., -1]
+    mean[:, cols] += np.einsum("kpd,kp->dk", A, u)
+    if p == 1:  # outer products: exactly symmetric, and much faster than a batched matmul
+        sigma -= np.swapaxes(A, -1, -2) * A
+    else:
+        sigma -= np.swapaxes(A, -1, -2) @ A
+        sigma = 0.5 * (sigma + np.swapaxes(sigma, -1, -2))
+    cov[cols] = sigma
+    return float(np.einsum("kp,kp->", u, u))
+
+
+def _update_unit_loop(mean, cov, X, T, G, active, s2) -> float:
     """Per-unit Woodbury step over the rows where the unit is active, in place.
+
+    One unit at a time (a few BLAS calls each): no stacked temporaries of the size of ``cov``.
 
     The downdate ``A.T @ A`` goes through BLAS ``syrk`` (NumPy detects the transposed
     operand), so every :math:`\\Sigma_j` stays exactly symmetric.
