@@ -39,9 +39,10 @@ CHECKED_SLOW = [
 
 def _run_check(estimator, check) -> None:
     if getattr(check, "func", check).__name__ == "check_array_api_input":
-        # Needs SCIPY_ARRAY_API=1 before SciPy is imported, so it runs in its own process:
-        # test_array_api_dispatch_with_numpy_inputs below.
-        return
+        pytest.skip(
+            "needs SCIPY_ARRAY_API=1 before SciPy is imported: run in its own process by "
+            "test_array_api_dispatch_with_numpy_inputs"
+        )
     check(estimator)
 
 
@@ -62,7 +63,8 @@ def test_array_api_dispatch_with_numpy_inputs():
         from sklearn.utils.estimator_checks import check_array_api_input
         from bayeslayers.sklearn import BayesLayersClassifier, BayesLayersRegressor
         for est in (BayesLayersRegressor(hidden=(8,), batch_size=16),
-                    BayesLayersClassifier(hidden=(8,), batch_size=16)):
+                    BayesLayersClassifier(hidden=(8,), batch_size=16),
+                    BayesLayersClassifier(hidden=(8,), batch_size=16, head="probit")):
             check_array_api_input(type(est).__name__, est, array_namespace="numpy",
                                   expect_only_array_outputs=False)
         print("passed")
