@@ -57,8 +57,8 @@ class _BayesLayersBase(BaseEstimator):
     Parameters
     ----------
     hidden : tuple of int
-        Units of each hidden layer, input side first; ``()`` gives Bayesian linear
-        regression (or one-hot / GLM classification) on the raw features.
+        Units of each hidden layer, input side first (an int is one layer); ``()`` gives
+        Bayesian linear regression (or one-hot / GLM classification) on the raw features.
     activation : str
         Hidden-layer variant from :data:`bayeslayers.layers.LAYERS`: ``"relu"``,
         ``"leaky_relu"``, ``"taylor_tanh"`` or ``"linear"``.
