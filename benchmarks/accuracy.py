@@ -1,0 +1,252 @@
+"""One-pass accuracy of bayeslayers against backprop and a random-feature control.
+
+For each dataset and seed (the seed draws the train/test split and the initialization):
+
+* ``bayeslayers``: every requested layer variant and covariance structure, one pass and
+  ``--passes`` passes (tempered, ``fraction = 1 / passes``);
+* ``control``: the hidden layers frozen at their prior mean (random ReLU features with the same
+  He-scaled weights and bias spread), only the head updated: Bayesian linear regression on
+  random features;
+* ``mlp-1epoch``: scikit-learn's MLP with the same hidden sizes, batch size 1, one epoch (Adam);
+* ``mlp-converged``: the same MLP with its defaults (Adam, batch 200) until convergence.
+
+Metrics on the test split: accuracy and negative log likelihood (classification), RMSE and
+Gaussian NLL (regression; not for the MLP, which gives no predictive spread). Predictions use the
+hidden layers' posterior means, the head's weight uncertainty integrated analytically. Mean and
+standard deviation over seeds are printed as a Markdown table and written with every run to JSON.
+
+Run ``python benchmarks/accuracy.py --quick`` (two seeds, the ReLU variant only) or see
+``--help``. ``--write-results`` replaces the generated table inside ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+from bayeslayers import Network, heads, layers
+from bayeslayers.datasets import load_dataset
+from bayeslayers.metrics import nll_gaussian, rmse
+
+#: Per dataset: hidden sizes, batch size of the bayeslayers fits, and Network keywords.
+SETUPS = {
+    "sine-1d": {"hidden": (50, 50), "batch": 1, "net": {"noise": 0.01}},
+    "wave-2d": {"hidden": (50, 50), "batch": 1, "net": {"noise": 0.01}},
+    "digits": {"hidden": (100,), "batch": 1, "net": {}},
+    "mnist-5k": {"hidden": (100,), "batch": 32, "net": {}},
+}
+MARKERS = ("<!-- accuracy.py:begin -->", "<!-- accuracy.py:end -->")
+
+
+def classification_scores(y, proba, classes) -> dict:
+    index = np.searchsorted(classes, y)
+    p = np.clip(proba[np.arange(len(y)), index], 1e-12, None)
+    return {
+        "accuracy": float(np.mean(classes[proba.argmax(1)] == y)),
+        "nll": -float(np.log(p).mean()),
+    }
+
+
+def regression_scores(y, mean, std=None) -> dict:
+    scores = {"rmse": rmse(y, mean)}
+    if std is not None:
+        scores["nll"] = nll_gaussian(y, mean, std)
+    return scores
+
+
+def score_network(net: Network, data) -> dict:
+    if data.task == "classification":
+        return classification_scores(data.y_test, net.predict_proba(data.X_test), net.classes_)
+    # Hidden layers at their posterior means (as predict_proba does by default); the head's
+    # weight uncertainty and the noise are integrated analytically.
+    mean, var = net.predict_moments(data.X_test, n_samples=None)
+    return regression_scores(data.y_test, mean[:, 0], np.sqrt(var[:, 0]))
+
+
+def make_head(task: str):
+    return heads.OneHot() if task == "classification" else heads.Gaussian()
+
+
+def random_features(X, hidden, seed: int, bias_spread: float) -> np.ndarray:
+    """ReLU features of the prior mean: He-scaled weights, biases with spread ``bias_spread``."""
+    rng = np.random.default_rng(seed)
+    A = X
+    for units in hidden:
+        W = rng.normal(0.0, np.sqrt(2.0 / A.shape[1]), (A.shape[1], units))
+        A = np.maximum(A @ W + rng.normal(0.0, bias_spread, units), 0.0)
+    return A
+
+
+def run_bayeslayers(data, setup, variant, structure, passes, seed, overrides) -> dict:
+    kwargs = setup["net"] | overrides
+    net = Network(
+        [layers.make_layer(variant, units=u) for u in setup["hidden"]],
+        head=make_head(data.task),
+        covariance=structure,
+        seed=seed,
+        **kwargs,
+    )
+    start = time.perf_counter()
+    net.fit(data.X_train, data.y_train, passes=passes, batch_size=setup["batch"])
+    return {"time_s": time.perf_counter() - start, **score_network(net, data)}
+
+
+def run_control(data, setup, seed, overrides) -> dict:
+    kwargs = setup["net"] | overrides
+    bias_spread = kwargs.get("bias_spread", Network().bias_spread)
+    F_train, F_test = (
+        random_features(X, setup["hidden"], seed, bias_spread) for X in (data.X_train, data.X_test)
+    )
+    net = Network([], head=make_head(data.task), seed=seed, **kwargs)
+    start = time.perf_counter()
+    net.fit(F_train, data.y_train, batch_size=setup["batch"])
+    elapsed = time.perf_counter() - start
+    if data.task == "classification":
+        scores = classification_scores(data.y_test, net.predict_proba(F_test), net.classes_)
+    else:
+        mean, var = net.predict_moments(F_test, n_samples=None)
+        scores = regression_scores(data.y_test, mean[:, 0], np.sqrt(var[:, 0]))
+    return {"time_s": elapsed, **scores}
+
+
+def run_mlp(data, setup, seed, converged: bool) -> dict:
+    cls = MLPClassifier if data.task == "classification" else MLPRegressor
+    options = {} if converged else {"batch_size": 1, "max_iter": 1, "shuffle": True}
+    model = cls(hidden_layer_sizes=setup["hidden"], random_state=seed, max_iter=500)
+    model.set_params(**options)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(data.X_train, data.y_train)
+    elapsed = time.perf_counter() - start
+    if data.task == "classification":
+        scores = classification_scores(
+            data.y_test, model.predict_proba(data.X_test), model.classes_
+        )
+    else:
+        scores = regression_scores(data.y_test, model.predict(data.X_test))
+    return {"time_s": elapsed, **scores}
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """Mean and standard deviation over seeds of every metric, per (dataset, model)."""
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["dataset"], run["model"]), []).append(run)
+    table = []
+    for (dataset, model), items in groups.items():
+        row = {"dataset": dataset, "model": model, "seeds": len(items)}
+        for metric in ("accuracy", "nll", "rmse", "time_s"):
+            values = [item[metric] for item in items if metric in item]
+            if values:
+                row[metric] = (float(np.mean(values)), float(np.std(values)))
+        table.append(row)
+    return table
+
+
+def markdown(table: list[dict]) -> str:
+    lines = [
+        "| dataset | model | seeds | accuracy | NLL | RMSE | time (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in table:
+        cells = []
+        for metric, fmt in (
+            ("accuracy", ".2%"),
+            ("nll", ".3f"),
+            ("rmse", ".4f"),
+            ("time_s", ".1f"),
+        ):
+            if metric in row:
+                mean, sd = row[metric]
+                cells.append(f"{mean:{fmt}} ± {sd:{fmt}}")
+            else:
+                cells.append("")
+        lines.append(
+            f"| {row['dataset']} | {row['model']} | {row['seeds']} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
+
+
+def write_results(text: str, path: Path = Path("benchmarks/RESULTS.md")) -> None:
+    """Replace the generated block between the markers (appended to the section if absent)."""
+    content = path.read_text()
+    begin, end = MARKERS
+    block = f"{begin}\n{text}\n{end}"
+    if begin in content:
+        head, rest = content.split(begin, 1)
+        content = head + block + rest.split(end, 1)[1]
+    else:
+        anchor = "## Accuracy (issue 7)\n"
+        if anchor not in content:
+            raise ValueError(f"{path} has no '{anchor.strip()}' section")
+        content = content.replace(anchor, anchor + "\n" + block + "\n", 1)
+    path.write_text(content)
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(SETUPS), choices=list(SETUPS))
+    parser.add_argument("--variants", nargs="+", default=["relu", "leaky_relu", "taylor_tanh"])
+    parser.add_argument("--structures", nargs="+", default=["unit", "shared", "diag"])
+    parser.add_argument("--passes", type=int, default=3, help="k of the k-pass runs (0: none)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="2 seeds, ReLU only, no k passes")
+    parser.add_argument("--no-baselines", action="store_true", help="skip MLP and control")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="Network keyword overrides"
+    )
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/accuracy.json"))
+    parser.add_argument("--write-results", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.variants, args.passes = 2, ["relu"], 0
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+
+    runs = []
+    for name in args.datasets:
+        setup = SETUPS[name]
+        for seed in range(args.seeds):
+            data = load_dataset(name, seed=seed)
+            jobs = []
+            for variant in args.variants:
+                for structure in args.structures:
+                    for passes in sorted({1, args.passes} - {0}):
+                        label = f"{variant}-{structure}-{passes}pass"
+                        jobs.append(
+                            (label, run_bayeslayers, (data, setup, variant, structure, passes))
+                        )
+            if not args.no_baselines:
+                jobs += [
+                    ("control (random features)", run_control, (data, setup)),
+                    ("mlp-1epoch (batch 1)", run_mlp, (data, setup, seed, False)),
+                    ("mlp-converged", run_mlp, (data, setup, seed, True)),
+                ]
+            for label, func, fargs in jobs:
+                if func is run_mlp:
+                    result = func(*fargs)
+                else:
+                    result = func(*fargs, seed, overrides)
+                runs.append({"dataset": name, "model": label, "seed": seed, **result})
+                print(json.dumps(runs[-1]), flush=True)
+    table = summarize(runs)
+    text = markdown(table)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps({"overrides": overrides, "runs": runs, "table": table}, indent=1)
+    )
+    if args.write_results:
+        write_results(text)
+    return runs
+
+
+if __name__ == "__main__":
+    main()
