@@ -141,7 +141,7 @@ def _post(structure, mean_value=0.0, var_value=1.0):
     ("mean_value", "var_value", "message"),
     [
         (np.nan, 1.0, "non-finite weight means"),
-        (0.0, np.inf, "non-finite variances"),
+        (0.0, np.nan, "non-finite variances"),
         (0.0, 0.0, "a non-positive variance"),
         (0.0, -1e-9, "a non-positive variance"),
     ],
