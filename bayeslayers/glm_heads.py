@@ -47,13 +47,19 @@ Three ways to fit the weights' Gaussian posterior (``fit=``):
     a partly filled chunk (``Network.fit`` calls it at the end).
 
 Target for the body (all fits): the Gauss-Newton step of the log-likelihood in :math:`\eta`
-after the update, :math:`\delta\eta = H^{-1} g` with :math:`H` the negative Hessian (diagonal
+at the head's posterior *before* the batch's update (``body_target="before"``, the default),
+:math:`\delta\eta = H^{-1} g` with :math:`H` the negative Hessian (diagonal
 for the probit columns, :math:`\operatorname{diag}(p) - p p^\top` over the ``K - 1`` free
 logits for the multinomial logit), propagated like a Gaussian head's residual with the
 weighting :math:`H`: :meth:`residual` returns :math:`E = H^{-1/2} g` and
 :math:`J = W_{[:d]} H^{1/2}`, so that the damped minimum-norm solve of
 :mod:`bayeslayers.propagation` gives the Levenberg-Marquardt step
 :math:`\delta a = g^\top W^\top (W H W^\top + \lambda I)^{-1}`.
+This departs from the Gaussian head, whose residual is taken after its update: a probit or
+logistic head that has just been updated on a row already explains it, the gradient nearly
+vanishes and the body stops learning (digits, 64-100-10, probit ADF: 95.8% test accuracy whether
+the hidden layer learns or is frozen; 97.1% with ``"before"``). ``body_target="after"`` keeps
+the other behaviour for comparison.
 """
 
 from __future__ import annotations
@@ -83,10 +89,13 @@ class GLMState(NamedTuple):
     Attributes
     ----------
     post : WeightPosterior
-        Current weight posterior, used for predictions and for the body's targets.
+        Current weight posterior, used for predictions.
     prior : WeightPosterior
         ``"advi"``: the posterior at the last refit (the prior of the chunk being filled);
         the other fits keep it equal to ``post``.
+    before : WeightPosterior
+        The posterior before the last :meth:`~_GLMHead.update` (the body's targets come from it
+        with ``body_target="before"``).
     buffer_X : ndarray of shape (chunk_size, D)
         Head inputs of the rows waiting for the next refit (``"advi"``; 0 rows otherwise).
     buffer_T : ndarray of shape (chunk_size, K)
@@ -101,6 +110,7 @@ class GLMState(NamedTuple):
 
     post: conjugate.WeightPosterior
     prior: conjugate.WeightPosterior
+    before: conjugate.WeightPosterior
     buffer_X: np.ndarray
     buffer_T: np.ndarray
     buffer_weight: np.ndarray
@@ -147,6 +157,9 @@ class _GLMHead:
         Covariance structure for ``"laplace"`` / ``"adf"`` (the network's default if omitted).
     seed : int
         Seeds the ADVI draws and the logistic head's predictive draws.
+    body_target : {"before", "after"}
+        Linearize the link for the body's target at the head's posterior before the batch's
+        update (its prediction error on rows it has not yet learned from) or after it.
 
     Notes
     -----
@@ -164,6 +177,7 @@ class _GLMHead:
     n_mc: int = 4
     covariance: str | None = None
     seed: int = 0
+    body_target: str = "before"
 
     is_classifier: ClassVar[bool] = True
     link: ClassVar[str]
@@ -172,6 +186,8 @@ class _GLMHead:
     def __post_init__(self) -> None:
         if self.fit not in self.fits:
             raise ValueError(f"fit must be one of {self.fits}, got {self.fit!r}")
+        if self.body_target not in ("before", "after"):
+            raise ValueError(f"body_target must be 'before' or 'after', got {self.body_target!r}")
         for name in ("chunk_size", "n_steps", "n_mc"):
             _check_positive_int(name, getattr(self, name))
         if not (isinstance(self.learning_rate, int | float) and self.learning_rate > 0):
@@ -203,6 +219,7 @@ class _GLMHead:
         return GLMState(
             post,
             post,
+            post,
             np.zeros((rows, mean.shape[0]), dtype=dtype),
             np.zeros((rows, K), dtype=dtype),
             np.zeros(rows, dtype=dtype),
@@ -214,8 +231,8 @@ class _GLMHead:
         """Condition on head inputs ``X`` (n, D) and one-hot labels ``T`` (n, K)."""
         if self.fit != "advi":
             post = self._closed_form(state.post, X, T, fraction)
-            return state._replace(post=post, prior=post)
-        start = 0
+            return state._replace(post=post, prior=post, before=state.post)
+        before, start = state.post, 0
         while start < len(X):
             free = self.chunk_size - state.n_buffered
             stop = min(start + free, len(X))
@@ -238,7 +255,7 @@ class _GLMHead:
             if state.n_buffered == self.chunk_size:
                 state = self.flush(state)
             start = stop
-        return state
+        return state._replace(before=before)
 
     def flush(self, state: GLMState) -> GLMState:
         """Refit by ADVI on the buffered rows now (no-op for closed-form fits or an empty buffer).
@@ -275,6 +292,7 @@ class _GLMHead:
         return GLMState(
             post,
             post,
+            state.before,
             np.zeros_like(state.buffer_X),
             np.zeros_like(state.buffer_T),
             np.zeros_like(state.buffer_weight),
@@ -328,8 +346,11 @@ class _GLMHead:
         return eta
 
     def residual(self, state: GLMState, X, T) -> tuple[np.ndarray, np.ndarray]:
-        """Whitened Gauss-Newton residual ``E`` (n, C) and Jacobian ``J`` (n, d, C)."""
-        W = state.post.mean
+        """Whitened Gauss-Newton residual ``E`` (n, C) and Jacobian ``J`` (n, d, C).
+
+        Taken at the posterior before the last update (``body_target="before"``) or after it.
+        """
+        W = (state.before if self.body_target == "before" else state.post).mean
         E, root_H = self._whitened_step(X @ W, self._targets(T))
         if root_H.ndim == 2:
             return E, W[None, :-1, :] * root_H[:, None, :]

@@ -32,7 +32,7 @@ def _one_row_state(head, n_classes: int, rng, structure: str = "unit"):
     A = rng.normal(size=(C, 4, 4))
     cov = A @ np.swapaxes(A, 1, 2) / 4 + 0.1 * np.eye(4)
     post = conjugate.WeightPosterior("unit", rng.normal(size=(4, C)), cov)
-    return state._replace(post=post, prior=post)
+    return state._replace(post=post, prior=post, before=post)
 
 
 @pytest.mark.parametrize(
@@ -172,6 +172,21 @@ def test_residual_gives_the_levenberg_marquardt_step(head, n_classes):
         np.testing.assert_allclose(delta[i], np.linalg.solve(lhs, W @ g[i]), rtol=1e-7, atol=1e-10)
 
 
+@pytest.mark.parametrize("body_target", ["before", "after"])
+def test_body_target_is_taken_before_or_after_the_update(body_target):
+    rng = np.random.default_rng(9)
+    head = Logistic(body_target=body_target)
+    state = _one_row_state(head, 3, rng)
+    X = np.c_[rng.normal(size=(2, 3)), np.ones(2)]
+    T = np.eye(3)[[0, 2]]
+    new = head.update(state, X, T, 1.0)
+    assert new.before is state.post
+    at = state.post if body_target == "before" else new.post
+    expected = Logistic().residual(new._replace(before=at), X, T)
+    for got, want in zip(head.residual(new, X, T), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def _blobs(n_classes: int, n: int, seed: int):
     rng = np.random.default_rng(seed)
     centers = rng.normal(0, 2.5, (n_classes, 2))
@@ -247,6 +262,7 @@ def test_unseen_class_and_single_class_raise(head):
         (Probit, {"learning_rate": -1.0}, "learning_rate must be a number > 0"),
         (Logistic, {"covariance": "full"}, "covariance must be one of"),
         (Logistic, {"n_draws": 0}, "n_draws must be an int >= 1"),
+        (Probit, {"body_target": "middle"}, "body_target must be 'before' or 'after'"),
     ],
 )
 def test_bad_parameters_raise(cls, kwargs, match):
