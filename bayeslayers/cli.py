@@ -9,9 +9,10 @@ r"""The ``bayeslayers`` command: run, compare and list TOML variants.
 ``run`` trains one variant with a progress bar, evaluating the test split at ``eval_points``
 checkpoints (the learning curve), then writes into ``DIR`` (``runs/<variant>`` by default):
 ``config.toml`` (the resolved variant), ``model.npz`` (:func:`bayeslayers.io.save`),
-``metrics.json`` and plots (``learning_curve.png``; ``confusion_matrix.png`` for
-classification; ``fit.png`` for 1-D regression). ``--seed`` overrides the model's and the
-training order's seeds; the data split keeps its own seed, so seeds share one test set.
+``metrics.json`` and plots (``learning_curve.png``; ``confusion_matrix.png`` and
+``reliability.png`` for classification; ``fit.png``, mean with a 90% band, for 1-D
+regression). ``--seed`` overrides the model's and the training order's seeds; the data split
+keeps its own seed, so seeds share one test set.
 
 Held-out comparison uses the pointwise log predictive density on the test split,
 
@@ -163,6 +164,28 @@ def _plot_confusion(net, data: Dataset, path: Path) -> None:
     plt.close(fig)
 
 
+def _plot_reliability(net, data: Dataset, path: Path) -> None:
+    """Top-label accuracy against confidence (:func:`bayeslayers.metrics.reliability_curve`)."""
+    import matplotlib.pyplot as plt
+
+    proba = net.predict_proba(data.X_test)
+    conf, acc, count = metrics.reliability_curve(
+        data.y_test, proba, n_bins=10, classes=net.classes_
+    )
+    full = count > 0
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
+    ax.plot(conf[full], acc[full], marker="o", label="model")
+    ax.set_xlabel("confidence (top class)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def _plot_fit_1d(net, data: Dataset, path: Path) -> None:
     """Predictive mean with a 90% band over the (standardized) input, test points on top."""
     import matplotlib.pyplot as plt
@@ -191,7 +214,8 @@ def _write_plots(net, data: Dataset, curve, out: Path) -> list[str]:
     _plot_learning_curve(curve, data.task, out / written[0])
     if data.task == "classification":
         _plot_confusion(net, data, out / "confusion_matrix.png")
-        written.append("confusion_matrix.png")
+        _plot_reliability(net, data, out / "reliability.png")
+        written += ["confusion_matrix.png", "reliability.png"]
     elif data.X_train.shape[1] == 1 and np.ndim(data.y_train) == 1:
         _plot_fit_1d(net, data, out / "fit.png")
         written.append("fit.png")
