@@ -1,0 +1,116 @@
+"""The fast paths of the conjugate core agree with each other and with closed-form updates.
+
+``"unit"`` has a stacked path (small layers) and a per-unit BLAS loop (large layers); ``"diag"``
+splits its pairwise row products into blocks; ``overwrite=True`` updates in place. Each must give
+the same posterior as the plain computation, for ReLU-like slopes (units active on some rows).
+"""
+
+import numpy as np
+import pytest
+
+from bayeslayers import Network, conjugate, layers
+
+RTOL = 1e-10
+
+
+def closed_form_unit(X, T, G, prior_mean, prior_var, noise):
+    """Per column: Bayesian linear regression of t on g * x over the rows where g != 0."""
+    D, m = prior_mean.shape
+    means, covs = np.empty((D, m)), np.empty((m, D, D))
+    for j in range(m):
+        rows = G[:, j] != 0
+        Phi = G[rows, j, None] * X[rows]
+        precision = np.eye(D) / prior_var + Phi.T @ Phi / noise
+        covs[j] = np.linalg.inv(precision)
+        means[:, j] = covs[j] @ (prior_mean[:, j] / prior_var + Phi.T @ T[rows, j] / noise)
+    return means, covs
+
+
+def diag_reference(post, X, T, G, noise):
+    """Kalman step under the diagonal prior, column by column, projected on the diagonal."""
+    mean, var = post.mean.copy(), post.cov.copy()
+    for j in range(mean.shape[1]):
+        Phi = G[:, j, None] * X
+        Sigma = np.diag(post.cov[:, j])
+        S = Phi @ Sigma @ Phi.T + noise * np.eye(len(X))
+        gain = Sigma @ Phi.T @ np.linalg.inv(S)
+        mean[:, j] += gain @ (np.where(G[:, j] != 0, T[:, j], 0.0) - Phi @ post.mean[:, j])
+        var[:, j] = np.diag(Sigma - gain @ Phi @ Sigma)
+    return mean, var
+
+
+@pytest.fixture
+def relu_batch():
+    rng = np.random.default_rng(7)
+    n, D, m = 23, 9, 6
+    X = np.column_stack([rng.normal(size=(n, D - 1)), np.ones(n)])
+    T = rng.normal(size=(n, m))
+    G = (rng.uniform(size=(n, m)) > 0.5) * rng.uniform(0.5, 1.5, (n, m))
+    G[:, 2] = 0.0  # one unit never takes part
+    return X, T, G, rng.normal(size=(D, m))
+
+
+@pytest.mark.parametrize("stack_max_d", [0, 256], ids=["per-unit-loop", "stacked"])
+@pytest.mark.parametrize("batch", [1, 4, 23])
+def test_unit_paths_match_closed_form(relu_batch, monkeypatch, stack_max_d, batch):
+    X, T, G, m0 = relu_batch
+    monkeypatch.setattr(conjugate, "_STACK_MAX_D", stack_max_d)
+    post = conjugate.init("unit", m0, 2.0)
+    for start in range(0, len(X), batch):
+        rows = slice(start, start + batch)
+        post, _ = conjugate.update(post, X[rows], T[rows], G[rows], noise=0.5, overwrite=True)
+    mean, covs = closed_form_unit(X, T, G, m0, 2.0, 0.5)
+    np.testing.assert_allclose(post.mean, mean, rtol=RTOL, atol=1e-12)
+    np.testing.assert_allclose(post.cov, covs, rtol=RTOL, atol=1e-12)
+    np.testing.assert_array_equal(post.cov, np.swapaxes(post.cov, -1, -2))
+
+
+@pytest.mark.parametrize("block_elements", [1, 50, 1 << 21])
+def test_diag_blocks_match_reference(relu_batch, monkeypatch, block_elements):
+    X, T, G, m0 = relu_batch
+    monkeypatch.setattr(conjugate, "_PAIR_BLOCK_ELEMENTS", block_elements)
+    prior = conjugate.init("diag", m0, np.linspace(0.5, 2.0, X.shape[1]))
+    post, _ = conjugate.update(prior, X, T, G, noise=0.5)
+    mean, var = diag_reference(prior, X, T, G, 0.5)
+    np.testing.assert_allclose(post.mean, mean, rtol=RTOL, atol=1e-12)
+    np.testing.assert_allclose(post.cov, var, rtol=RTOL, atol=1e-12)
+
+
+@pytest.mark.parametrize("structure", conjugate.STRUCTURES)
+def test_overwrite_reuses_arrays_and_gives_the_same_posterior(relu_batch, structure):
+    X, T, G, m0 = relu_batch
+    prior = conjugate.init(structure, m0, 1.5)
+    copied, info = conjugate.update(prior, X, T, G, noise=0.3, fraction=0.5)
+    assert not np.shares_memory(copied.cov, prior.cov)
+    np.testing.assert_array_equal(prior.mean, m0)  # the default leaves its input alone
+    work = conjugate.WeightPosterior(structure, prior.mean.copy(), prior.cov.copy())
+    inplace, info2 = conjugate.update(work, X, T, G, noise=0.3, fraction=0.5, overwrite=True)
+    assert inplace.cov is work.cov and inplace.mean is work.mean
+    np.testing.assert_allclose(inplace.mean, copied.mean, rtol=RTOL)
+    np.testing.assert_allclose(inplace.cov, copied.cov, rtol=RTOL)
+    assert info2 == pytest.approx(info)
+
+
+@pytest.mark.parametrize("structure", conjugate.STRUCTURES)
+def test_float32_update_stays_close_to_float64(relu_batch, structure):
+    X, T, G, m0 = relu_batch
+    post64 = conjugate.update(conjugate.init(structure, m0, 1.0), X, T, G, noise=0.5)[0]
+    prior32 = conjugate.init(structure, m0.astype(np.float32), 1.0)
+    post32 = conjugate.update(prior32, X, T, G, noise=0.5)[0]
+    assert post32.mean.dtype == np.float32 and post32.cov.dtype == np.float32
+    np.testing.assert_allclose(post32.mean, post64.mean, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(post32.cov, post64.cov, rtol=1e-4, atol=1e-5)
+
+
+def test_training_pass_does_not_touch_the_previous_posterior():
+    """In-place updates run on a private copy: arrays held from before stay as they were."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.normal(size=40)
+    net = Network([layers.ReLU(8)], noise=0.1).partial_fit(X[:20], y[:20], batch_size=4)
+    before = [(p.mean, p.cov) for p in net.posteriors_]
+    saved = [(m.copy(), c.copy()) for m, c in before]
+    net.partial_fit(X[20:], y[20:], batch_size=4)
+    for (mean, cov), (mean0, cov0) in zip(before, saved, strict=True):
+        np.testing.assert_array_equal(mean, mean0)
+        np.testing.assert_array_equal(cov, cov0)
+    assert not np.array_equal(net.posteriors_[0].mean, saved[0][0])
