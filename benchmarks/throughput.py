@@ -114,6 +114,7 @@ def peak_memory(hidden, structure, batch, X, y, dtype) -> float:
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="784-100-10 only")
+    parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=list(ARCHS))
     parser.add_argument("--structures", nargs="+", default=["unit", "shared", "diag"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32, 256])
     parser.add_argument("--repeats", type=int, default=3)
@@ -123,7 +124,7 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
 
     X, y = load_mnist()
-    archs = {"784-100-10": ARCHS["784-100-10"]} if args.quick else ARCHS
+    archs = {name: ARCHS[name] for name in (["784-100-10"] if args.quick else args.archs)}
     blas = [(i["internal_api"], i["num_threads"]) for i in threadpoolctl.threadpool_info()]
     print(f"BLAS {blas}, {platform.processor() or platform.machine()}")
     head = f"{'arch':<16}{'cov':<8}{'batch':>6}{'samples/s':>11}{'MFLOP/s.':>10}"
