@@ -1,0 +1,269 @@
+"""ArviZ export (dims, coords, draws), held-out elpd and comparison, predictive quantiles."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import arviz as az
+import matplotlib
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.special import ndtr
+
+from bayeslayers import Network, heads, layers
+from bayeslayers.diagnostics import compare, elpd, to_inference_data
+
+matplotlib.use("Agg")
+
+RNG = np.random.default_rng(0)
+X = RNG.uniform(-1, 1, (30, 2))
+Y2 = np.column_stack([np.sin(3 * X[:, 0]), X[:, 1] ** 2]) + 0.1 * RNG.standard_normal((30, 2))
+LABELS = np.array(["a", "b", "c"])[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)]
+
+
+@pytest.fixture(scope="module")
+def regressor():
+    net = Network([layers.ReLU(4), layers.ReLU(3)], noise=0.1, seed=1)
+    return net.fit(X, Y2, batch_size=5)
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return Network([layers.ReLU(5)], head=heads.OneHot(), seed=2).fit(X, LABELS, batch_size=5)
+
+
+# ------------------------------------------------------------------------------ export
+def test_regression_export_dims_and_coords(regressor):
+    idata = to_inference_data(regressor, X, Y2, n_draws=50, chunk_size=16)
+    assert set(idata.groups()) == {
+        "posterior",
+        "posterior_predictive",
+        "log_likelihood",
+        "observed_data",
+    }
+    post = idata.posterior
+    assert post["layer0_w"].dims == ("chain", "draw", "in0", "unit0")
+    assert post["layer0_w"].shape == (1, 50, 3, 4)
+    assert post["layer1_w"].shape == (1, 50, 5, 3)
+    assert post["head_w"].dims == ("chain", "draw", "in_head", "output")
+    assert post["head_w"].shape == (1, 50, 4, 2)
+    assert post["in0"].values.tolist() == ["0", "1", "bias"]
+    assert post["unit1"].values.tolist() == [0, 1, 2]
+    assert idata.posterior_predictive["y"].dims == ("chain", "draw", "obs", "output")
+    assert idata.posterior_predictive["y"].shape == (1, 50, 30, 2)
+    assert idata.log_likelihood["y"].shape == (1, 50, 30)
+    np.testing.assert_array_equal(idata.observed_data["y"].values, Y2)
+    assert idata.posterior.attrs["covariance"] == ["unit", "unit", "unit"]
+    assert idata.posterior.attrs["log_likelihood"] == "every layer drawn"
+
+
+def test_export_is_reproducible_and_leaves_the_network_alone(regressor):
+    state = copy.deepcopy(regressor._rng.bit_generator.state)
+    a = to_inference_data(regressor, X, Y2, n_draws=20, seed=3)
+    b = to_inference_data(regressor, X, Y2, n_draws=20, seed=3, chunk_size=7)
+    np.testing.assert_array_equal(a.posterior["layer1_w"], b.posterior["layer1_w"])
+    np.testing.assert_array_equal(a.log_likelihood["y"], b.log_likelihood["y"])
+    assert regressor._rng.bit_generator.state == state
+
+
+def test_classifier_export(classifier):
+    idata = to_inference_data(classifier, X, LABELS, n_draws=40)
+    assert idata.posterior["output"].values.tolist() == ["a", "b", "c"]
+    assert idata.observed_data["y"].dims == ("obs",)
+    np.testing.assert_array_equal(
+        idata.observed_data["y"].values, np.searchsorted(["a", "b", "c"], LABELS)
+    )
+    pp = idata.posterior_predictive["y"].values
+    assert pp.shape == (1, 40, 30) and set(np.unique(pp)) <= {0, 1, 2}
+    assert np.all(idata.log_likelihood["y"].values <= 0)
+    assert idata.posterior.attrs["classes"] == ["a", "b", "c"]
+
+
+def test_selection_keeps_bias_row_and_spreads_units():
+    Xw = RNG.standard_normal((20, 10))
+    net = Network([layers.ReLU(8)], seed=0).fit(Xw, Xw[:, 0], batch_size=10)
+    idata = to_inference_data(net, Xw, n_draws=10, max_units=3, max_inputs=4)
+    assert idata.posterior["in0"].values.tolist() == ["0", "3", "6", "9", "bias"]
+    assert idata.posterior["unit0"].values.tolist() == [0, 4, 7]
+    assert idata.posterior["layer0_w"].shape == (1, 10, 5, 3)
+    # max_inputs thins the head's inputs too; the head keeps every output
+    assert idata.posterior["head_w"].shape == (1, 10, 5, 1)
+    full = to_inference_data(net, Xw, n_draws=10).posterior["layer0_w"].values
+    np.testing.assert_array_equal(
+        idata.posterior["layer0_w"].values, full[:, :, [0, 3, 6, 9, 10]][..., [0, 4, 7]]
+    )
+    only_head = to_inference_data(net, Xw, n_draws=5, var_names=["head_w"])
+    assert list(only_head.posterior.data_vars) == ["head_w"]
+    # without y: the groups that need it are left out
+    assert set(only_head.groups()) == {"posterior", "posterior_predictive"}
+
+
+@pytest.mark.parametrize("structure", ["unit", "shared", "diag"])
+def test_draws_have_the_posterior_mean_and_covariance(structure):
+    """Sample moments of 20,000 draws against the posterior (fixed seed).
+
+    Tolerance: 5 standard errors, with se(mean) = sqrt(S_ii / n) and
+    se(cov_ij) = sqrt((S_ii S_jj + S_ij^2) / n) for Gaussian draws.
+    """
+    Xs = RNG.standard_normal((6, 2))
+    net = Network([layers.Linear(2)], covariance=structure, noise=0.3, seed=4)
+    net.fit(Xs, Xs @ [1.0, -1.0], batch_size=3)
+    post = net.posteriors_[0]
+    n = 20_000
+    idata = to_inference_data(
+        net, Xs[:1], n_draws=n, groups=["posterior"], var_names=["layer0_w"], seed=5
+    )
+    draws = idata.posterior["layer0_w"].values[0]  # (n, D=3, m=2)
+    flat = draws.transpose(0, 2, 1).reshape(n, -1)  # columns w_0 then w_1
+    if structure == "unit":
+        cov = np.zeros((6, 6))
+        cov[:3, :3], cov[3:, 3:] = post.cov[0], post.cov[1]
+    elif structure == "shared":
+        cov = np.kron(np.eye(2), post.cov)
+    else:
+        cov = np.diag(post.cov.T.ravel())
+    # The posterior is not the prior: the check covers real correlations.
+    if structure != "diag":
+        assert np.abs(cov[0, 1]) > 0.01
+    sd = np.sqrt(np.diag(cov))
+    np.testing.assert_array_less(np.abs(flat.mean(0) - post.mean.T.ravel()), 5 * sd / np.sqrt(n))
+    se = np.sqrt((np.outer(sd**2, sd**2) + cov**2) / n)
+    np.testing.assert_array_less(np.abs(np.cov(flat, rowvar=False) - cov), 5 * se)
+
+
+@pytest.mark.parametrize("head", [heads.Gaussian(), heads.OneHot()])
+def test_log_likelihood_averages_to_the_analytic_predictive(head):
+    """With no hidden layer the head's predictive is exact: mean_s p(y | W_s) -> p(y)."""
+    Xs, y = X[:12], (Y2[:12, 0] if not head.is_classifier else LABELS[:12])
+    net = Network([], head=head, noise=0.5, seed=0).fit(Xs, y)
+    ll = to_inference_data(net, Xs, y, n_draws=4000, seed=1).log_likelihood["y"].values[0]
+    p = np.exp(ll)
+    if head.is_classifier:
+        exact = net.predict_proba(Xs)[np.arange(12), np.searchsorted(net.classes_, y)]
+    else:
+        mean, sd = net.predict(Xs, return_std=True, n_samples=None)
+        exact = stats.norm.pdf(y, mean, sd)
+    tol = 5 * p.std(axis=0) / np.sqrt(len(p)) + 1e-12
+    np.testing.assert_array_less(np.abs(p.mean(axis=0) - exact), tol)
+
+
+def test_arviz_functions_work_on_the_export(classifier):
+    idata = to_inference_data(classifier, X, LABELS, n_draws=100, max_units=2, max_inputs=1)
+    summary = az.summary(idata, var_names=["layer0_w"])
+    assert len(summary) == 2 * 2  # (1 input + bias) x 2 units
+    assert np.all(summary["ess_bulk"] > 50)  # 100 independent draws, not a sticky chain
+    np.testing.assert_allclose(
+        summary["mean"].values,
+        idata.posterior["layer0_w"].mean(("chain", "draw")).values.ravel(),
+        atol=1e-3,  # summary rounds to 3 decimals
+    )
+    axes = az.plot_forest(idata, var_names=["layer0_w"])
+    assert len(axes) == 1
+    assert az.plot_ppc(idata, num_pp_samples=20) is not None
+    matplotlib.pyplot.close("all")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"n_draws": 0}, ValueError, "n_draws"),
+        ({"chunk_size": 1.5}, ValueError, "chunk_size"),
+        ({"max_units": 0}, ValueError, "max_units"),
+        ({"groups": ["prior"]}, ValueError, "groups may contain only"),
+        ({"var_names": ["layer7_w"]}, ValueError, "not among the weights"),
+    ],
+)
+def test_bad_arguments(regressor, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        to_inference_data(regressor, X, Y2, **kwargs)
+
+
+def test_bad_data(regressor, classifier):
+    with pytest.raises(ValueError, match="fitted"):
+        to_inference_data(Network([layers.ReLU(2)]), X)
+    with pytest.raises(ValueError, match="needs the observations"):
+        to_inference_data(regressor, X, groups=["log_likelihood"])
+    with pytest.raises(ValueError, match="features"):
+        to_inference_data(regressor, X[:, :1], Y2)
+    with pytest.raises(ValueError, match="not among the network's classes"):
+        to_inference_data(classifier, X[:2], ["a", "z"])
+
+
+# ------------------------------------------------------------------- elpd and compare
+def _ll_data(values) -> az.InferenceData:
+    values = np.asarray(values, dtype=float)
+    return az.from_dict(log_likelihood={"y": values[None]})
+
+
+def test_elpd_by_hand():
+    # two draws, three points
+    ll = np.log([[0.2, 0.5, 0.1], [0.4, 0.5, 0.3]])
+    res = elpd(_ll_data(ll))
+    pointwise = np.log([0.3, 0.5, 0.2])
+    np.testing.assert_allclose(res.pointwise, pointwise, rtol=1e-14)
+    assert res.elpd == pytest.approx(pointwise.sum())
+    assert res.se == pytest.approx(np.sqrt(3 * pointwise.var()))
+
+
+def test_compare_by_hand():
+    good = _ll_data(np.log([[0.5, 0.5, 0.4]]))
+    bad = _ll_data(np.log([[0.25, 0.5, 0.1]]))
+    table = compare({"bad": bad, "good": good})
+    assert table.index.tolist() == ["good", "bad"]
+    d = np.log([2.0, 1.0, 4.0])  # pointwise good - bad
+    assert table.loc["bad", "elpd_diff"] == pytest.approx(d.sum())
+    assert table.loc["bad", "dse"] == pytest.approx(np.sqrt(3 * d.var()))
+    assert table.loc["good", "elpd_diff"] == 0 and table.loc["good", "dse"] == 0
+    assert table["rank"].tolist() == [0, 1]
+    assert table.loc["good", "elpd_test"] == pytest.approx(np.log([0.5, 0.5, 0.4]).sum())
+
+
+def test_compare_refuses_different_points():
+    with pytest.raises(ValueError, match="same points"):
+        compare({"a": _ll_data([[0.0, 0.0]]), "b": _ll_data([[0.0]])})
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        compare({})
+
+
+def test_compare_reports_and_warns_about_pareto_k():
+    rng = np.random.default_rng(0)
+    heavy = _ll_data(rng.standard_normal((400, 20)) * 6.0)  # wildly varying weights: high k
+    light = _ll_data(rng.standard_normal((400, 20)) * 0.01)
+    with pytest.warns(UserWarning, match="Pareto k > 0.7") as record:
+        table = compare({"h": light, "l": light}, train={"h": heavy, "l": light})
+    assert sum("'h'" in str(w.message) for w in record) == 1
+    assert table.loc["h", "k_bad"] > 0 and table.loc["h", "warning"]
+    assert table.loc["l", "k_bad"] == 0 and not table.loc["l", "warning"]
+    assert {"elpd_loo", "p_loo", "k_max"} <= set(table.columns)
+
+
+# ---------------------------------------------------------------- predictive quantiles
+def test_predict_quantiles_invert_the_mixture(regressor):
+    q = np.array([0.05, 0.5, 0.95])
+    state = copy.deepcopy(regressor._rng.bit_generator.state)
+    out = regressor.predict_quantiles(X[:4], q, n_samples=30)
+    assert out.shape == (3, 4, 2)
+    # Replay the same hidden-weight draws and evaluate the mixture CDF at the quantiles.
+    regressor._rng.bit_generator.state = state
+    mean, var = regressor.head.predictive(regressor.head_state_, regressor._head_inputs(X[:4], 30))
+    cdf = ndtr((out[:, None] - mean) / np.sqrt(var)).mean(axis=1)
+    np.testing.assert_allclose(cdf, np.broadcast_to(q[:, None, None], cdf.shape), atol=1e-12)
+
+
+def test_predict_quantiles_single_gaussian_without_draws(regressor):
+    mean, sd = regressor.predict(X[:5], return_std=True, n_samples=None)
+    out = regressor.predict_quantiles(X[:5], [0.1, 0.9], n_samples=None)
+    np.testing.assert_allclose(out[0], mean + sd * stats.norm.ppf(0.1), rtol=1e-12)
+    np.testing.assert_allclose(out[1], mean + sd * stats.norm.ppf(0.9), rtol=1e-12)
+
+
+def test_predict_quantiles_rejects_bad_input(regressor, classifier):
+    with pytest.raises(ValueError, match="quantiles"):
+        regressor.predict_quantiles(X, [0.0, 0.5])
+    with pytest.raises(AttributeError, match="regression head"):
+        classifier.predict_quantiles(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert regressor.predict_quantiles(X[:2], [0.5]).shape == (1, 2, 2)
