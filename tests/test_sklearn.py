@@ -7,7 +7,6 @@ import os
 import pickle
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -57,18 +56,22 @@ def test_sklearn_conformance_more_configurations(estimator, check):
     _run_check(estimator, check)
 
 
-def test_array_api_dispatch_with_numpy_inputs():
-    code = textwrap.dedent(
-        """
-        from sklearn.utils.estimator_checks import check_array_api_input
-        from bayeslayers.sklearn import BayesLayersClassifier, BayesLayersRegressor
-        for est in (BayesLayersRegressor(hidden=(8,), batch_size=16),
-                    BayesLayersClassifier(hidden=(8,), batch_size=16),
-                    BayesLayersClassifier(hidden=(8,), batch_size=16, head="probit")):
-            check_array_api_input(type(est).__name__, est, array_namespace="numpy",
-                                  expect_only_array_outputs=False)
-        print("passed")
-        """
+_ARRAY_API_CHECK = """
+from sklearn.utils.estimator_checks import check_array_api_input
+from bayeslayers.sklearn import BayesLayersClassifier, BayesLayersRegressor
+for est in [{estimators}]:
+    check_array_api_input(type(est).__name__, est, array_namespace="numpy",
+                          expect_only_array_outputs=False)
+print("passed")
+"""
+
+
+@pytest.mark.parametrize(
+    "estimators", [CHECKED, pytest.param(CHECKED_SLOW, marks=pytest.mark.slow)], ids=["", "slow"]
+)
+def test_array_api_dispatch_with_numpy_inputs(estimators):
+    code = _ARRAY_API_CHECK.format(
+        estimators=", ".join(repr(e).replace("\n", "") for e in estimators)
     )
     env = {**os.environ, "SCIPY_ARRAY_API": "1"}
     out = subprocess.run(
