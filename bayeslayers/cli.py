@@ -10,9 +10,10 @@ r"""The ``bayeslayers`` command: run, compare and list TOML variants.
 checkpoints (the learning curve), then writes into ``DIR`` (``runs/<variant>`` by default):
 ``config.toml`` (the resolved variant), ``model.npz`` (:func:`bayeslayers.io.save`),
 ``metrics.json`` and plots (``learning_curve.png``; ``confusion_matrix.png`` and
-``reliability.png`` for classification; ``fit.png``, mean with a 90% band, for 1-D
-regression). ``--seed`` overrides the model's and the training order's seeds; the data split
-keeps its own seed, so seeds share one test set.
+``reliability.png`` for classification; ``fit.png`` for regression on 1 or 2 inputs: the
+prediction at the posterior means with the predictive 90% band (1-D) or beside a map of the
+predictive standard deviation (2-D)). ``--seed`` overrides the model's and the training
+order's seeds; the data split keeps its own seed, so seeds share one test set.
 
 Held-out comparison uses the pointwise log predictive density on the test split,
 
@@ -53,8 +54,9 @@ __all__ = ["evaluate", "main", "run_variant"]
 def evaluate(net, data: Dataset) -> tuple[dict[str, float], np.ndarray]:
     """Test-split metrics and the pointwise log predictive density ``(n,)``.
 
-    Classification: accuracy, NLL, Brier, ECE from ``predict_proba``. Regression: RMSE, NLL,
-    CRPS and 90% interval coverage from ``predict(return_std=True)``. Both add ``elpd`` and
+    Classification: accuracy, NLL, Brier, ECE from ``predict_proba``. Regression: RMSE of
+    ``predict`` (posterior means), and NLL, CRPS and 90% interval coverage of the predictive
+    distribution ``predict(return_std=True)`` (hidden weights sampled). Both add ``elpd`` and
     ``elpd_se`` (module docstring).
     """
     if data.task == "classification":
@@ -64,6 +66,10 @@ def evaluate(net, data: Dataset) -> tuple[dict[str, float], np.ndarray]:
     else:
         mean, std = net.predict(data.X_test, return_std=True)
         out = metrics.regression_metrics(data.y_test, mean, std)
+        # RMSE of the point prediction (forward pass at the posterior means), as ``predict``
+        # returns it; the Monte Carlo predictive mean can sit far from it when the hidden
+        # layers' posteriors are wide.
+        out["rmse"] = metrics.rmse(data.y_test, net.predict(data.X_test))
         lpd = metrics.log_density_gaussian(data.y_test, mean, std)
         lpd = lpd.sum(axis=1) if lpd.ndim == 2 else lpd
     out["elpd"] = float(lpd.sum())
@@ -187,7 +193,7 @@ def _plot_reliability(net, data: Dataset, path: Path) -> None:
 
 
 def _plot_fit_1d(net, data: Dataset, path: Path) -> None:
-    """Predictive mean with a 90% band over the (standardized) input, test points on top."""
+    """Point prediction and the 90% band of the predictive distribution, test points on top."""
     import matplotlib.pyplot as plt
 
     lo, hi = data.X_train.min(), data.X_train.max()
@@ -195,12 +201,36 @@ def _plot_fit_1d(net, data: Dataset, path: Path) -> None:
     mean, std = net.predict(grid, return_std=True)
     z = 1.6448536269514722  # 95th percentile of N(0, 1)
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.fill_between(grid[:, 0], mean - z * std, mean + z * std, alpha=0.3, label="90% band")
-    ax.plot(grid[:, 0], mean, label="predictive mean")
+    ax.fill_between(
+        grid[:, 0], mean - z * std, mean + z * std, alpha=0.3, label="90% predictive band"
+    )
+    ax.plot(grid[:, 0], net.predict(grid), label="prediction (posterior means)")
     ax.scatter(data.X_test[:, 0], data.y_test, s=6, c="k", label="test data")
     ax.set_xlabel(f"{data.feature_names[0]} (standardized)")
     ax.set_ylabel("y")
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_fit_2d(net, data: Dataset, path: Path) -> None:
+    """Point prediction and predictive standard deviation over the (standardized) inputs."""
+    import matplotlib.pyplot as plt
+
+    lo, hi = data.X_train.min(axis=0), data.X_train.max(axis=0)
+    g1, g2 = np.meshgrid(np.linspace(lo[0], hi[0], 60), np.linspace(lo[1], hi[1], 60))
+    grid = np.column_stack([g1.ravel(), g2.ravel()])
+    _, std = net.predict(grid, return_std=True)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
+    titles = ("prediction (posterior means)", "predictive std")
+    for ax, values, title in zip(axes, (net.predict(grid), std), titles, strict=True):
+        im = ax.pcolormesh(g1, g2, values.reshape(g1.shape), shading="auto")
+        fig.colorbar(im, ax=ax)
+        ax.set_title(title)
+        ax.set_xlabel(data.feature_names[0])
+        ax.set_ylabel(data.feature_names[1])
+    axes[1].scatter(*data.X_train.T, s=2, c="w", alpha=0.5)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -216,8 +246,9 @@ def _write_plots(net, data: Dataset, curve, out: Path) -> list[str]:
         _plot_confusion(net, data, out / "confusion_matrix.png")
         _plot_reliability(net, data, out / "reliability.png")
         written += ["confusion_matrix.png", "reliability.png"]
-    elif data.X_train.shape[1] == 1 and np.ndim(data.y_train) == 1:
-        _plot_fit_1d(net, data, out / "fit.png")
+    elif np.ndim(data.y_train) == 1 and data.X_train.shape[1] in (1, 2):
+        plot = _plot_fit_1d if data.X_train.shape[1] == 1 else _plot_fit_2d
+        plot(net, data, out / "fit.png")
         written.append("fit.png")
     return written
 
