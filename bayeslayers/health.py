@@ -166,7 +166,7 @@ def _covariance_health(post: WeightPosterior) -> tuple[bool, bool, bool, float]:
     return finite, symmetric, cholesky, min_eig
 
 
-def report(net, X=None, Y=None) -> HealthReport:
+def report(net, X=None, Y=None, batch_size: int = 100) -> HealthReport:
     """Examine every posterior of a fitted network (see the module docstring).
 
     Parameters
@@ -177,6 +177,10 @@ def report(net, X=None, Y=None) -> HealthReport:
         Probe inputs for counting dead units.
     Y : array-like, optional
         Targets (or labels) for ``X``: also report the largest target correction.
+    batch_size : int
+        The corrections are those of a training step on ``batch_size`` probe rows at a time,
+        every batch taken from the current state (this also bounds the memory of the
+        per-unit batch solves, which grows with the square of the batch).
 
     Returns
     -------
@@ -185,6 +189,10 @@ def report(net, X=None, Y=None) -> HealthReport:
     net._check_fitted()
     if Y is not None and X is None:
         raise ValueError("Y was given without X: pass probe inputs X with the targets")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dead: list[int | None] = [None] * len(net.layers)
     corrections: list[float | None] = [None] * len(net.layers)
     if X is not None:
@@ -192,10 +200,14 @@ def report(net, X=None, Y=None) -> HealthReport:
             Xc = check_features(X, net.n_features_in_, net.dtype)
         else:
             Xc, T = net._encode(X, Y)
-            found: list[float] = []
-            net._step(net.posteriors_, net.head_state_, Xc, T, 1.0, corrections=found)
-            # The step visits the layers from the top down.
-            corrections = [float(c) for c in reversed(found)]
+            largest = np.zeros(len(net.layers))
+            for start in range(0, len(Xc), batch_size):
+                rows = slice(start, start + batch_size)
+                found: list[float] = []
+                net._step(net.posteriors_, net.head_state_, Xc[rows], T[rows], 1.0, found)
+                # The step visits the layers from the top down.
+                largest = np.maximum(largest, found[::-1])
+            corrections = [float(c) for c in largest]
         _, cache = net._forward_means(Xc, net.posteriors_)
         dead = [int(np.sum(~np.any(g != 0, axis=0))) for _, _, g, _ in cache]
     rows = []

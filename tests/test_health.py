@@ -109,6 +109,18 @@ def test_target_corrections_follow_clip_and_leave_the_network_alone():
     assert max(h.max_correction for h in loose.layers[:2]) > 0.05
 
 
+def test_corrections_are_the_largest_over_probe_batches():
+    net, X, y = _fitted()
+    whole = report(net, X, y, batch_size=7)
+    parts = [report(net, X[i : i + 7], y[i : i + 7], batch_size=7) for i in range(0, len(X), 7)]
+    for k in range(2):
+        assert whole.layers[k].max_correction == max(p.layers[k].max_correction for p in parts)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        report(net, X, y, batch_size=0)
+    with pytest.raises(TypeError, match="batch_size must be an int"):
+        report(net, X, y, batch_size=2.5)
+
+
 def test_report_needs_a_fitted_network_and_x_with_y():
     X, y = _data()
     with pytest.raises(RuntimeError, match="not fitted"):
