@@ -48,18 +48,21 @@ Three ways to fit the weights' Gaussian posterior (``fit=``):
 
 Target for the body (all fits): the Gauss-Newton step of the log-likelihood in :math:`\eta`
 at the head's posterior *before* the batch's update (``body_target="before"``, the default),
-:math:`\delta\eta = H^{-1} g` with :math:`H` the negative Hessian (diagonal
-for the probit columns, :math:`\operatorname{diag}(p) - p p^\top` over the ``K - 1`` free
-logits for the multinomial logit), propagated like a Gaussian head's residual with the
-weighting :math:`H`: :meth:`residual` returns :math:`E = H^{-1/2} g` and
-:math:`J = W_{[:d]} H^{1/2}`, so that the damped minimum-norm solve of
-:mod:`bayeslayers.propagation` gives the Levenberg-Marquardt step
-:math:`\delta a = g^\top W^\top (W H W^\top + \lambda I)^{-1}`.
+:math:`\delta\eta = (H + \kappa I)^{-1} g` with :math:`H` the negative Hessian (diagonal for
+the probit columns, :math:`\operatorname{diag}(p) - p p^\top` over the ``K - 1`` free logits
+of the multinomial logit) and a curvature floor :math:`\kappa` (``curvature_floor``), propagated
+like a Gaussian head's residual with the weighting :math:`\tilde H = H + \kappa I`:
+:meth:`residual` returns :math:`E = \tilde H^{-1/2} g` and :math:`J = W_{[:d]} \tilde H^{1/2}`,
+so that the damped minimum-norm solve of :mod:`bayeslayers.propagation` gives the
+Levenberg-Marquardt step :math:`\delta a = g^\top W^\top (W \tilde H W^\top + \lambda I)^{-1}`.
+
 This departs from the Gaussian head, whose residual is taken after its update: a probit or
 logistic head that has just been updated on a row already explains it, the gradient nearly
-vanishes and the body stops learning (digits, 64-100-10, probit ADF: 95.8% test accuracy whether
-the hidden layer learns or is frozen; 97.1% with ``"before"``). ``body_target="after"`` keeps
-the other behaviour for comparison.
+vanishes and the body stops learning (digits, 64-100-10, probit ADF, no floor: 95.8% test
+accuracy whether the hidden layer learns or is frozen; 97.1% with ``"before"``).
+``body_target="after"`` keeps the other behaviour for comparison. Without the floor, a
+confidently wrong prediction (:math:`H \to 0`) asks for corrections of the hidden outputs
+up to 75 (logistic head on digits), which wrecks the hidden layer.
 """
 
 from __future__ import annotations
@@ -118,18 +121,16 @@ class GLMState(NamedTuple):
     n_refits: int
 
 
-def _probit_terms(eta: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gradient ``g``, curvature ``w`` and ``g / sqrt(w)`` of :math:`\\log\\Phi(s\\eta)`.
+def _probit_terms(eta: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient ``g`` and curvature ``w`` of :math:`\\log\\Phi(s\\eta)`, :math:`s = 2y - 1`.
 
     With the inverse Mills ratio :math:`\\lambda = \\phi(s\\eta) / \\Phi(s\\eta)`:
-    :math:`g = s\\lambda`, :math:`w = \\lambda(\\lambda + s\\eta)`,
-    :math:`g / \\sqrt w = s \\sqrt{\\lambda / (\\lambda + s\\eta)}`.
+    :math:`g = s\\lambda`, :math:`w = \\lambda(\\lambda + s\\eta)`.
     """
     s = 2.0 * y - 1.0
     u = s * eta
     lam = np.exp(-0.5 * u**2 - 0.5 * np.log(2 * np.pi) - log_ndtr(u))
-    w = np.maximum(lam * (lam + u), _MIN_CURVATURE)
-    return s * lam, w, s * np.sqrt(np.minimum(lam / (lam + u), 1.0 / _MIN_CURVATURE))
+    return s * lam, np.maximum(lam * (lam + u), _MIN_CURVATURE)
 
 
 def _check_positive_int(name: str, value) -> None:
@@ -160,14 +161,19 @@ class _GLMHead:
     body_target : {"before", "after"}
         Linearize the link for the body's target at the head's posterior before the batch's
         update (its prediction error on rows it has not yet learned from) or after it.
+    curvature_floor : float
+        :math:`\kappa \ge 0` added to the curvature :math:`H` for the body's target (a trust
+        region in :math:`\eta`): the step is at most about :math:`|g| / \kappa`, where a
+        confidently wrong prediction (:math:`H \to 0`) would otherwise ask for a huge one.
+        Default 0 for ``Probit`` and 0.1 for ``Logistic`` (digits, 64-100-10, network damping
+        1e-2: probit ADF 97.1% test accuracy with 0, 96.4% with 0.01, 96.0% with 0.1; logistic
+        Laplace 85.8% with 0, 91.6% with 0.01, 94.9% with 0.1, and 96.2% with 0 and damping 0.3).
 
     Notes
     -----
     A link supplies ``n_columns(n_classes)``, ``_targets(T)`` (its observed targets from one-hot
-    labels), ``_loglik(eta, Y)`` (per row), ``_grad_hess(eta, Y)`` (gradient ``g`` (n, C) and
-    negative Hessian ``H`` (n, C, C) of the log-likelihood in :math:`\eta`) and
-    ``_whitened_step(eta, Y)`` (:math:`H^{-1/2} g` and :math:`H^{1/2}`,
-    diagonal as ``(n, C)`` or full as ``(n, C, C)``).
+    labels), ``_loglik(eta, Y)`` (per row) and ``_grad_hess(eta, Y)`` (gradient ``g`` (n, C) and
+    negative Hessian ``H`` (n, C, C) of the log-likelihood in :math:`\eta`).
     """
 
     fit: str = "laplace"
@@ -178,6 +184,7 @@ class _GLMHead:
     covariance: str | None = None
     seed: int = 0
     body_target: str = "before"
+    curvature_floor: float = 0.1
 
     is_classifier: ClassVar[bool] = True
     link: ClassVar[str]
@@ -188,6 +195,8 @@ class _GLMHead:
             raise ValueError(f"fit must be one of {self.fits}, got {self.fit!r}")
         if self.body_target not in ("before", "after"):
             raise ValueError(f"body_target must be 'before' or 'after', got {self.body_target!r}")
+        if not (isinstance(self.curvature_floor, int | float) and self.curvature_floor >= 0):
+            raise ValueError(f"curvature_floor must be a number >= 0, got {self.curvature_floor!r}")
         for name in ("chunk_size", "n_steps", "n_mc"):
             _check_positive_int(name, getattr(self, name))
         if not (isinstance(self.learning_rate, int | float) and self.learning_rate > 0):
@@ -351,9 +360,11 @@ class _GLMHead:
         Taken at the posterior before the last update (``body_target="before"``) or after it.
         """
         W = (state.before if self.body_target == "before" else state.post).mean
-        E, root_H = self._whitened_step(X @ W, self._targets(T))
-        if root_H.ndim == 2:
-            return E, W[None, :-1, :] * root_H[:, None, :]
+        g, H = self._grad_hess(X @ W, self._targets(T))
+        lam, Q = np.linalg.eigh(H)
+        lam = np.maximum(lam, _MIN_CURVATURE) + self.curvature_floor
+        E = np.einsum("nce,ne->nc", Q, np.einsum("nce,nc->ne", Q, g) / np.sqrt(lam))
+        root_H = np.einsum("nce,ne,nfe->ncf", Q, np.sqrt(lam), Q)
         return E, np.einsum("dc,nce->nde", W[:-1], root_H)
 
     def predictive(self, state: GLMState, X) -> tuple[np.ndarray, np.ndarray]:
@@ -379,6 +390,7 @@ class Probit(_GLMHead):
     kind: ClassVar[str] = "probit"
     link: ClassVar[str] = "probit"
     fits: ClassVar[tuple[str, ...]] = ("laplace", "adf", "advi")
+    curvature_floor: float = 0.0
 
     def n_columns(self, n_classes: int) -> int:
         return 1 if n_classes == 2 else n_classes
@@ -390,12 +402,8 @@ class Probit(_GLMHead):
         return log_ndtr((2.0 * Y - 1.0) * eta).sum(axis=1)
 
     def _grad_hess(self, eta, Y):
-        g, w, _ = _probit_terms(eta, Y)
+        g, w = _probit_terms(eta, Y)
         return g, w[:, :, None] * np.eye(w.shape[1])
-
-    def _whitened_step(self, eta, Y):
-        _, w, g_over_root_w = _probit_terms(eta, Y)
-        return g_over_root_w, np.sqrt(w)
 
     def _adf_pseudo(self, m, v, Y) -> tuple[np.ndarray, np.ndarray]:
         """Slope ``1 / sqrt(r)`` and target ``t / sqrt(r)`` of the ADF pseudo-observation."""
@@ -433,6 +441,7 @@ class Logistic(_GLMHead):
     """
 
     n_draws: int = 200
+    curvature_floor: float = 0.1
 
     kind: ClassVar[str] = "logistic"
     link: ClassVar[str] = "logistic"
@@ -458,13 +467,6 @@ class Logistic(_GLMHead):
         p = np.exp(self._log_proba(eta)[:, :-1])
         H = p[:, :, None] * np.eye(p.shape[1]) - p[:, :, None] * p[:, None, :]
         return Y[:, :-1] - p, H
-
-    def _whitened_step(self, eta, Y):
-        g, H = self._grad_hess(eta, Y)
-        lam, Q = np.linalg.eigh(H)
-        lam = np.maximum(lam, _MIN_CURVATURE)
-        E = np.einsum("nce,ne->nc", Q, np.einsum("nce,nc->ne", Q, g) / np.sqrt(lam))
-        return E, np.einsum("nce,ne,nfe->ncf", Q, np.sqrt(lam), Q)
 
     def proba(self, state: GLMState, X) -> np.ndarray:
         """Class probabilities ``(..., K)`` for head inputs ``X`` (with bias)."""

@@ -32,13 +32,18 @@ from sklearn.preprocessing import StandardScaler
 
 from bayeslayers import Network, heads, layers
 
+# name: (head class, head kwargs, extra Network kwargs)
 HEADS = {
-    "onehot": (heads.OneHot, {}),
-    "probit-laplace": (heads.Probit, {"fit": "laplace"}),
-    "probit-adf": (heads.Probit, {"fit": "adf"}),
-    "probit-advi": (heads.Probit, {"fit": "advi"}),
-    "logistic-laplace": (heads.Logistic, {"fit": "laplace"}),
-    "logistic-advi": (heads.Logistic, {"fit": "advi"}),
+    "onehot": (heads.OneHot, {}, {}),
+    "probit-laplace": (heads.Probit, {"fit": "laplace"}, {}),
+    "probit-adf": (heads.Probit, {"fit": "adf"}, {}),
+    "probit-advi": (heads.Probit, {"fit": "advi"}, {}),
+    "logistic-laplace": (heads.Logistic, {"fit": "laplace"}, {}),
+    "logistic-advi": (heads.Logistic, {"fit": "advi"}, {}),
+    # ablation: the body's target from the head after its update (the Gaussian head's rule)
+    "probit-adf-after": (heads.Probit, {"fit": "adf", "body_target": "after"}, {}),
+    # logistic without the curvature floor, larger damping of the target solve instead
+    "logistic-laplace-damped": (heads.Logistic, {"curvature_floor": 0.0}, {"damping": 0.3}),
 }
 
 TIMES: dict[str, float] = defaultdict(float)
@@ -93,13 +98,14 @@ def compile_time(head) -> float:
 
 
 def run(name: str) -> dict:
-    cls, kwargs = HEADS[name]
+    cls, kwargs, net_kwargs = HEADS[name]
     head = timed(cls)(**kwargs)
     out = {"compile_s": compile_time(head) if kwargs.get("fit") == "advi" else 0.0}
     Xtr, ytr, Xte, yte = digits_data()
     TIMES.clear()
     start = time.perf_counter()
-    net = Network([layers.ReLU(100)], head=head, covariance="unit", seed=0).fit(Xtr, ytr)
+    net = Network([layers.ReLU(100)], head=head, covariance="unit", seed=0, **net_kwargs)
+    net.fit(Xtr, ytr)
     total = time.perf_counter() - start
     proba = net.predict_proba(Xte)
     out.update(

@@ -155,10 +155,11 @@ def test_proba_accepts_body_draws(head):
 
 
 @pytest.mark.parametrize(
-    ("head", "n_classes"), [(Probit(), 2), (Probit(), 4), (Logistic(), 2), (Logistic(), 4)]
+    ("head", "n_classes"),
+    [(Probit(), 2), (Probit(curvature_floor=0.0), 4), (Logistic(), 2), (Logistic(), 4)],
 )
 def test_residual_gives_the_levenberg_marquardt_step(head, n_classes):
-    """solve_targets(E, J) equals delta = g^T W^T (W H W^T + lambda I)^{-1} for every row."""
+    """solve_targets(E, J) equals g^T W^T (W (H + kappa I) W^T + lambda I)^{-1} for every row."""
     rng = np.random.default_rng(8)
     state = _one_row_state(head, n_classes, rng)
     X = np.c_[rng.normal(size=(5, 3)), np.ones(5)]
@@ -167,6 +168,7 @@ def test_residual_gives_the_levenberg_marquardt_step(head, n_classes):
     delta = solve_targets(E, J, damping=0.1)
     W = state.post.mean[:-1]
     g, H = head._grad_hess(X @ state.post.mean, head._targets(T))
+    H += head.curvature_floor * np.eye(H.shape[1])
     for i in range(5):
         lhs = W @ H[i] @ W.T + 0.1 * np.eye(3)
         np.testing.assert_allclose(delta[i], np.linalg.solve(lhs, W @ g[i]), rtol=1e-7, atol=1e-10)
@@ -263,6 +265,7 @@ def test_unseen_class_and_single_class_raise(head):
         (Logistic, {"covariance": "full"}, "covariance must be one of"),
         (Logistic, {"n_draws": 0}, "n_draws must be an int >= 1"),
         (Probit, {"body_target": "middle"}, "body_target must be 'before' or 'after'"),
+        (Logistic, {"curvature_floor": -0.1}, "curvature_floor must be a number >= 0"),
     ],
 )
 def test_bad_parameters_raise(cls, kwargs, match):
