@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import bayeslayers
-from bayeslayers import cli, config
+from bayeslayers import cli, config, metrics
+from bayeslayers.datasets import load_dataset
 
 VARIANTS = sorted(config.find_variants().items())
 
@@ -54,6 +55,11 @@ def test_every_variant_runs_end_to_end_on_a_subset(tmp_path, name, path, capsys)
     assert f"{key} " in printed.out and "wall time" in printed.out
     net = bayeslayers.load(out / "model.npz")
     assert net.n_samples_seen_ == result["n_train"] * cfg.train["passes"]
+    data = load_dataset(**cfg.data)  # the saved model reproduces the reported metrics
+    if result["task"] == "classification":
+        assert result["accuracy"] == np.mean(net.predict(data.X_test) == data.y_test)
+    else:
+        assert result["rmse"] == pytest.approx(metrics.rmse(data.y_test, net.predict(data.X_test)))
 
 
 def test_seed_override_and_model_reload(tmp_path, capsys):
