@@ -124,6 +124,7 @@ def to_inference_data(
     max_units: int | None = None,
     max_inputs: int | None = None,
     chunk_size: int = 100,
+    hidden: str = "sample",
     seed: int = 0,
 ) -> az.InferenceData:
     """Export a fitted network's posterior and predictions on ``X`` as ArviZ ``InferenceData``.
@@ -149,6 +150,12 @@ def to_inference_data(
         and non-bias inputs (rows) of every stored weight matrix, evenly spaced; the bias row
         is always kept. A 784x100 layer with 1,000
         draws is 630 MB in float64; ``max_units=10, max_inputs=50`` makes it 4 MB.
+    hidden : {"sample", "mean"}
+        ``"sample"``: draw every layer. ``"mean"``: keep the hidden layers at their posterior
+        means and draw only the head (a last-layer posterior; ``posterior`` then holds only
+        ``head_w``). Sampling the hidden layers independently can resurrect units that are dead
+        at the mean with prior-scale weights, which widens the predictive enormously; compare
+        both with :func:`compare`.
     chunk_size : int
         Draws per forward pass; bounds the working memory to about
         ``chunk_size * n * (widest layer)`` numbers (weights of the chunk included).
@@ -181,11 +188,16 @@ def to_inference_data(
             raise ValueError(f"group {g!r} needs the observations y")
     head_post = _head_posterior(net)
     posts = [*net.posteriors_, head_post]
+    if hidden not in ("sample", "mean"):
+        raise ValueError(f"hidden must be 'sample' or 'mean', got {hidden!r}")
     names = [f"layer{i}_w" for i in range(len(net.layers))] + ["head_w"]
-    var_names = names if var_names is None else list(var_names)
-    unknown = sorted(set(var_names) - set(names))
+    available = names if hidden == "sample" else names[-1:]
+    var_names = available if var_names is None else list(var_names)
+    unknown = sorted(set(var_names) - set(available))
     if unknown:
-        raise ValueError(f"var_names {unknown} are not among the weights {names}")
+        raise ValueError(
+            f"var_names {unknown} are not among the weights {available} (hidden={hidden!r})"
+        )
     if "posterior" not in groups:
         var_names = []
 
@@ -206,14 +218,18 @@ def to_inference_data(
 
     ll, pp = [], []
     xb = _bias(X)
+    mean_xh = net._forward_means(X, net.posteriors_)[0] if hidden == "mean" else None
     for start in range(0, n_draws, chunk_size):
         c = min(chunk_size, n_draws - start)
-        xh = np.broadcast_to(xb, (c, *xb.shape))
-        for i, layer in enumerate(net.layers):
-            Z = _first_layer(xb, draw(i, c)) if i == 0 else xh @ draw(i, c)
-            xh = _bias(layer.activate(Z))
-        W = draw(len(net.layers), c)
-        F = xh @ W if net.layers else _first_layer(xb, W)
+        if hidden == "mean":
+            xh = np.broadcast_to(mean_xh, (c, *mean_xh.shape))
+        else:
+            xh = np.broadcast_to(xb, (c, *xb.shape))
+            for i, layer in enumerate(net.layers):
+                Z = _first_layer(xb, draw(i, c)) if i == 0 else xh @ draw(i, c)
+                xh = _bias(layer.activate(Z))
+        W = draw(len(posts) - 1, c)
+        F = _first_layer(xh[0], W) if hidden == "mean" or not net.layers else xh @ W
         chunk_ll, chunk_pp = _predictive_draws(net, xh, F, obs, rng)
         ll.append(chunk_ll)
         pp.append(chunk_pp)
@@ -225,11 +241,11 @@ def to_inference_data(
         for i, name in enumerate(names):
             if name not in kept:
                 continue
-            hidden = i < len(net.layers)
-            in_dim, out_dim = (f"in{i}", f"unit{i}") if hidden else ("in_head", "output")
+            is_hidden = i < len(net.layers)
+            in_dim, out_dim = (f"in{i}", f"unit{i}") if is_hidden else ("in_head", "output")
             n_in = posts[i].mean.shape[0] - 1
             coords[in_dim] = [str(r) if r < n_in else "bias" for r in rows[i]]
-            coords[out_dim] = cols[i] if hidden else _output_coords(net)
+            coords[out_dim] = cols[i] if is_hidden else _output_coords(net)
             variables["posterior"][name] = ((in_dim, out_dim), np.concatenate(kept[name]))
     y_dims: tuple[str, ...] = ("obs",)
     multi = not net.head.is_classifier and net.n_outputs_ > 1
@@ -248,6 +264,7 @@ def to_inference_data(
         "head": net.head.kind,
         "covariance": [p.structure for p in posts],
         "n_draws": n_draws,
+        "hidden": hidden,
         "log_likelihood": "head integrated"
         if net.head.is_classifier and not isinstance(net.head, OneHot)
         else "every layer drawn",

@@ -149,6 +149,22 @@ def test_log_likelihood_averages_to_the_analytic_predictive(head):
     np.testing.assert_array_less(np.abs(p.mean(axis=0) - exact), tol)
 
 
+def test_hidden_mean_draws_only_the_head(regressor):
+    """hidden="mean": mean_s p(y | W_s) -> the head's analytic predictive at the mean features."""
+    idata = to_inference_data(regressor, X[:8], Y2[:8], n_draws=4000, hidden="mean", seed=2)
+    assert list(idata.posterior.data_vars) == ["head_w"]
+    assert idata.posterior.attrs["hidden"] == "mean"
+    p = np.exp(idata.log_likelihood["y"].values[0])
+    mean, sd = regressor.predict(X[:8], return_std=True, n_samples=None)
+    exact = stats.norm.pdf(Y2[:8], mean, sd).prod(axis=1)
+    tol = 5 * p.std(axis=0) / np.sqrt(len(p))
+    np.testing.assert_array_less(np.abs(p.mean(axis=0) - exact), tol)
+    with pytest.raises(ValueError, match="not among the weights"):
+        to_inference_data(regressor, X, hidden="mean", var_names=["layer0_w"])
+    with pytest.raises(ValueError, match="hidden must be"):
+        to_inference_data(regressor, X, hidden="median")
+
+
 def test_arviz_functions_work_on_the_export(classifier):
     idata = to_inference_data(classifier, X, LABELS, n_draws=100, max_units=2, max_inputs=1)
     summary = az.summary(idata, var_names=["layer0_w"])
