@@ -1,0 +1,208 @@
+"""Issue-4 figures: predictive uncertainty, calibration and the cost of the ArviZ export.
+
+    python benchmarks/uncertainty.py --part sine      # 90% interval coverage per structure
+    python benchmarks/uncertainty.py --part digits    # ECE / NLL vs a converged MLP
+    python benchmarks/uncertainty.py --part export    # to_inference_data time and memory
+    python benchmarks/uncertainty.py                  # all three; add --out DIR for PNGs
+
+Data are those of the core issue (benchmarks/core.py):
+* sine: x ~ U(-2, 2), y = sin(3x) + N(0, 0.1^2); 2,000 draws with seed 0, the first 1,000
+  train, the rest test; network 1-50-50-1 ReLU, noise 0.01, one pass, batch size 1.
+* digits: load_digits, train_test_split(test_size=0.25, stratify=y, random_state=0),
+  standardized on the training split; network 64-100-10 ReLU, one pass, batch size 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import tracemalloc
+import warnings
+
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier
+from sklearn.preprocessing import StandardScaler
+
+from bayeslayers import Network, heads, layers, metrics, plots
+from bayeslayers.diagnostics import compare, to_inference_data
+
+
+def sine_data(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2, 2, (2000, 1))
+    y = np.sin(3 * x[:, 0]) + rng.normal(0, 0.1, 2000)
+    return x[:1000], y[:1000], x[1000:], y[1000:]
+
+
+def digits_data():
+    X, y = load_digits(return_X_y=True)
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, stratify=y, random_state=0)
+    scaler = StandardScaler().fit(Xtr)
+    return scaler.transform(Xtr), ytr, scaler.transform(Xte), yte
+
+
+def _fmt(d: dict) -> str:
+    return " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in d.values())
+
+
+def part_sine(out: str | None, batch_size: int) -> None:
+    Xtr, ytr, Xte, yte = sine_data()
+    print("\n### sine: 1-50-50-1 ReLU, noise 0.01, one pass, batch", batch_size)
+    print(
+        "| covariance | hidden layers | fit s | RMSE | NLL | CRPS | 90% cov. (quantiles) "
+        "| 90% cov. (mean ± 1.645 sd) | mean 90% width |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    test_exports, train_exports = {}, {}
+    for structure in ("unit", "shared", "diag"):
+        net = Network([layers.ReLU(50), layers.ReLU(50)], covariance=structure, noise=0.01, seed=0)
+        start = time.perf_counter()
+        net.fit(Xtr, ytr, batch_size=batch_size)
+        fit_s = time.perf_counter() - start
+        for n_samples in (None, 200):
+            mean, std = net.predict(Xte, return_std=True, n_samples=n_samples)
+            lo, hi = net.predict_quantiles(Xte, [0.05, 0.95], n_samples=n_samples)
+            row = {
+                "covariance": structure,
+                "hidden": "means" if n_samples is None else "200 draws",
+                "fit_s": fit_s,
+                "rmse": metrics.rmse(yte, mean),
+                "nll": metrics.nll_gaussian(yte, mean, std),
+                "crps": metrics.crps_gaussian(yte, mean, std),
+                "cov_q": metrics.interval_coverage(yte, lo, hi),
+                "cov_gauss": metrics.interval_coverage(yte, *metrics.central_interval(mean, std)),
+                "width": float(np.mean(hi - lo)),
+            }
+            print("| " + _fmt(row) + " |", flush=True)
+        for hidden in ("mean", "sample"):
+            kw = dict(n_draws=500, max_units=5, hidden=hidden)
+            test_exports[f"{structure}/{hidden}"] = to_inference_data(net, Xte, yte, **kw)
+            train_exports[f"{structure}/{hidden}"] = to_inference_data(net, Xtr, ytr, **kw)
+        if out:
+            grid = np.linspace(-2.5, 2.5, 400)[:, None]
+            q = net.predict_quantiles(grid, [0.05, 0.5, 0.95], n_samples=None)
+            plots.plot_fit_1d(
+                grid[:, 0],
+                q[1],
+                q[0],
+                q[2],
+                x_obs=Xtr[:, 0],
+                y_obs=ytr,
+                truth=np.sin(3 * grid[:, 0]),
+                title=f"sin(3x), {structure}",
+                path=os.path.join(out, f"sine_{structure}.png"),
+            )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = compare(test_exports, train=train_exports)
+    print("\ncompare (held-out elpd on 1,000 test points, 500 draws; LOO on the training exports):")
+    print(table.to_string(float_format=lambda v: f"{v:.4g}"))
+    for w in caught:
+        if "Pareto" in str(w.message):
+            print("warning:", w.message)
+    if out:
+        plots.plot_comparison(table, title="sin(3x)", path=os.path.join(out, "sine_compare.png"))
+
+
+def part_digits(out: str | None, batch_size: int) -> None:
+    Xtr, ytr, Xte, yte = digits_data()
+    print("\n### digits: 64-100-10 ReLU, one pass, batch", batch_size)
+    print("| model | fit s | accuracy | NLL | Brier | ECE |")
+    print("|---|---|---|---|---|---|")
+    variants = {
+        "OneHot noise=1": dict(head=heads.OneHot(), noise=1.0),
+        "OneHot learn_noise": dict(head=heads.OneHot(learn_noise=True), noise=1.0),
+        "Probit laplace": dict(head=heads.Probit(fit="laplace")),
+    }
+    for name, kw in variants.items():
+        net = Network([layers.ReLU(100)], seed=0, **kw)
+        start = time.perf_counter()
+        net.fit(Xtr, ytr, batch_size=batch_size)
+        fit_s = time.perf_counter() - start
+        for n_samples in (None, 100):
+            proba = net.predict_proba(Xte, n_samples=n_samples)
+            label = f"{name}, hidden {'means' if n_samples is None else '100 draws'}"
+            print(
+                f"| {label} | {fit_s:.1f} | "
+                + _fmt(metrics.classification_metrics(yte, proba, classes=net.classes_))
+                + " |",
+                flush=True,
+            )
+            if out and n_samples == 100:
+                plots.plot_reliability(
+                    yte,
+                    proba,
+                    classes=net.classes_,
+                    title=name,
+                    path=os.path.join(out, f"digits_{name.split()[0]}.png"),
+                )
+    for label, kw in {
+        "MLP converged": dict(max_iter=2000),
+        "MLP 1 epoch, batch 1": dict(max_iter=1, batch_size=1),
+    }.items():
+        mlp = MLPClassifier(hidden_layer_sizes=(100,), random_state=0, **kw)
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            mlp.fit(Xtr, ytr)
+        fit_s = time.perf_counter() - start
+        proba = mlp.predict_proba(Xte)
+        print(
+            f"| {label} (sklearn) | {fit_s:.1f} | "
+            + _fmt(metrics.classification_metrics(yte, proba, classes=mlp.classes_))
+            + " |",
+            flush=True,
+        )
+
+
+def part_export(repeats: int) -> None:
+    Xtr, ytr, Xte, yte = digits_data()
+    net = Network([layers.ReLU(100)], head=heads.OneHot(), seed=0).fit(Xtr, ytr, batch_size=50)
+    a = np.random.default_rng(0).standard_normal((1000, 1000))
+    walls, cpus, bases = [], [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(10):
+            a @ a
+        bases.append(time.perf_counter() - start)
+        wall, cpu = time.perf_counter(), time.process_time()
+        to_inference_data(net, Xte, yte, n_draws=1000)
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    tracemalloc.start()
+    idata = to_inference_data(net, Xte, yte, n_draws=1000)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    size = sum(ds.nbytes for ds in (idata[g] for g in idata.groups()))
+    print(f"\n### export: 64-100-10 OneHot, {len(Xte)} test points, 1,000 draws, {repeats} runs")
+    print(f"wall s median {np.median(walls):.2f} (runs {', '.join(f'{w:.2f}' for w in walls)})")
+    print(
+        f"CPU s median {np.median(cpus):.2f}; baseline 10x (1000x1000 GEMM) median "
+        f"{np.median(bases):.2f} s; export / baseline = {np.median(walls) / np.median(bases):.1f}"
+    )
+    print(f"peak traced memory {peak / 2**20:.0f} MiB; InferenceData holds {size / 2**20:.0f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["sine", "digits", "export", "all"], default="all")
+    parser.add_argument("--out", help="directory for PNG figures")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+    if args.part in ("sine", "all"):
+        part_sine(args.out, args.batch_size)
+    if args.part in ("digits", "all"):
+        part_digits(args.out, args.batch_size)
+    if args.part in ("export", "all"):
+        part_export(args.repeats)
+
+
+if __name__ == "__main__":
+    main()
