@@ -178,7 +178,7 @@ class _GLMHead:
 
     fit: str = "laplace"
     chunk_size: int = 256
-    n_steps: int = 400
+    n_steps: int = 200
     learning_rate: float = 0.02
     n_mc: int = 4
     covariance: str | None = None
