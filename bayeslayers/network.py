@@ -362,33 +362,77 @@ class Network:
             A = layer.activate(_with_bias(A) @ W)
         return _with_bias(A)
 
-    def predict_moments(self, X, n_samples: int | None = 100) -> tuple[np.ndarray, np.ndarray]:
+    def _linearized_moments(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        r"""Predictive moments of the head's linear predictor by local linearization.
+
+        The network output :math:`f` is expanded to first order in every hidden layer's weights
+        around the posterior means (the same linearization the training step uses, so this is
+        the extended Kalman filter's own predictive). With independent Gaussian columns,
+
+        .. math::
+
+            \operatorname{Var} f_k = v^{head}_k + \sum_l \sum_j
+                \big(x_l^\top \Sigma_{l,j}\, x_l\big)\,
+                \big(g_{l,j}\, \partial f_k / \partial h_{l,j}\big)^2,
+
+        where :math:`v^{head}` is the head's own predictive variance (its weights and noise),
+        :math:`x_l` the layer's input, :math:`g_{l,j}` the slope of unit ``j`` and
+        :math:`\partial f / \partial h_l` the Jacobian at the means, accumulated from the top
+        down. Units that are off (``g = 0``) contribute nothing, as in the mean prediction.
+        """
+        xh, cache = self._forward_means(X, self.posteriors_)
+        mean, var = self.head.predictive(self.head_state_, xh)
+        W = self.head_state_.post.mean
+        J = np.broadcast_to(W[:-1], (len(X), *W[:-1].shape))  # df / dh of the top hidden layer
+        for (x, _, g, _), post in zip(reversed(cache), reversed(self.posteriors_), strict=True):
+            gJ = g[:, :, None] * J  # df / dz
+            var = var + np.einsum("nm,nmk->nk", conjugate.marginal_variance(post, x), gJ**2)
+            J = post.mean[None, :-1, :] @ gJ
+        return mean, var
+
+    def predict_moments(
+        self, X, n_samples: int | None = 100, *, method: str = "linearized"
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Predictive mean and variance of the head's linear predictor, shape ``(n, k)``.
 
-        The head's weights (and noise) are integrated analytically; the hidden layers' weights
-        by ``n_samples`` Monte Carlo draws (``None`` or 0: hidden layers at their means). The
-        variance is the law of total variance over the draws.
+        The head's weights (and, for regression, the noise) are integrated analytically. The
+        hidden layers' weights are integrated either by local linearization around the posterior
+        means (``method="linearized"``, the default: deterministic, and the mean equals the
+        plug-in prediction) or by ``n_samples`` Monte Carlo draws (``method="sample"``; the
+        variance is the law of total variance over the draws; ``n_samples=0`` keeps the hidden
+        layers at their means).
+
+        Sampling draws every hidden weight from its posterior, including weights of units that
+        were rarely active and so kept most of their prior variance; such draws switch those
+        units on and can widen the predictive far beyond the linearized one. The linearized
+        predictive was measured better calibrated (benchmarks/RESULTS.md).
         """
         self._check_fitted()
+        if method not in ("linearized", "sample"):
+            raise ValueError(f"method must be 'linearized' or 'sample', got {method!r}")
         X = check_features(X, self.n_features_in_, self.dtype)
+        if method == "linearized":
+            return self._linearized_moments(X)
         mean, var = self.head.predictive(self.head_state_, self._head_inputs(X, n_samples))
         if mean.ndim == 3:
             var = var.mean(axis=0) + mean.var(axis=0)
             mean = mean.mean(axis=0)
         return mean, var
 
-    def predict(self, X, *, return_std: bool = False, n_samples: int = 100):
+    def predict(
+        self, X, *, return_std: bool = False, n_samples: int = 100, method: str = "linearized"
+    ):
         """Posterior-mean prediction; class labels for a classification head.
 
         With ``return_std=True`` (regression) also returns the predictive standard deviation:
-        weight uncertainty of every layer (Monte Carlo over ``n_samples`` draws of the hidden
-        layers, analytic for the head) plus the observation noise.
+        weight uncertainty of every layer plus the observation noise (see
+        :meth:`predict_moments` for ``method`` and ``n_samples``).
         """
         self._check_fitted()
         if self.head.is_classifier:
             return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
         if return_std:
-            mean, var = self.predict_moments(X, n_samples)
+            mean, var = self.predict_moments(X, n_samples, method=method)
             return self._shape_output(mean), self._shape_output(np.sqrt(var))
         X = check_features(X, self.n_features_in_, self.dtype)
         xh, _ = self._forward_means(X, self.posteriors_)

@@ -193,3 +193,31 @@ def test_same_seed_same_predictions():
     a = Network([layers.ReLU(8)], seed=4).fit(X_GOOD, Y_GOOD)
     b = Network([layers.ReLU(8)], seed=4).fit(X_GOOD, Y_GOOD)
     np.testing.assert_array_equal(a.predict(X_GOOD), b.predict(X_GOOD))
+
+
+@pytest.mark.parametrize("kind", ["relu", "taylor_tanh"])
+@pytest.mark.parametrize("covariance", ["unit", "shared", "diag"])
+def test_linearized_predictive_matches_sampling_for_a_tight_posterior(kind, covariance):
+    """With small hidden covariances the first-order expansion is exact: both methods agree."""
+    X, y = linear_data(n=40)
+    net = Network(
+        [layers.make_layer(kind, units=6), layers.make_layer(kind, units=5)],
+        covariance=covariance,
+        seed=2,
+    ).fit(X, y)
+    net.posteriors_ = [p._replace(cov=p.cov * 1e-6) for p in net.posteriors_]
+    head_var = net.head.predictive(net.head_state_, net._forward_means(X, net.posteriors_)[0])[1]
+    mean_lin, var_lin = net.predict_moments(X[:8])
+    np.testing.assert_allclose(mean_lin, net.predict(X[:8])[:, None], rtol=1e-12)
+    # Spread of the network output over draws of the hidden weights only.
+    draws = net._head_inputs(X[:8], 4000) @ net.head_state_.post.mean
+    np.testing.assert_allclose(draws.mean(axis=0), mean_lin, atol=1e-3)
+    body_lin = var_lin - head_var[:8]
+    assert np.all(body_lin > 0)
+    np.testing.assert_allclose(draws.var(axis=0), body_lin, rtol=0.15)
+
+
+def test_unknown_predictive_method():
+    net = Network([layers.ReLU(3)]).fit(X_GOOD, Y_GOOD)
+    with pytest.raises(ValueError, match="method must be 'linearized' or 'sample'"):
+        net.predict(X_GOOD, return_std=True, method="laplace")
