@@ -273,7 +273,11 @@ def _update_unit_loop(mean, cov, X, T, G, active, s2) -> float:
         r = T[rows, j] - phi @ mean[:, j]
         u = _lower_solve(L, r[:, None])[:, 0]
         mean[:, j] += u @ A
-        sigma -= A.T @ A
+        if len(rows) == 1:  # rank one, in place: -a_i a_j is the same number both ways round
+            (ger,) = scipy.linalg.get_blas_funcs(("ger",), (sigma, A))
+            ger(-1.0, A[0], A[0], a=sigma.T, overwrite_a=1)
+        else:
+            sigma -= A.T @ A
         quad += float(u @ u)
     return quad
 

@@ -95,7 +95,8 @@ def time_pass(hidden, structure, batch, X, y, budget, dtype) -> tuple[float, Net
     start = time.perf_counter()
     net.partial_fit(X[:probe], y[:probe], batch_size=batch)
     rate = probe / (time.perf_counter() - start)
-    n = int(min(len(X), max(2 * batch, rate * budget)) // batch * batch)
+    # At least 32 rows, so that the pass's one copy of the posterior is amortized.
+    n = int(min(len(X), max(2 * batch, 32, rate * budget)) // batch * batch)
     start = time.perf_counter()
     net.partial_fit(X[:n], y[:n], batch_size=batch)
     return n / (time.perf_counter() - start), net
