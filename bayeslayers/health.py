@@ -20,6 +20,8 @@ Two levels of checking:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -28,7 +30,14 @@ import scipy.linalg
 from bayeslayers._validation import check_features
 from bayeslayers.conjugate import WeightPosterior
 
-__all__ = ["HealthReport", "LayerHealth", "check_posteriors", "posterior_of", "report"]
+__all__ = [
+    "HealthReport",
+    "LayerHealth",
+    "check_posteriors",
+    "named_failure",
+    "posterior_of",
+    "report",
+]
 
 #: Largest relative asymmetry :math:`\max|\Sigma - \Sigma^\top| / \max|\Sigma|` still called
 #: symmetric (updates re-symmetrize, so anything above rounding is a defect).
@@ -47,6 +56,22 @@ def _variances(post: WeightPosterior) -> np.ndarray:
     if post.structure == "diag":
         return post.cov
     return np.diagonal(post.cov, axis1=-2, axis2=-1)
+
+
+@contextlib.contextmanager
+def named_failure(name: str) -> Iterator[None]:
+    r"""Re-raise a failed factorization inside an update with the layer's name.
+
+    A Cholesky factorization of :math:`S = \tfrac{\sigma^2}{c} I + \Phi \Sigma \Phi^\top`
+    can only fail if :math:`\Sigma` has lost positive definiteness (or holds NaN).
+    """
+    try:
+        yield
+    except np.linalg.LinAlgError as error:
+        raise np.linalg.LinAlgError(
+            f"the update of {name} failed ({error}): its covariance is no longer positive "
+            "definite; the model was left unchanged (try a larger noise / hidden_noise)"
+        ) from error
 
 
 def check_posteriors(states, names) -> None:

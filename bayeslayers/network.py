@@ -213,7 +213,8 @@ class Network:
         :func:`bayeslayers.conjugate.update`); :meth:`_run_pass` owns private copies for that.
         """
         xh, cache = self._forward_means(X, posteriors)
-        head_state = self.head.update(head_state, xh, T, fraction)
+        with health.named_failure("the head"):
+            head_state = self.head.update(head_state, xh, T, fraction)
         E, J = self.head.residual(head_state, xh, T)
         new = list(posteriors)
         for i in reversed(range(len(self.layers))):
@@ -225,9 +226,16 @@ class Network:
                 corrections.append(float(np.abs(delta).max(initial=0.0)))
             target = h + delta
             noise = self.layers[i].noise or self.hidden_noise or self.noise
-            new[i], _ = conjugate.update(
-                posteriors[i], x, target - b, g, noise=noise, fraction=fraction, overwrite=overwrite
-            )
+            with health.named_failure(f"hidden layer {i}"):
+                new[i], _ = conjugate.update(
+                    posteriors[i],
+                    x,
+                    target - b,
+                    g,
+                    noise=noise,
+                    fraction=fraction,
+                    overwrite=overwrite,
+                )
             if i:
                 W = new[i].mean
                 E = np.where(movable, target - (g * (x @ W) + b), 0.0)

@@ -234,3 +234,15 @@ def test_predictions_bitwise_identical_after_save_and_load(structure, tmp_path):
         strict=True,
     ):
         assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("k", "name"), [(1, "the head"), (2, "hidden layer 1"), (3, "hidden layer 0")]
+)
+def test_failed_factorization_names_the_layer(monkeypatch, k, name):
+    net, X, y = _fitted()
+    before = _state(net)
+    _fail_on_call(monkeypatch, k, np.linalg.LinAlgError("2-th leading minor not positive definite"))
+    with pytest.raises(np.linalg.LinAlgError, match=f"update of {name} failed.*left unchanged"):
+        net.partial_fit(X, y, batch_size=4)
+    _assert_same_state(before, net)
