@@ -64,7 +64,7 @@ def plot_reliability(
     r"""Reliability diagram of the top label, with the expected calibration error.
 
     Each bar is a confidence bin :math:`B_b`: its height is the accuracy
-    :math:`\operatorname{acc}(B_b)`, its red part the gap to the mean confidence
+    :math:`\operatorname{acc}(B_b)`, the hatched red part the gap to the mean confidence
     :math:`\operatorname{conf}(B_b)`; the lower panel counts the points per bin.
 
     Parameters
@@ -97,9 +97,10 @@ def plot_reliability(
         width[full],
         bottom=acc[full],
         align="edge",
-        color="C3",
-        alpha=0.35,
-        label="gap to confidence",
+        fill=False,
+        hatch="//",
+        edgecolor="C3",
+        label="gap to mean confidence",
     )
     top.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
     top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
