@@ -463,14 +463,21 @@ class Network:
         return proba.mean(axis=0) if proba.ndim == 3 else proba
 
     def predict_quantiles(
-        self, X, quantiles=(0.05, 0.5, 0.95), *, n_samples: int | None = 100
+        self,
+        X,
+        quantiles=(0.05, 0.5, 0.95),
+        *,
+        n_samples: int | None = 100,
+        method: str = "linearized",
     ) -> np.ndarray:
         r"""Quantiles of the predictive distribution of every output (regression heads).
 
-        The predictive is the equal-weight mixture, over ``n_samples`` draws :math:`s` of the
-        hidden layers' weights, of the head's Gaussian predictive :math:`N(m_s, v_s)` (the
-        head's weights integrated analytically, the observation noise included), so the
-        quantiles carry the weight uncertainty of every layer plus the noise:
+        With ``method="linearized"`` (the default, as in :meth:`predict`) the predictive is the
+        Gaussian of :meth:`predict_moments`, :math:`y_q = m + \sqrt{v}\,\Phi^{-1}(q)`.
+        With ``method="sample"`` it is the equal-weight mixture, over ``n_samples`` draws
+        :math:`s` of the hidden layers' weights, of the head's Gaussian predictive
+        :math:`N(m_s, v_s)` (the head's weights integrated analytically, the observation noise
+        included), so the quantiles carry the weight uncertainty of every layer plus the noise:
 
         .. math::
 
@@ -493,7 +500,10 @@ class Network:
                 f"quantiles must be a 1-D sequence of numbers in (0, 1), got {quantiles!r}"
             )
         X = check_features(X, self.n_features_in_, self.dtype)
-        mean, var = self.head.predictive(self.head_state_, self._head_inputs(X, n_samples))
+        if method == "sample":
+            mean, var = self.head.predictive(self.head_state_, self._head_inputs(X, n_samples))
+        else:
+            mean, var = self.predict_moments(X, n_samples, method=method)
         sd = np.sqrt(var)
         if mean.ndim == 2:
             out = mean + sd * ndtri(q)[:, None, None]

@@ -3,6 +3,7 @@
     python benchmarks/uncertainty.py --part sine      # 90% interval coverage per structure
     python benchmarks/uncertainty.py --part digits    # ECE / NLL vs a converged MLP
     python benchmarks/uncertainty.py --part export    # to_inference_data time and memory
+    python benchmarks/uncertainty.py --part export --head gaussian
     python benchmarks/uncertainty.py                  # all three; add --out DIR for PNGs
 
 Data are those of the core issue (benchmarks/core.py):
@@ -63,12 +64,17 @@ def part_sine(out: str | None, batch_size: int) -> None:
         start = time.perf_counter()
         net.fit(Xtr, ytr, batch_size=batch_size)
         fit_s = time.perf_counter() - start
-        for n_samples in (None, 200):
-            mean, std = net.predict(Xte, return_std=True, n_samples=n_samples)
-            lo, hi = net.predict_quantiles(Xte, [0.05, 0.95], n_samples=n_samples)
+        predictives = {
+            "linearized": dict(method="linearized"),
+            "means": dict(method="sample", n_samples=None),
+            "200 draws": dict(method="sample", n_samples=200),
+        }
+        for label, kw in predictives.items():
+            mean, std = net.predict(Xte, return_std=True, **kw)
+            lo, hi = net.predict_quantiles(Xte, [0.05, 0.95], **kw)
             row = {
                 "covariance": structure,
-                "hidden": "means" if n_samples is None else "200 draws",
+                "hidden": label,
                 "fit_s": fit_s,
                 "rmse": metrics.rmse(yte, mean),
                 "nll": metrics.nll_gaussian(yte, mean, std),
@@ -84,7 +90,7 @@ def part_sine(out: str | None, batch_size: int) -> None:
             train_exports[f"{structure}/{hidden}"] = to_inference_data(net, Xtr, ytr, **kw)
         if out:
             grid = np.linspace(-2.5, 2.5, 400)[:, None]
-            q = net.predict_quantiles(grid, [0.05, 0.5, 0.95], n_samples=None)
+            q = net.predict_quantiles(grid, [0.05, 0.5, 0.95])
             plots.plot_fit_1d(
                 grid[:, 0],
                 q[1],
@@ -159,9 +165,12 @@ def part_digits(out: str | None, batch_size: int) -> None:
         )
 
 
-def part_export(repeats: int) -> None:
+def part_export(repeats: int, head: str) -> None:
     Xtr, ytr, Xte, yte = digits_data()
-    net = Network([layers.ReLU(100)], head=heads.OneHot(), seed=0).fit(Xtr, ytr, batch_size=50)
+    if head == "gaussian":  # the same network regressing one-hot rows: a Gaussian likelihood
+        ytr, yte = np.eye(10)[ytr], np.eye(10)[yte]
+    net = Network([layers.ReLU(100)], head=heads.make_head(head), seed=0)
+    net.fit(Xtr, ytr, batch_size=50)
     a = np.random.default_rng(0).standard_normal((1000, 1000))
     walls, cpus, bases = [], [], []
     for _ in range(repeats):
@@ -178,7 +187,9 @@ def part_export(repeats: int) -> None:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     size = sum(ds.nbytes for ds in (idata[g] for g in idata.groups()))
-    print(f"\n### export: 64-100-10 OneHot, {len(Xte)} test points, 1,000 draws, {repeats} runs")
+    print(
+        f"\n### export: 64-100-10 {head} head, {len(Xte)} test points, 1,000 draws, {repeats} runs"
+    )
     print(f"wall s median {np.median(walls):.2f} (runs {', '.join(f'{w:.2f}' for w in walls)})")
     print(
         f"CPU s median {np.median(cpus):.2f}; baseline 10x (1000x1000 GEMM) median "
@@ -193,6 +204,12 @@ def main() -> None:
     parser.add_argument("--out", help="directory for PNG figures")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--head",
+        choices=["onehot", "gaussian"],
+        default="onehot",
+        help="head of the exported network (--part export)",
+    )
     args = parser.parse_args()
     if args.out:
         os.makedirs(args.out, exist_ok=True)
@@ -201,7 +218,7 @@ def main() -> None:
     if args.part in ("digits", "all"):
         part_digits(args.out, args.batch_size)
     if args.part in ("export", "all"):
-        part_export(args.repeats)
+        part_export(args.repeats, args.head)
 
 
 if __name__ == "__main__":

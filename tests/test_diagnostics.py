@@ -155,7 +155,7 @@ def test_hidden_mean_draws_only_the_head(regressor):
     assert list(idata.posterior.data_vars) == ["head_w"]
     assert idata.posterior.attrs["hidden"] == "mean"
     p = np.exp(idata.log_likelihood["y"].values[0])
-    mean, sd = regressor.predict(X[:8], return_std=True, n_samples=None)
+    mean, sd = regressor.predict(X[:8], return_std=True, n_samples=None, method="sample")
     exact = stats.norm.pdf(Y2[:8], mean, sd).prod(axis=1)
     tol = 5 * p.std(axis=0) / np.sqrt(len(p))
     np.testing.assert_array_less(np.abs(p.mean(axis=0) - exact), tol)
@@ -259,7 +259,7 @@ def test_compare_reports_and_warns_about_pareto_k():
 def test_predict_quantiles_invert_the_mixture(regressor):
     q = np.array([0.05, 0.5, 0.95])
     state = copy.deepcopy(regressor._rng.bit_generator.state)
-    out = regressor.predict_quantiles(X[:4], q, n_samples=30)
+    out = regressor.predict_quantiles(X[:4], q, n_samples=30, method="sample")
     assert out.shape == (3, 4, 2)
     # Replay the same hidden-weight draws and evaluate the mixture CDF at the quantiles.
     regressor._rng.bit_generator.state = state
@@ -268,9 +268,12 @@ def test_predict_quantiles_invert_the_mixture(regressor):
     np.testing.assert_allclose(cdf, np.broadcast_to(q[:, None, None], cdf.shape), atol=1e-12)
 
 
-def test_predict_quantiles_single_gaussian_without_draws(regressor):
-    mean, sd = regressor.predict(X[:5], return_std=True, n_samples=None)
-    out = regressor.predict_quantiles(X[:5], [0.1, 0.9], n_samples=None)
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"method": "sample", "n_samples": None}], ids=["linearized", "hidden-means"]
+)
+def test_predict_quantiles_of_a_single_gaussian(regressor, kwargs):
+    mean, sd = regressor.predict(X[:5], return_std=True, **kwargs)
+    out = regressor.predict_quantiles(X[:5], [0.1, 0.9], **kwargs)
     np.testing.assert_allclose(out[0], mean + sd * stats.norm.ppf(0.1), rtol=1e-12)
     np.testing.assert_allclose(out[1], mean + sd * stats.norm.ppf(0.9), rtol=1e-12)
 
@@ -278,6 +281,8 @@ def test_predict_quantiles_single_gaussian_without_draws(regressor):
 def test_predict_quantiles_rejects_bad_input(regressor, classifier):
     with pytest.raises(ValueError, match="quantiles"):
         regressor.predict_quantiles(X, [0.0, 0.5])
+    with pytest.raises(ValueError, match="method"):
+        regressor.predict_quantiles(X, method="exact")
     with pytest.raises(AttributeError, match="regression head"):
         classifier.predict_quantiles(X)
     with warnings.catch_warnings():
