@@ -367,6 +367,10 @@ class _GLMHead:
         root_H = np.einsum("nce,ne,nfe->ncf", Q, np.sqrt(lam), Q)
         return E, np.einsum("dc,nce->nde", W[:-1], root_H)
 
+    def proba(self, state: GLMState, X) -> np.ndarray:
+        """Class probabilities ``(..., K)`` for head inputs ``X`` (with bias)."""
+        return self.proba_from_moments(*self.predictive(state, X))
+
     def predictive(self, state: GLMState, X) -> tuple[np.ndarray, np.ndarray]:
         """Mean and variance of the linear predictor :math:`\\eta`, shape ``(..., C)``."""
         X = np.asarray(X)
@@ -416,9 +420,8 @@ class Probit(_GLMHead):
         G = np.sqrt(beta / np.maximum(1.0 - beta * v, _MIN_CURVATURE))
         return G, G * (m + s * root / (lam + z))
 
-    def proba(self, state: GLMState, X) -> np.ndarray:
-        """Class probabilities ``(..., K)`` for head inputs ``X`` (with bias)."""
-        m, v = self.predictive(state, X)
+    def proba_from_moments(self, m: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(..., K)`` for Gaussian latents :math:`\\eta \\sim N(m, v)`."""
         z = m / np.sqrt(1.0 + v)
         if z.shape[-1] == 1:
             return np.exp(np.concatenate([log_ndtr(-z), log_ndtr(z)], axis=-1))
@@ -468,9 +471,8 @@ class Logistic(_GLMHead):
         H = p[:, :, None] * np.eye(p.shape[1]) - p[:, :, None] * p[:, None, :]
         return Y[:, :-1] - p, H
 
-    def proba(self, state: GLMState, X) -> np.ndarray:
-        """Class probabilities ``(..., K)`` for head inputs ``X`` (with bias)."""
-        m, v = self.predictive(state, X)
+    def proba_from_moments(self, m: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(..., K)`` for Gaussian logits :math:`\\eta \\sim N(m, v)`."""
         lead = m.shape[:-1]
         m, sd = m.reshape(-1, m.shape[-1]), np.sqrt(v).reshape(-1, m.shape[-1])
         rng = np.random.default_rng(self.seed)

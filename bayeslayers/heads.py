@@ -189,8 +189,15 @@ def argmax_probabilities(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class OneHot(Gaussian):
-    """Gaussian head on one-hot class indicators: classification by regression."""
+    """Gaussian head on one-hot class indicators: classification by regression.
 
+    The noise variance is learned by default (``learn_noise=True``): the residual variance of
+    one-hot regression is far below the default ``noise=1``, and a fixed unit noise makes the
+    class probabilities nearly uniform (digits, 64-100-10 ReLU, one pass: NLL 1.36 with the
+    noise fixed at 1, 0.13-0.17 learned, same accuracy).
+    """
+
+    learn_noise: bool = True
     kind: ClassVar[str] = "onehot"
     is_classifier: ClassVar[bool] = True
 
@@ -199,7 +206,11 @@ class OneHot(Gaussian):
 
     def proba(self, state: GaussianState, X) -> np.ndarray:
         """Class probabilities for head inputs ``X`` (with bias)."""
-        return argmax_probabilities(*self.predictive(state, X))
+        return self.proba_from_moments(*self.predictive(state, X))
+
+    def proba_from_moments(self, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+        """Class probabilities for independent Gaussian outputs :math:`N(m, v)`."""
+        return argmax_probabilities(mean, var)
 
 
 HEADS: dict[str, type] = {cls.kind: cls for cls in (Gaussian, OneHot, Probit, Logistic)}
