@@ -171,10 +171,11 @@ def update(
     Notes
     -----
     Cost per batch of ``n`` rows, with :math:`p_j` the rows in which unit ``j`` takes part:
-    ``"unit"`` :math:`\\sum_j (3 p_j D^2 + p_j^2 D)` (Python loop over the units, each a few
-    BLAS calls on its active rows only); ``"shared"`` :math:`3 n D^2 + m n^3` (one batched
+    ``"unit"`` :math:`\\sum_j (3 p_j D^2 + p_j^2 D)` (each unit on its active rows only:
+    batched over units, padded to the largest :math:`p_j`, when ``D <= 256``, else a Python
+    loop of a few BLAS calls per unit); ``"shared"`` :math:`3 n D^2 + m n^3` (one batched
     solve of the ``m`` small systems); ``"diag"`` :math:`4 n^2 D m` (vectorized over units,
-    no Python loop).
+    no Python loop). ``float32`` posteriors run the same code in single precision.
     """
     if not noise > 0:
         raise ValueError(f"noise must be > 0, got {noise}")
