@@ -10,12 +10,13 @@ Every figure is recomputed from the public API (nothing is pasted by hand) and s
 
 ``regression_1d.png``
     A 1-50-50-1 ReLU network fitted to :math:`y = \sin(3x) + \varepsilon` in one pass, with the
-    head-only predictive band :math:`\pm 2\sigma`, where
-    :math:`\sigma^2 = x_h^\top \Sigma_{\mathrm{head}} x_h + \sigma^2_{\mathrm{noise}}` for the
-    head input :math:`x_h` at the hidden layers' posterior mean (notebook 01).
+    library's default (linearized) predictive band :math:`\pm 2\sigma`: the head's weights and
+    the noise integrated analytically, the hidden layers' weight uncertainty propagated by
+    linearization around their posterior means (notebook 01).
 ``regression_2d.png``
     The same method on :math:`y = \sin(2x_1)\cos(1.5x_2) + \varepsilon`: true surface, one-pass
-    mean, absolute error and predictive standard deviation on :math:`[-3, 3]^2` (notebook 02).
+    mean, absolute error and linearized predictive standard deviation on :math:`[-3, 3]^2`
+    (notebook 02).
 ``heads_reliability.png``
     Reliability diagrams on digits for the one-hot Gaussian, probit (ADF) and logit (Laplace)
     heads after one pass (notebook 05, closed-form fits only).
@@ -61,7 +62,7 @@ def regression_1d() -> plt.Figure:
     net = Network([layers.ReLU(50), layers.ReLU(50)], noise=NOISE_SD**2, seed=0)
     net.fit(data.X_train, data.y_train)
     grid = np.linspace(data.X_train.min() - 0.5, data.X_train.max() + 0.5, 300)[:, None]
-    mean, var = net.predict_moments(grid, n_samples=None)
+    mean, var = net.predict_moments(grid, method="linearized")
     mean, sd = mean[:, 0], np.sqrt(var[:, 0])
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.scatter(data.X_train[:, 0], data.y_train, s=3, c="0.6", label="training data")
@@ -86,7 +87,7 @@ def regression_2d() -> plt.Figure:
     g1, g2 = np.meshgrid(side, side)
     grid = np.column_stack([g1.ravel(), g2.ravel()])
     truth = np.sin(2 * grid[:, 0]) * np.cos(1.5 * grid[:, 1])
-    mean, var = net.predict_moments(grid, n_samples=None)
+    mean, var = net.predict_moments(grid, method="linearized")
     panels = [
         ("true function", truth, "RdBu_r"),
         ("one-pass mean", mean[:, 0], "RdBu_r"),
@@ -107,7 +108,7 @@ def heads_reliability() -> plt.Figure:
     """Reliability diagrams of three closed-form heads on digits after one pass."""
     data = load_dataset("digits", seed=0)
     choices = {
-        "one-hot Gaussian": heads.OneHot(),
+        "one-hot (learned noise)": heads.OneHot(),
         "probit (ADF)": heads.Probit(fit="adf"),
         "logit (Laplace)": heads.Logistic(fit="laplace"),
     }
