@@ -242,10 +242,13 @@ def to_inference_data(
             if name not in kept:
                 continue
             is_hidden = i < len(net.layers)
-            in_dim, out_dim = (f"in{i}", f"unit{i}") if is_hidden else ("in_head", "output")
+            if is_hidden:
+                in_dim, out_dim, out_coords = f"in{i}", f"unit{i}", cols[i]
+            else:
+                in_dim, (out_dim, out_coords) = "in_head", _head_columns(net, len(cols[i]))
             n_in = posts[i].mean.shape[0] - 1
             coords[in_dim] = [str(r) if r < n_in else "bias" for r in rows[i]]
-            coords[out_dim] = cols[i] if is_hidden else _output_coords(net)
+            coords[out_dim] = out_coords
             variables["posterior"][name] = ((in_dim, out_dim), np.concatenate(kept[name]))
     y_dims: tuple[str, ...] = ("obs",)
     multi = not net.head.is_classifier and net.n_outputs_ > 1
@@ -342,6 +345,21 @@ def _bias(A: np.ndarray) -> np.ndarray:
 
 def _output_coords(net) -> np.ndarray:
     return np.asarray(net.classes_) if net.head.is_classifier else np.arange(net.n_outputs_)
+
+
+def _head_columns(net, n_columns: int) -> tuple[str, np.ndarray]:
+    """Dim and coordinates of the head's weight columns.
+
+    One column per output or class: ``"output"`` with the class labels. Heads with fewer
+    columns (a binary probit's one, a multinomial logit's ``K - 1`` with the last class as
+    reference) get their own dim ``"head_column"`` labelled by the classes the columns model.
+    """
+    labels = _output_coords(net)
+    if len(labels) == n_columns:
+        return "output", labels
+    if n_columns == 1 and len(labels) == 2:  # binary: the column is the second class's score
+        return "head_column", labels[1:]
+    return "head_column", labels[:n_columns]
 
 
 def _assemble(variables, coords, attrs) -> az.InferenceData:

@@ -81,6 +81,21 @@ def test_classifier_export(classifier):
     assert idata.posterior.attrs["classes"] == ["a", "b", "c"]
 
 
+@pytest.mark.parametrize(
+    ("head", "labels", "columns"),
+    [
+        (heads.Logistic(fit="laplace"), LABELS, ["a", "b"]),  # last class is the reference
+        (heads.Probit(fit="adf"), np.where(LABELS == "a", "a", "z"), ["z"]),  # binary
+    ],
+)
+def test_export_of_heads_with_fewer_columns_than_classes(head, labels, columns):
+    net = Network([layers.ReLU(5)], head=head, seed=2).fit(X, labels, batch_size=5)
+    idata = to_inference_data(net, X, labels, n_draws=10)
+    assert idata.posterior["head_w"].dims == ("chain", "draw", "in_head", "head_column")
+    assert idata.posterior["head_column"].values.tolist() == columns
+    assert idata.log_likelihood["y"].shape == (1, 10, 30)
+
+
 def test_selection_keeps_bias_row_and_spreads_units():
     Xw = RNG.standard_normal((20, 10))
     net = Network([layers.ReLU(8)], seed=0).fit(Xw, Xw[:, 0], batch_size=10)
