@@ -3,10 +3,12 @@
     python benchmarks/heads.py                    # every head, one run each
     python benchmarks/heads.py --heads probit-adf logistic-laplace --repeats 3
     python benchmarks/heads.py --json out.json
+    python benchmarks/heads.py --heads onehot probit-adf --seeds 5 --prior-precision 3
 
 Data and network as in benchmarks/core.py: sklearn's load_digits,
 train_test_split(test_size=0.25, stratify=y, random_state=0), standardized on the training split;
-64-100-10 ReLU, "unit" covariance, one pass, batch size 1, seed 0.
+64-100-10 ReLU, "unit" covariance, one pass, batch size 1, seeds 0..N-1 (``--seeds``; the seed
+sets the prior mean and the visiting order), ``--prior-precision`` as given (default 1).
 
 Cost: the fit's wall time is split into the head's share (``head.update`` including its ADVI
 refits, plus the final ``flush``) and the body's (the rest: forward pass, target propagation,
@@ -99,14 +101,21 @@ def compile_time(head) -> float:
     return time.perf_counter() - start
 
 
-def run(name: str) -> dict:
+def run(name: str, seed: int = 0, prior_precision: float = 1.0) -> dict:
     cls, kwargs, net_kwargs = HEADS[name]
     head = timed(cls)(**kwargs)
     out = {"compile_s": compile_time(head) if kwargs.get("fit") == "advi" else 0.0}
     Xtr, ytr, Xte, yte = digits_data()
     TIMES.clear()
     start = time.perf_counter()
-    net = Network([layers.ReLU(100)], head=head, covariance="unit", seed=0, **net_kwargs)
+    net = Network(
+        [layers.ReLU(100)],
+        head=head,
+        covariance="unit",
+        seed=seed,
+        prior_precision=prior_precision,
+        **net_kwargs,
+    )
     net.fit(Xtr, ytr)
     total = time.perf_counter() - start
     proba = net.predict_proba(Xte)
@@ -124,7 +133,9 @@ def run(name: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heads", nargs="+", choices=sorted(HEADS), default=list(HEADS))
-    parser.add_argument("--repeats", type=int, default=1, help="runs per head (median times)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per head and seed")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (medians over all)")
+    parser.add_argument("--prior-precision", type=float, default=1.0, help="Network's")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     results = {}
@@ -134,7 +145,11 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.heads:
-        runs = [run(name) for _ in range(args.repeats)]
+        runs = [
+            run(name, seed, args.prior_precision)
+            for seed in range(args.seeds)
+            for _ in range(args.repeats)
+        ]
         med = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
         med["compile_s"] = runs[0]["compile_s"]  # later runs reuse the compiled model
         results[name] = {"median": med, "runs": runs}
