@@ -27,10 +27,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.datasets import load_digits
+from issue_data import digits_data
 from sklearn.metrics import accuracy_score, log_loss
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
 
 from bayeslayers import Network, heads, layers
 
@@ -83,13 +81,6 @@ def timed(cls: type) -> type:
         del Timed.flush
     Timed.__name__ = cls.__name__
     return Timed
-
-
-def digits_data():
-    X, y = load_digits(return_X_y=True)
-    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, stratify=y, random_state=0)
-    scaler = StandardScaler().fit(Xtr)
-    return scaler.transform(Xtr), ytr, scaler.transform(Xte), yte
 
 
 def compile_time(head) -> float:

@@ -22,28 +22,12 @@ import tracemalloc
 import warnings
 
 import numpy as np
-from sklearn.datasets import load_digits
+from issue_data import digits_data, sine_data
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
-from sklearn.preprocessing import StandardScaler
 
 from bayeslayers import Network, heads, layers, metrics, plots
 from bayeslayers.diagnostics import compare, to_inference_data
-
-
-def sine_data(seed: int = 0):
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(-2, 2, (2000, 1))
-    y = np.sin(3 * x[:, 0]) + rng.normal(0, 0.1, 2000)
-    return x[:1000], y[:1000], x[1000:], y[1000:]
-
-
-def digits_data():
-    X, y = load_digits(return_X_y=True)
-    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, stratify=y, random_state=0)
-    scaler = StandardScaler().fit(Xtr)
-    return scaler.transform(Xtr), ytr, scaler.transform(Xte), yte
 
 
 def _fmt(d: dict) -> str:
