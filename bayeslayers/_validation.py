@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["check_features", "check_labels", "check_targets"]
+__all__ = ["as_float_array", "check_features", "check_labels", "check_targets"]
 
 
-def _as_float_array(x, name: str, dtype) -> np.ndarray:
+def as_float_array(x, name: str, dtype) -> np.ndarray:
+    """A real, finite float array of ``dtype`` (TypeError for non-numeric, ValueError for NaN)."""
     arr = np.asarray(x)
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
@@ -23,7 +24,7 @@ def _as_float_array(x, name: str, dtype) -> np.ndarray:
 
 def check_features(X, n_features: int | None, dtype, name: str = "X") -> np.ndarray:
     """A finite 2-D float array with ``n_features`` columns (any count if None) and >= 1 row."""
-    arr = _as_float_array(X, name, dtype)
+    arr = as_float_array(X, name, dtype)
     if arr.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D array (n_samples, n_features), got shape {arr.shape}"
@@ -39,7 +40,7 @@ def check_features(X, n_features: int | None, dtype, name: str = "X") -> np.ndar
 
 def check_targets(Y, n_samples: int, n_outputs: int | None, dtype, name: str = "Y") -> np.ndarray:
     """Finite regression targets as a 2-D ``(n_samples, n_outputs)`` float array."""
-    arr = _as_float_array(Y, name, dtype)
+    arr = as_float_array(Y, name, dtype)
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
