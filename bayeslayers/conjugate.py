@@ -360,15 +360,30 @@ def _update_diag(mean, var, X, T, G, active, s2) -> float:
 _UPDATES = {"unit": _update_unit, "shared": _update_shared, "diag": _update_diag}
 
 
+#: Elements of the ``(m, rows, D)`` temporary in :func:`marginal_variance` (bounds its memory).
+_MARGINAL_BLOCK_ELEMENTS = 1 << 23
+
+
 def marginal_variance(post: WeightPosterior, X: np.ndarray) -> np.ndarray:
-    """Variance of :math:`x_i^\\top w_j` under the posterior, shape ``(..., n, m)``."""
+    """Variance :math:`x_i^\\top \\Sigma_j x_i` of :math:`x_i^\\top w_j`, shape ``(..., n, m)``.
+
+    Matrix products (BLAS) over blocks of rows: a three-operand ``einsum`` loops in C over all
+    four indices and took 19 s for a 784-100 layer and 200 rows, against 0.7 s this way.
+    """
     X = np.asarray(X, dtype=post.mean.dtype)
-    if post.structure == "unit":
-        return np.einsum("...nd,mde,...ne->...nm", X, post.cov, X)
+    lead, (n_in, m) = X.shape[:-1], post.mean.shape
+    if post.structure == "diag":
+        return (X**2) @ post.cov
     if post.structure == "shared":
-        v = np.einsum("...nd,de,...ne->...n", X, post.cov, X)
-        return np.repeat(v[..., None], post.mean.shape[1], axis=-1)
-    return (X**2) @ post.cov
+        v = np.einsum("...d,...d->...", X @ post.cov, X)
+        return np.repeat(v[..., None], m, axis=-1)
+    rows = X.reshape(-1, n_in)
+    out = np.empty((len(rows), m), dtype=X.dtype)
+    step = max(1, _MARGINAL_BLOCK_ELEMENTS // (m * n_in))
+    for start in range(0, len(rows), step):
+        block = rows[start : start + step]
+        out[start : start + step] = np.einsum("mnd,nd->nm", block @ post.cov, block)
+    return out.reshape(*lead, m)
 
 
 def sample(post: WeightPosterior, n_draws: int, rng: np.random.Generator) -> np.ndarray:
