@@ -278,9 +278,34 @@ def _update_unit_loop(mean, cov, X, T, G, active, s2) -> float:
             (ger,) = scipy.linalg.get_blas_funcs(("ger",), (sigma, A))
             ger(-1.0, A[0], A[0], a=sigma.T, overwrite_a=1)
         else:
-            sigma -= A.T @ A
+            _downdate(sigma, A)
         quad += float(u @ u)
     return quad
+
+
+#: Block size of the triangle mirror in :func:`_downdate`.
+_MIRROR_BLOCK = 128
+
+
+def _downdate(cov: np.ndarray, A: np.ndarray) -> None:
+    """``cov -= A.T @ A`` in place, exactly symmetric, without a ``(D, D)`` temporary.
+
+    BLAS ``syrk`` accumulates into the upper triangle of ``cov`` (``beta = 1``); the upper
+    triangle is then copied onto the lower one block by block. The same BLAS routine NumPy uses
+    for ``A.T @ A``, but no temporary and no separate subtraction pass over :math:`D^2` numbers.
+    """
+    if not cov.flags.c_contiguous or cov.dtype != A.dtype:  # BLAS would work on a copy
+        cov -= A.T @ A
+        return
+    (syrk,) = scipy.linalg.get_blas_funcs(("syrk",), (A,))
+    # cov.T is Fortran-ordered: BLAS writes in place; its lower triangle is cov's upper one.
+    syrk(-1.0, A, beta=1.0, c=cov.T, trans=1, lower=1, overwrite_c=1)
+    b, D = _MIRROR_BLOCK, cov.shape[0]
+    below = np.tri(min(b, D), k=-1, dtype=bool)
+    for i in range(0, D, b):
+        cov[i + b :, i : i + b] = cov[i : i + b, i + b :].T
+        block = cov[i : i + b, i : i + b]
+        np.copyto(block, block.T, where=below[: len(block), : len(block)])
 
 
 def _update_shared(mean, cov, X, T, G, active, s2) -> float:
@@ -289,18 +314,25 @@ def _update_shared(mean, cov, X, T, G, active, s2) -> float:
     XS = X @ cov  # (n, D)
     K = XS @ X.T  # (n, n) = X Sigma X^T
     Gt = G.T  # (m, n)
-    S = Gt[:, :, None] * K[None] * Gt[:, None, :]
-    S[:, np.arange(n), np.arange(n)] += s2
-    R = T.T - Gt * (X @ mean).T  # r_ij = t_ij - g_ij x_i mu_j
+    S = Gt[:, :, None] * Gt[:, None, :]
+    S *= K
+    S.reshape(len(S), -1)[:, :: n + 1] += s2
+    R = X @ mean  # r_ij = t_ij - g_ij x_i mu_j, transposed to (m, n)
+    R *= G
+    np.subtract(T, R, out=R)
+    R = R.T
     v = np.linalg.solve(S, R[..., None])[..., 0]  # (m, n) = S^{-1} r, one batched LAPACK call
     mean += XS.T @ (Gt * v).T
     # Shared covariance: shrink once with the unscaled rows that had any unit taking part.
-    rows = np.flatnonzero(active.any(axis=1))
-    Sp = K[np.ix_(rows, rows)]
-    Sp[np.diag_indices_from(Sp)] += s2
+    rows = active.any(axis=1)
+    if rows.all():
+        Sp, XSp = K, XS
+    else:
+        rows = np.flatnonzero(rows)
+        Sp, XSp = K[np.ix_(rows, rows)], XS[rows]
+    Sp.flat[:: len(Sp) + 1] += s2
     Lp = np.linalg.cholesky(Sp)
-    A = _lower_solve(Lp, XS[rows])
-    cov -= A.T @ A
+    _downdate(cov, _lower_solve(Lp, XSp))
     return float(np.einsum("mn,mn->", R, v))
 
 
@@ -309,12 +341,22 @@ _PAIR_BLOCK_ELEMENTS = 1 << 21
 
 
 def _pair_blocks(X: np.ndarray):
-    """Yield ``(rows, P)`` with ``P[(a, b), d] = X[a, d] X[b, d]`` for ``a`` in ``rows``."""
+    """Yield ``(a, b, P)`` with ``P[p, d] = X[a_p, d] X[b_p, d]`` over the pairs ``a <= b``.
+
+    Only one of each symmetric pair ``(a, b), (b, a)``: about half the work of all pairs.
+    """
     n, D = X.shape
-    step = max(1, _PAIR_BLOCK_ELEMENTS // (n * D))
-    for start in range(0, n, step):
-        rows = slice(start, min(start + step, n))
-        yield rows, (X[rows, None, :] * X[None, :, :]).reshape(-1, D)
+    a, b = np.triu_indices(n)  # row by row: for row a, b runs over a..n-1
+    step = max(1, _PAIR_BLOCK_ELEMENTS // D)
+    for start in range(0, len(a), step):
+        pa, pb = a[start : start + step], b[start : start + step]
+        P = np.empty((len(pa), D), dtype=X.dtype)
+        k = 0
+        while k < len(pa):  # one product per run of equal a: a slice, no gather
+            run = min(len(pa) - k, n - pb[k])
+            np.multiply(X[pa[k]], X[pb[k] : pb[k] + run], out=P[k : k + run])
+            k += run
+        yield pa, pb, P
 
 
 def _update_diag(mean, var, X, T, G, active, s2) -> float:
@@ -330,24 +372,36 @@ def _update_diag(mean, var, X, T, G, active, s2) -> float:
         v_{dj} \\leftarrow v_{dj} - v_{dj}^2 \\sum_{ab} X_{ad} X_{bd} (M_j)_{ab}.
 
     Both sums over row pairs are one matrix product with the pairwise products
-    :math:`X_{ad} X_{bd}`, so no Python loop runs over units or rows.
+    :math:`X_{ad} X_{bd}`, so no Python loop runs over units or rows. Both are symmetric in
+    ``(a, b)``, so only the pairs ``a <= b`` are formed (``M_j + M_j^T`` off the diagonal).
     """
     n, m = G.shape
     # Units without an active row come out unchanged (exactly): their g, w and M are zero.
     K = np.empty((m, n, n), dtype=X.dtype)
-    for rows, P in _pair_blocks(X):
-        K[:, rows, :] = (P @ var).reshape(-1, n, m).transpose(2, 0, 1)
+    # One block (the usual case): form the pairwise products once for both sums.
+    single = n * (n + 1) // 2 * X.shape[1] <= _PAIR_BLOCK_ELEMENTS
+    blocks = list(_pair_blocks(X)) if single else None
+    for a, b, P in blocks or _pair_blocks(X):
+        Kp = (P @ var).T  # (m, pairs)
+        K[:, a, b] = Kp
+        K[:, b, a] = Kp
     Gt = G.T  # (m, n)
-    S = Gt[:, :, None] * K * Gt[:, None, :]
-    S[:, np.arange(n), np.arange(n)] += s2
-    R = T.T - Gt * (X @ mean).T  # (m, n)
+    S = Gt[:, :, None] * Gt[:, None, :]
+    S *= K
+    S.reshape(m, -1)[:, :: n + 1] += s2
+    R = X @ mean  # (n, m), then r = t - g x mu, transposed to (m, n)
+    R *= G
+    np.subtract(T, R, out=R)
+    R = R.T
     rhs = np.concatenate([Gt[:, :, None] * np.eye(n, dtype=X.dtype), R[..., None]], axis=2)
     sol = np.linalg.solve(S, rhs)  # [S^{-1} diag(g), S^{-1} r], one batched LAPACK call
     w = sol[..., -1]  # (m, n) = S^{-1} r
     M = Gt[:, :, None] * sol[..., :-1]  # (m, n, n) = diag(g) S^{-1} diag(g)
+    M += np.swapaxes(M, -1, -2)  # pair (a, b) stands for (b, a) too; the diagonal counts once
+    M.reshape(m, -1)[:, :: n + 1] *= 0.5
     Q = np.zeros_like(var)
-    for rows, P in _pair_blocks(X):
-        Q += P.T @ M[:, rows, :].transpose(1, 2, 0).reshape(-1, m)
+    for a, b, P in blocks or _pair_blocks(X):
+        Q += P.T @ M[:, a, b].T
     mean += var * (X.T @ (Gt * w).T)
     # v <- v (1 - v Q), floored at a tiny fraction of the prior-side variance against rounding.
     Q *= var

@@ -10,7 +10,8 @@ in each layer of ``m`` units on ``D = d + 1`` inputs, batch size ``n``):
 
 * ``unit``:   ``a m (3 D^2 + a n D)`` (``Phi Sigma``: ``2 D^2``; the ``syrk`` downdate: ``D^2``);
 * ``shared``: ``3 D^2 + 2 n D + m n^2`` (``X Sigma``, the downdate, the ``m`` small solves);
-* ``diag``:   ``4 n D m`` (two products with the pairwise row products, see ``conjugate``).
+* ``diag``:   ``2 (n + 1) D m`` (two products with the ``n (n + 1) / 2`` pairwise row products
+  ``a <= b``, see ``conjugate``).
 
 The head counts the same way with ``a = 1``; target propagation is small here and not counted.
 
@@ -72,7 +73,7 @@ def flops_per_sample(structure: str, sizes: list[int], share: list[float], n: in
         elif structure == "shared":
             total += 3 * D**2 + 2 * n * D + m * n**2
         else:
-            total += 4 * n * D * m
+            total += 2 * (n + 1) * D * m
     return total
 
 
