@@ -18,8 +18,6 @@ layer leaves the network exactly as it was.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import time
 from collections.abc import Sequence
 
@@ -27,6 +25,7 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 from bayeslayers import conjugate, health
+from bayeslayers._atomic import unchanged_on_error
 from bayeslayers._validation import check_features, check_labels, check_targets
 from bayeslayers.heads import Gaussian
 from bayeslayers.layers import Layer
@@ -289,16 +288,9 @@ class Network:
             self._run_pass(X, T, batch_size, fraction, progress, shuffle)
         return self
 
-    @contextlib.contextmanager
     def _atomic(self):
         """Restore every attribute (and the generator's state) if the block raises."""
-        snapshot = {k: copy.deepcopy(v) if k == "_rng" else v for k, v in self.__dict__.items()}
-        try:
-            yield
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(snapshot)
-            raise
+        return unchanged_on_error(self, deep=("_rng",))
 
     def _run_pass(self, X, T, batch_size, fraction, progress, shuffle) -> None:
         order = self._rng.permutation(len(X)) if shuffle else np.arange(len(X))

@@ -18,8 +18,6 @@ estimator is left exactly as it was.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import ClassVar
 
 import numpy as np
@@ -29,26 +27,11 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from bayeslayers import heads as heads_module
+from bayeslayers._atomic import unchanged_on_error
 from bayeslayers.layers import LAYERS, make_layer
 from bayeslayers.network import Network
 
 __all__ = ["BayesLayersClassifier", "BayesLayersRegressor"]
-
-
-@contextlib.contextmanager
-def _unchanged_on_error(estimator: BaseEstimator) -> Iterator[None]:
-    """Restore the estimator's attributes if the block raises.
-
-    The network inside is itself atomic (:meth:`Network.partial_fit`), so a shallow snapshot
-    of the estimator's attributes suffices.
-    """
-    snapshot = dict(vars(estimator))
-    try:
-        yield
-    except BaseException:
-        vars(estimator).clear()
-        vars(estimator).update(snapshot)
-        raise
 
 
 class _BayesLayersBase(BaseEstimator):
@@ -241,7 +224,7 @@ class BayesLayersRegressor(RegressorMixin, _BayesLayersBase):
 
     def fit(self, X, y) -> BayesLayersRegressor:
         """Train from the prior on ``(X, y)``; ``y`` of shape ``(n,)`` or ``(n, k)``."""
-        with _unchanged_on_error(self):
+        with unchanged_on_error(self):
             X, y = validate_data(self, X, y, multi_output=True, y_numeric=True)
             self._fit_network(X, y)
             self.n_outputs_ = self.network_.n_outputs_
@@ -250,7 +233,7 @@ class BayesLayersRegressor(RegressorMixin, _BayesLayersBase):
     def partial_fit(self, X, y) -> BayesLayersRegressor:
         """One online conjugate update on ``(X, y)`` (from the prior on the first call)."""
         first = not hasattr(self, "network_")
-        with _unchanged_on_error(self):
+        with unchanged_on_error(self):
             X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, reset=first)
             network = self._make_network() if first else self.network_
             network.partial_fit(X, y, batch_size=self.batch_size)
@@ -292,7 +275,7 @@ class BayesLayersClassifier(ClassifierMixin, _BayesLayersBase):
 
     def fit(self, X, y) -> BayesLayersClassifier:
         """Train from the prior on ``(X, y)`` with class labels ``y``."""
-        with _unchanged_on_error(self):
+        with unchanged_on_error(self):
             X, y = validate_data(self, X, y)
             check_classification_targets(y)
             self.classes_, index = np.unique(y, return_inverse=True)
@@ -311,7 +294,7 @@ class BayesLayersClassifier(ClassifierMixin, _BayesLayersBase):
         if given later, must equal ``classes_``.
         """
         first = not hasattr(self, "network_")
-        with _unchanged_on_error(self):
+        with unchanged_on_error(self):
             X, y = validate_data(self, X, y, reset=first)
             check_classification_targets(y)
             if classes is not None:
