@@ -55,6 +55,7 @@ from scipy.special import log_ndtr, logsumexp, ndtr
 from bayeslayers import conjugate
 from bayeslayers._validation import check_features, check_labels, check_targets
 from bayeslayers.heads import OneHot
+from bayeslayers.network import with_bias
 
 __all__ = ["ELPD", "GROUPS", "compare", "elpd", "to_inference_data"]
 
@@ -217,7 +218,7 @@ def to_inference_data(
         return W
 
     ll, pp = [], []
-    xb = _bias(X)
+    xb = with_bias(X)
     mean_xh = net._forward_means(X, net.posteriors_)[0] if hidden == "mean" else None
     for start in range(0, n_draws, chunk_size):
         c = min(chunk_size, n_draws - start)
@@ -227,7 +228,7 @@ def to_inference_data(
             xh = np.broadcast_to(xb, (c, *xb.shape))
             for i, layer in enumerate(net.layers):
                 Z = _first_layer(xb, draw(i, c)) if i == 0 else xh @ draw(i, c)
-                xh = _bias(layer.activate(Z))
+                xh = with_bias(layer.activate(Z))
         W = draw(len(posts) - 1, c)
         F = _first_layer(xh[0], W) if hidden == "mean" or not net.layers else xh @ W
         chunk_ll, chunk_pp = _predictive_draws(net, xh, F, obs, rng)
@@ -390,10 +391,6 @@ def _first_layer(x: np.ndarray, W: np.ndarray) -> np.ndarray:
     """
     S, D, m = W.shape
     return (x @ W.transpose(1, 0, 2).reshape(D, S * m)).reshape(-1, S, m).transpose(1, 0, 2)
-
-
-def _bias(A: np.ndarray) -> np.ndarray:
-    return np.concatenate([A, np.ones((*A.shape[:-1], 1), dtype=A.dtype)], axis=-1)
 
 
 def _output_coords(net) -> np.ndarray:

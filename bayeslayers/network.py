@@ -34,7 +34,8 @@ from bayeslayers.propagation import solve_targets
 __all__ = ["Network"]
 
 
-def _with_bias(a: np.ndarray) -> np.ndarray:
+def with_bias(a: np.ndarray) -> np.ndarray:
+    """Append the constant-1 bias column: ``x = [a, 1]``."""
     return np.concatenate([a, np.ones((*a.shape[:-1], 1), dtype=a.dtype)], axis=-1)
 
 
@@ -196,12 +197,12 @@ class Network:
         """Forward pass at the posterior means, keeping what the backward pass needs."""
         cache = []
         for layer, post in zip(self.layers, posteriors, strict=True):
-            x = _with_bias(A)
+            x = with_bias(A)
             z = x @ post.mean
             g, b = layer.linearize(z)
             A = layer.activate(z)
             cache.append((x, A, g, b))
-        return _with_bias(A), cache
+        return with_bias(A), cache
 
     def _step(self, posteriors, head_state, X, T, fraction, corrections=None, overwrite=False):
         """One training step on a batch; returns new state, touches nothing.
@@ -359,8 +360,8 @@ class Network:
         A = np.broadcast_to(X, (n_samples, *X.shape))
         for layer, post in zip(self.layers, self.posteriors_, strict=True):
             W = conjugate.sample(post, n_samples, rng)
-            A = layer.activate(_with_bias(A) @ W)
-        return _with_bias(A)
+            A = layer.activate(with_bias(A) @ W)
+        return with_bias(A)
 
     def _linearized_moments(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         r"""Predictive moments of the head's linear predictor by local linearization.
