@@ -221,3 +221,32 @@ def test_unknown_predictive_method():
     net = Network([layers.ReLU(3)]).fit(X_GOOD, Y_GOOD)
     with pytest.raises(ValueError, match="method must be 'linearized' or 'sample'"):
         net.predict(X_GOOD, return_std=True, method="laplace")
+
+
+def test_training_runs_with_the_requested_blas_threads(monkeypatch):
+    """``blas_threads`` bounds BLAS inside a training pass; ``None`` leaves BLAS alone."""
+    from threadpoolctl import threadpool_info
+
+    from bayeslayers import conjugate
+
+    seen = []
+    update = conjugate.update
+
+    def spy(*args, **kwargs):
+        seen.append(max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
+        return update(*args, **kwargs)
+
+    monkeypatch.setattr(conjugate, "update", spy)
+    X = np.linspace(-1, 1, 8)[:, None]
+    Network([layers.ReLU(4)], blas_threads=1).fit(X, np.sin(X[:, 0]))
+    assert seen and set(seen) == {1}
+    outside = max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+    seen.clear()
+    Network([layers.ReLU(4)], blas_threads=None).fit(X, np.sin(X[:, 0]))
+    assert set(seen) == {outside}
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "2"])
+def test_bad_blas_threads(value):
+    with pytest.raises(ValueError, match="blas_threads"):
+        Network([layers.ReLU(4)], blas_threads=value)

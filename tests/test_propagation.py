@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from bayeslayers import propagation
 from bayeslayers.propagation import solve_targets
 
 
@@ -72,3 +73,26 @@ def test_clip_limits_every_entry():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         solve_targets(np.ones((1, 2)), np.ones((3, 2)), **kwargs)
+
+
+@pytest.mark.parametrize("compact_min", [128, 0])
+@pytest.mark.parametrize("damping", [0.0, 1e-2])
+@pytest.mark.parametrize(("d", "k"), [(9, 4), (4, 9)])
+def test_masks_equal_explicitly_masked_jacobian(monkeypatch, compact_min, damping, d, k):
+    """``rows``/``cols`` give the zero-padded solve, batched or row by row (compacted)."""
+    monkeypatch.setattr(propagation, "_COMPACT_MIN", compact_min)
+    rng = np.random.default_rng(5)
+    n = 6
+    W = rng.normal(size=(d, k))
+    rows = rng.random((n, d)) < 0.6
+    rows[0] = False  # a row with nothing that can move
+    cols = rng.normal(size=(n, k)) * (rng.random((n, k)) < 0.6)
+    cols[1] = 0.0  # a row where no unit took part
+    E = rng.normal(size=(n, k)) * (cols != 0)
+    explicit = W[None] * rows[:, :, None] * cols[:, None, :]
+    for J in (W, np.broadcast_to(W, (n, d, k)).copy()):
+        got = solve_targets(E, J, damping, rows=rows, cols=cols)
+        want = solve_targets(E, explicit, damping)
+        np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(got[~rows], 0.0, atol=1e-12)
+        np.testing.assert_allclose(got[:2], 0.0, atol=1e-12)
