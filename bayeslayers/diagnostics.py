@@ -13,7 +13,8 @@ forward pass once per draw and returns an ArviZ ``InferenceData`` with the group
     summed over the outputs of a multi-output regression. For the ``Gaussian`` head
     :math:`y \sim N(f_s(x), \sigma^2)`; for ``OneHot`` the class is
     :math:`\arg\max_j (f_{s,j}(x) + \varepsilon_j)`, :math:`\varepsilon \sim N(0, \sigma^2 I)`
-    (the model the head's probabilities use), by Gauss-Hermite quadrature. Other classification
+    (the model the head's probabilities use), by :func:`bayeslayers.heads.argmax_log_proba`
+    (Laplace-centred quadrature, accurate far in the tail). Other classification
     heads (probit, logistic) only expose probabilities with their weights integrated, so for
     them :math:`\ell_{si} = \log \int p(y_i \mid x_i, \theta^{\text{hidden}}_s, W)\, q(W)\,dW`
     (``attrs["log_likelihood"]`` says which);
@@ -50,11 +51,11 @@ import arviz as az
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy.special import log_ndtr, logsumexp, ndtr
+from scipy.special import logsumexp
 
 from bayeslayers import conjugate
 from bayeslayers._validation import check_features, check_labels, check_targets
-from bayeslayers.heads import OneHot
+from bayeslayers.heads import OneHot, argmax_log_proba
 from bayeslayers.network import with_bias
 
 __all__ = ["ELPD", "GROUPS", "compare", "elpd", "to_inference_data"]
@@ -278,88 +279,6 @@ def to_inference_data(
     return _assemble(variables, coords, attrs)
 
 
-# Gauss-Hermite nodes and weights for E[f(X)], X ~ N(0, 1), used around the mode of the
-# one-hot likelihood's integrand (Laplace-centred); the log weights carry the factor e^{x^2/2}.
-_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(12)
-_GH_LOGW = np.log(_GH_W / _GH_W.sum()) + 0.5 * _GH_X**2
-_LOG_SQRT_2PI = 0.5 * np.log(2 * np.pi)
-# Factors with d_j above this are 1 - O(1e-8) at every node (nodes >= z* - 5.5 sigma >= -5.5).
-_D_ONE = 11.2
-
-
-def _newton_step(z: np.ndarray, d: np.ndarray):
-    """One Newton step on ``h'(z) = sum_j m(z + d_j) - z`` (``m`` the inverse Mills ratio).
-
-    Returns the new ``z``, ``-h''(z)`` and ``sum_j log Phi(z + d_j)`` at the old ``z``.
-    """
-    t = z[..., None] + d
-    lc = log_ndtr(t)
-    m = np.exp(-0.5 * t * t - _LOG_SQRT_2PI - lc)
-    curv = 1.0 + (m * (t + m)).sum(axis=-1)
-    return z + (m.sum(axis=-1) - z) / curv, curv, lc.sum(axis=-1)
-
-
-def _log_orthant(d: np.ndarray) -> np.ndarray:
-    r""":math:`\log \int \varphi(z) \prod_j \Phi(z + d_j)\,dz` for each row of ``d`` (rows, k)."""
-    # Start at the mode when only the factors with d_j < 0 count and each is linear in z.
-    z = -np.minimum(d, 0.0).sum(axis=-1) / (1.0 + (d < 0).sum(axis=-1))
-    for _ in range(2):
-        z_new, curv, lsum = _newton_step(z, d)
-        step, z = z_new - z, z_new
-    todo = np.flatnonzero(np.abs(step) > 1e-6 * (1.0 + np.abs(z)))
-    for _ in range(100):  # rows far behind: iterate to convergence
-        if todo.size == 0:
-            break
-        z_new, curv[todo], lsum[todo] = _newton_step(z[todo], d[todo])
-        step, z[todo] = z_new - z[todo], z_new
-        todo = todo[np.abs(step) > 1e-6 * (1.0 + np.abs(z_new))]
-    sigma = 1.0 / np.sqrt(curv)
-    zk = z[:, None] + sigma[:, None] * _GH_X  # (rows, nodes)
-    out = np.log(sigma)
-    easy = lsum - 0.5 * z * z > -40.0  # P above about 1e-20: float32 linear space is safe
-    ze = zk[easy]
-    tk = ze.astype(np.float32)[:, None, :] + d[easy].astype(np.float32)[:, :, None]
-    pk = np.prod(ndtr(tk), axis=1) * np.exp(_GH_LOGW - 0.5 * ze * ze).astype(np.float32)
-    out[easy] += np.log(pk.sum(axis=-1, dtype=np.float64))
-    hard = ~easy
-    if np.any(hard):
-        zh = zk[hard]
-        lk = log_ndtr(zh[:, None, :] + d[hard][:, :, None]).sum(axis=1) - 0.5 * zh * zh
-        out[hard] += logsumexp(lk + _GH_LOGW, axis=-1)
-    return out
-
-
-def _argmax_log_proba(F: np.ndarray, s2: float, obs: np.ndarray) -> np.ndarray:
-    r""":math:`\log P(\arg\max_j (f_j + \varepsilon_j) = y)`, :math:`\varepsilon \sim N(0, s^2 I)`.
-
-    .. math::
-
-        P = \int \varphi(z) \prod_{j \ne y} \Phi(z + d_j)\,dz, \qquad d_j = (f_y - f_j) / s.
-
-    The log integrand ``h(z)`` is concave with a single mode ``z* >= 0`` (``h'(z) = -z + sum_j
-    m(z + d_j)``, ``m`` the inverse Mills ratio, is decreasing and convex, so Newton's method
-    converges monotonically after its first step). The integral is taken by 12-node
-    Gauss-Hermite quadrature on ``z = z* + sigma x`` with ``sigma^2 = -1 / h''(z*) <= 1``, so
-    the nodes sit where the mass is, even when the observed class is far behind (log P of
-    -1e5 and below). Factors with ``d_j > 11.2`` are 1 to 1e-8 at every node and are left out
-    (rows are grouped by how many factors remain). Rows with log P above about -40 are summed
-    in float32 linear space, the others in float64 log space. Log error below about 5e-5
-    against adaptive quadrature (tests/test_diagnostics.py).
-    ``F`` is ``(S, n, K)``, ``obs`` the ``n`` class indices; returns ``(S, n)``.
-    """
-    fy = np.take_along_axis(F, np.broadcast_to(obs[:, None], (*F.shape[:-1], 1)), axis=-1)
-    d = (fy - F) / np.sqrt(s2)
-    d[..., np.arange(len(obs)), obs] = np.inf  # the j = y factor is 1
-    d = np.sort(d.reshape(-1, d.shape[-1]), axis=-1)
-    keep = (d < _D_ONE).sum(axis=-1)
-    out = np.zeros(len(d))  # rows with no factor left: log P = 0 to 1e-15
-    for k in np.unique(keep[keep > 0]):
-        rows = np.flatnonzero(keep == k)
-        out[rows] = _log_orthant(d[rows, :k])
-    out[np.isnan(d[:, -1])] = np.nan  # sort puts NaN last; do not drop it as a far factor
-    return out.reshape(F.shape[:-1])
-
-
 def _predictive_draws(net, xh, F, obs, rng) -> tuple[np.ndarray | None, np.ndarray]:
     """Pointwise log likelihood ``(S, n)`` (None without ``obs``) and one predictive draw.
 
@@ -375,7 +294,7 @@ def _predictive_draws(net, xh, F, obs, rng) -> tuple[np.ndarray | None, np.ndarr
         return ll, F + sd * rng.standard_normal(F.shape)
     if isinstance(head, OneHot):  # argmax of the one-hot regression outputs plus noise
         s2 = head.noise_variance(state)
-        ll = None if obs is None else _argmax_log_proba(F, s2, obs)
+        ll = None if obs is None else argmax_log_proba(F, s2, obs)
         return ll, np.argmax(F + np.sqrt(s2) * rng.standard_normal(F.shape), axis=-1)
     proba = head.proba(state, xh)  # other classifiers: head weights integrated by the head
     ll = None

@@ -9,11 +9,11 @@ import arviz as az
 import matplotlib
 import numpy as np
 import pytest
-from scipy import integrate, optimize, stats
-from scipy.special import log_ndtr, ndtr
+from scipy import stats
+from scipy.special import ndtr
 
 from bayeslayers import Network, heads, layers
-from bayeslayers.diagnostics import _argmax_log_proba, compare, elpd, to_inference_data
+from bayeslayers.diagnostics import compare, elpd, to_inference_data
 
 matplotlib.use("Agg")
 
@@ -162,70 +162,6 @@ def test_log_likelihood_averages_to_the_analytic_predictive(head):
         exact = stats.norm.pdf(y, mean, sd)
     tol = 5 * p.std(axis=0) / np.sqrt(len(p)) + 1e-12
     np.testing.assert_array_less(np.abs(p.mean(axis=0) - exact), tol)
-
-
-def _reference_log_orthant(d):
-    """log of int phi(z) prod_j Phi(z + d_j) dz by adaptive quadrature around the mode."""
-    d = np.asarray(d, float)
-
-    def h(z):
-        return stats.norm.logpdf(z) + log_ndtr(z + d).sum()
-
-    mode = optimize.minimize_scalar(lambda z: -h(z), bounds=(-50, 1000), method="bounded").x
-    top = h(mode)
-    val, _ = integrate.quad(
-        lambda z: np.exp(h(z) - top),
-        mode - 40,
-        mode + 40,
-        points=[mode],
-        epsabs=0,
-        epsrel=1e-12,
-        limit=500,
-    )
-    return top + np.log(val)
-
-
-ORTHANT_CASES = [
-    [0.0, 0.0, 0.0],  # ties: P = 1/4
-    [3.0, 5.0, 9.0, 12.0],  # observed class far ahead
-    [0.5, 1.0, -2.0, 8.0],  # skewed integrand, P moderate
-    [-0.3, 0.2, 0.1, -0.4, 0.0, 0.3, -0.2, 0.4, 0.05],  # ten classes, nearly tied
-    [-30.0, 2.0, 5.0],  # observed class far behind: log P about -226
-    [-26.6, -16.0, -10.0, -7.3, -34.2, 0.8, 4.1, 7.7, 18.4],  # from the digits export
-    [-300.0, -100.0, 20.0],  # log P about -2.5e4
-    [11.5, 15.0, 40.0],  # every factor 1 to 1e-8: log P = 0
-]
-
-
-@pytest.mark.parametrize("d", ORTHANT_CASES)
-def test_argmax_log_proba_matches_adaptive_quadrature(d):
-    """The one-hot likelihood P(argmax_j (f_j + eps_j) = y) against scipy.integrate.quad."""
-    s2 = 0.3
-    F = np.concatenate([[0.0], -np.asarray(d) * np.sqrt(s2)])  # class 0 observed, f_0 - f_j = d_j s
-    got = _argmax_log_proba(F[None, None], s2, np.array([0]))[0, 0]
-    assert abs(got - _reference_log_orthant(d)) < 1e-4
-
-
-def test_argmax_log_proba_exact_cases_and_shapes():
-    """Two classes: P = Phi(d / sqrt 2); K tied classes: P = 1 / K; rows grouped by factor count."""
-    rng = np.random.default_rng(3)
-    F = rng.normal(0, 3, (7, 5, 2))
-    obs = rng.integers(0, 2, 5)
-    fy = F[:, np.arange(5), obs]
-    d = (2 * fy - F.sum(-1)) / np.sqrt(0.7)
-    np.testing.assert_allclose(_argmax_log_proba(F, 0.7, obs), log_ndtr(d / np.sqrt(2)), atol=1e-5)
-    for K in (2, 3, 10):
-        got = _argmax_log_proba(np.zeros((1, 1, K)), 1.0, np.array([K - 1]))
-        np.testing.assert_allclose(got, np.log(1 / K), atol=1e-5)
-    # a mixed batch (far ahead, far behind, near ties) equals the rows taken one by one
-    F = rng.normal(0, 1, (4, 6, 5)) * np.array([0.01, 1.0, 10.0, 100.0])[:, None, None]
-    obs = rng.integers(0, 5, 6)
-    whole = _argmax_log_proba(F, 0.5, obs)
-    single = [
-        [_argmax_log_proba(F[s, i][None, None], 0.5, obs[i : i + 1])[0, 0] for i in range(6)]
-        for s in range(4)
-    ]
-    np.testing.assert_allclose(whole, single, rtol=1e-9, atol=1e-9)
 
 
 def test_hidden_mean_draws_only_the_head(regressor):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import integrate, optimize, stats
+from scipy.special import log_ndtr
 
 from bayeslayers import conjugate, heads
 
@@ -99,3 +101,98 @@ def test_sequential_updates_learn_the_training_labels(kind, kwargs):
 def test_classifier_encode_is_one_hot(kind, kwargs):
     head = heads.make_head(kind, **kwargs)
     np.testing.assert_array_equal(head.encode(np.array([2, 0]), 3), [[0, 0, 1], [1, 0, 0]])
+
+
+# ------------------------------------------------------- P(k = argmax) of independent Gaussians
+def _reference_log_proba(mean, sd, k):
+    """log P(f_k = max_j f_j) by adaptive quadrature around the mode of the log integrand."""
+    j = np.arange(len(mean)) != k
+    a, b = sd[k] / sd[j], (mean[k] - mean[j]) / sd[j]
+
+    def h(z):
+        return stats.norm.logpdf(z) + log_ndtr(a * z + b).sum()
+
+    mode = optimize.minimize_scalar(lambda z: -h(z), bounds=(-50, 1000), method="bounded").x
+    top = h(mode)
+    val, _ = integrate.quad(
+        lambda z: np.exp(h(z) - top),
+        mode - 40,
+        mode + 40,
+        points=[mode],
+        epsabs=0,
+        epsrel=1e-12,
+        limit=500,
+    )
+    return top + np.log(val)
+
+
+# Differences d_j = (f_0 - f_j) / s with equal variances s^2; class 0 is the observed one.
+EQUAL_CASES = [
+    [0.0, 0.0, 0.0],  # ties: P = 1/4
+    [3.0, 5.0, 9.0, 12.0],  # far ahead
+    [0.5, 1.0, -2.0, 8.0],  # skewed integrand, P moderate
+    [-0.3, 0.2, 0.1, -0.4, 0.0, 0.3, -0.2, 0.4, 0.05],  # ten classes, nearly tied
+    [-30.0, 2.0, 5.0],  # far behind: log P about -226
+    [-26.6, -16.0, -10.0, -7.3, -34.2, 0.8, 4.1, 7.7, 18.4],  # from the digits export
+    [-300.0, -100.0, 20.0],  # log P about -2.5e4
+    [11.5, 15.0, 40.0],  # every factor 1 to 1e-8: log P = 0
+]
+
+
+@pytest.mark.parametrize("d", EQUAL_CASES)
+def test_argmax_log_proba_equal_variances_matches_adaptive_quadrature(d):
+    s2 = 0.3
+    mean = np.concatenate([[0.0], -np.asarray(d) * np.sqrt(s2)])
+    got = heads.argmax_log_proba(mean[None, None], s2, np.array([0]))[0, 0]
+    assert abs(got - _reference_log_proba(mean, np.full(len(mean), np.sqrt(s2)), 0)) < 1e-5
+
+
+# (means, standard deviations): every class is checked, including those far behind.
+UNEQUAL_CASES = [
+    ([0.0, 0.0, 0.0], [1.0, 2.0, 0.5]),
+    ([0.0, 1.0, -1.0, 0.3], [0.3, 1.2, 0.1, 2.0]),  # sd ratios up to 20
+    ([0.0, -40.0, 5.0], [1.0, 3.0, 0.25]),  # one class far behind, sharp competitor
+    ([0.0, -800.0, 3.0, -20.0], [2.0, 1.0, 0.5, 4.0]),  # log P about -1e5
+    ([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1], np.linspace(0.2, 0.6, 10)),
+]
+
+
+@pytest.mark.parametrize(("mean", "sd"), UNEQUAL_CASES)
+def test_argmax_log_proba_unequal_variances_matches_adaptive_quadrature(mean, sd):
+    mean, sd = np.asarray(mean, float), np.asarray(sd, float)
+    got = heads.argmax_log_proba(mean, sd**2)
+    ref = [_reference_log_proba(mean, sd, k) for k in range(len(mean))]
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-4)
+    # the quadrature sums to one by itself; argmax_probabilities renormalizes exactly
+    assert abs(np.exp(got).sum() - 1.0) < 1e-5
+    p = heads.argmax_probabilities(mean, sd**2)
+    np.testing.assert_allclose(p.sum(), 1.0, rtol=1e-14)
+    np.testing.assert_allclose(p, np.exp(got), rtol=1e-4, atol=0)  # 0 where e^got underflows
+
+
+def test_argmax_log_proba_random_rows_sum_to_one_and_match_single_rows():
+    """A batch (equal and unequal rows, far ahead and behind) equals the rows one by one."""
+    rng = np.random.default_rng(3)
+    mean = rng.normal(0, 1, (3, 4, 6)) * np.array([0.01, 1.0, 30.0])[:, None, None]
+    var = np.exp(rng.uniform(-2, 2, mean.shape))
+    var[0] = 0.5  # equal variances: the Laplace rule
+    whole = heads.argmax_log_proba(mean, var)
+    single = [[heads.argmax_log_proba(mean[s, i], var[s, i]) for i in range(4)] for s in range(3)]
+    np.testing.assert_allclose(whole, single, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(np.exp(whole).sum(axis=-1), 1.0, atol=1e-5)
+    index = rng.integers(0, 6, (3, 4))
+    picked = heads.argmax_log_proba(mean, var, index)
+    np.testing.assert_allclose(picked, np.take_along_axis(whole, index[..., None], -1)[..., 0])
+
+
+def test_argmax_log_proba_exact_cases():
+    """Two classes: P = Phi(d / sqrt(v_0 + v_1)); K tied equal classes: P = 1 / K."""
+    rng = np.random.default_rng(4)
+    mean, var = rng.normal(0, 3, (50, 2)), rng.uniform(0.1, 3, (50, 2))
+    exact = log_ndtr((mean[:, 0] - mean[:, 1]) / np.sqrt(var.sum(axis=1)))
+    np.testing.assert_allclose(heads.argmax_log_proba(mean, var)[:, 0], exact, atol=1e-6)
+    for K in (2, 3, 10):
+        np.testing.assert_allclose(
+            heads.argmax_log_proba(np.zeros(K), 1.0), np.log(1 / K), atol=1e-5
+        )
