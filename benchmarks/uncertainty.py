@@ -1,7 +1,8 @@
 """Issue-4 figures: predictive uncertainty, calibration and the cost of the ArviZ export.
 
     python benchmarks/uncertainty.py --part sine      # 90% interval coverage per structure
-    python benchmarks/uncertainty.py --part digits    # ECE / NLL vs a converged MLP
+    python benchmarks/uncertainty.py --part digits    # ECE / NLL vs a converged MLP, 5 seeds
+    python benchmarks/uncertainty.py --part digits --seeds 1 --digits-heads onehot probit-laplace
     python benchmarks/uncertainty.py --part export    # to_inference_data time and memory
     python benchmarks/uncertainty.py --part export --head gaussian
     python benchmarks/uncertainty.py                  # all three; add --out DIR for PNGs
@@ -10,7 +11,9 @@ Data are those of the core issue (benchmarks/core.py):
 * sine: x ~ U(-2, 2), y = sin(3x) + N(0, 0.1^2); 2,000 draws with seed 0, the first 1,000
   train, the rest test; network 1-50-50-1 ReLU, noise 0.01, one pass, batch size 1.
 * digits: load_digits, train_test_split(test_size=0.25, stratify=y, random_state=0),
-  standardized on the training split; network 64-100-10 ReLU, one pass, batch size 1.
+  standardized on the training split; network 64-100-10 ReLU, one pass, batch size 1,
+  ``--prior-precision`` (3, as the default variant), seeds 0..N-1 for the network (prior mean,
+  visiting order) and for the MLPs; per-seed rows, then medians.
 """
 
 from __future__ import annotations
@@ -98,55 +101,87 @@ def part_sine(out: str | None, batch_size: int) -> None:
         plots.plot_comparison(table, title="sin(3x)", path=os.path.join(out, "sine_compare.png"))
 
 
-def part_digits(out: str | None, batch_size: int) -> None:
+DIGITS_HEADS = {
+    "onehot": dict(head=heads.OneHot()),  # learned noise (Normal-Inverse-Gamma), the default
+    "onehot-fixed": dict(head=heads.OneHot(learn_noise=False), noise=1.0),
+    "probit-laplace": dict(head=heads.Probit(fit="laplace")),
+}
+
+
+def _digits_predictives(net, X) -> dict[str, np.ndarray]:
+    """Class probabilities of one fitted network under each way of treating the hidden layers.
+
+    * "hidden means": ``predict_proba`` (hidden layers at their posterior means, head integrated);
+    * "linearized": the head's probabilities of the linearized predictive moments of the
+      outputs (hidden layers' weight uncertainty to first order, ``predict_moments``; one-hot
+      head only, its outputs then have unequal variances);
+    * "100 draws": ``predict_proba(n_samples=100)``, hidden weights sampled.
+    """
+    out = {"hidden means": net.predict_proba(X)}
+    if isinstance(net.head, heads.OneHot):
+        out["linearized"] = net.head.proba_from_moments(*net.predict_moments(X))
+    out["100 draws"] = net.predict_proba(X, n_samples=100)
+    return out
+
+
+def part_digits(
+    out: str | None, batch_size: int, seeds: int, prior_precision: float, head_names
+) -> None:
     Xtr, ytr, Xte, yte = digits_data()
-    print("\n### digits: 64-100-10 ReLU, one pass, batch", batch_size)
-    print("| model | fit s | accuracy | NLL | Brier | ECE |")
-    print("|---|---|---|---|---|---|")
-    variants = {
-        "OneHot noise=1": dict(head=heads.OneHot(), noise=1.0),
-        "OneHot learn_noise": dict(head=heads.OneHot(learn_noise=True), noise=1.0),
-        "Probit laplace": dict(head=heads.Probit(fit="laplace")),
-    }
-    for name, kw in variants.items():
-        net = Network([layers.ReLU(100)], seed=0, **kw)
-        start = time.perf_counter()
-        net.fit(Xtr, ytr, batch_size=batch_size)
-        fit_s = time.perf_counter() - start
-        for n_samples in (None, 100):
-            proba = net.predict_proba(Xte, n_samples=n_samples)
-            label = f"{name}, hidden {'means' if n_samples is None else '100 draws'}"
-            print(
-                f"| {label} | {fit_s:.1f} | "
-                + _fmt(metrics.classification_metrics(yte, proba, classes=net.classes_))
-                + " |",
-                flush=True,
+    print(
+        f"\n### digits: 64-100-10 ReLU, one pass, batch {batch_size}, prior_precision "
+        f"{prior_precision}, seeds 0..{seeds - 1}"
+    )
+    print("| model | seed | fit s | accuracy | NLL | Brier | ECE |")
+    print("|---|---|---|---|---|---|---|")
+    rows: dict[str, list[dict]] = {}
+
+    def report(label: str, seed: int, fit_s: float, proba, classes) -> None:
+        row = metrics.classification_metrics(yte, proba, classes=classes)
+        rows.setdefault(label, []).append(row)
+        print(f"| {label} | {seed} | {fit_s:.1f} | {_fmt(row)} |", flush=True)
+
+    for name in head_names:
+        for seed in range(seeds):
+            net = Network(
+                [layers.ReLU(100)], seed=seed, prior_precision=prior_precision, **DIGITS_HEADS[name]
             )
-            if out and n_samples == 100:
-                plots.plot_reliability(
-                    yte,
-                    proba,
-                    classes=net.classes_,
-                    title=name,
-                    path=os.path.join(out, f"digits_{name.split()[0]}.png"),
-                )
-    for label, kw in {
+            start = time.perf_counter()
+            net.fit(Xtr, ytr, batch_size=batch_size)
+            fit_s = time.perf_counter() - start
+            for label, proba in _digits_predictives(net, Xte).items():
+                report(f"{name}, {label}", seed, fit_s, proba, net.classes_)
+                if out and seed == 0 and label == "hidden means":
+                    plots.plot_reliability(
+                        yte,
+                        proba,
+                        classes=net.classes_,
+                        title=name,
+                        path=os.path.join(out, f"digits_{name}.png"),
+                    )
+    mlps = {
         "MLP converged": dict(max_iter=2000),
         "MLP 1 epoch, batch 1": dict(max_iter=1, batch_size=1),
-    }.items():
-        mlp = MLPClassifier(hidden_layer_sizes=(100,), random_state=0, **kw)
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            mlp.fit(Xtr, ytr)
-        fit_s = time.perf_counter() - start
-        proba = mlp.predict_proba(Xte)
-        print(
-            f"| {label} (sklearn) | {fit_s:.1f} | "
-            + _fmt(metrics.classification_metrics(yte, proba, classes=mlp.classes_))
-            + " |",
-            flush=True,
-        )
+    }
+    for label, kw in mlps.items():
+        for seed in range(seeds):
+            mlp = MLPClassifier(hidden_layer_sizes=(100,), random_state=seed, **kw)
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                mlp.fit(Xtr, ytr)
+            report(
+                f"{label} (sklearn)",
+                seed,
+                time.perf_counter() - start,
+                mlp.predict_proba(Xte),
+                mlp.classes_,
+            )
+    print(f"\nmedians over {seeds} seeds:")
+    print("| model | accuracy | NLL | Brier | ECE |\n|---|---|---|---|---|")
+    for label, values in rows.items():
+        med = {k: float(np.median([v[k] for v in values])) for k in values[0]}
+        print(f"| {label} | {_fmt(med)} |")
 
 
 def part_export(repeats: int, head: str) -> None:
@@ -188,6 +223,11 @@ def main() -> None:
     parser.add_argument("--out", help="directory for PNG figures")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=5, help="digits: seeds 0..N-1 (medians)")
+    parser.add_argument(
+        "--prior-precision", type=float, default=3.0, help="digits (the default variant's 3)"
+    )
+    parser.add_argument("--digits-heads", nargs="+", choices=list(DIGITS_HEADS), default=["onehot"])
     parser.add_argument(
         "--head",
         choices=["onehot", "gaussian"],
@@ -200,7 +240,7 @@ def main() -> None:
     if args.part in ("sine", "all"):
         part_sine(args.out, args.batch_size)
     if args.part in ("digits", "all"):
-        part_digits(args.out, args.batch_size)
+        part_digits(args.out, args.batch_size, args.seeds, args.prior_precision, args.digits_heads)
     if args.part in ("export", "all"):
         part_export(args.repeats, args.head)
 
