@@ -420,12 +420,23 @@ class Probit(_GLMHead):
         G = np.sqrt(beta / np.maximum(1.0 - beta * v, _MIN_CURVATURE))
         return G, G * (m + s * root / (lam + z))
 
+    def log_proba_given(self, eta: np.ndarray) -> np.ndarray:
+        """Log class probabilities ``(..., K)`` for fixed predictors ``eta`` ``(..., C)``.
+
+        Binary: :math:`[\\log\\Phi(-\\eta), \\log\\Phi(\\eta)]`; one-vs-rest:
+        :math:`\\log \\Phi(\\eta_k) - \\log \\sum_j \\Phi(\\eta_j)`.
+        """
+        if eta.shape[-1] == 1:
+            return np.concatenate([log_ndtr(-eta), log_ndtr(eta)], axis=-1)
+        return log_softmax(log_ndtr(eta), axis=-1)
+
     def proba_from_moments(self, m: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """Class probabilities ``(..., K)`` for Gaussian latents :math:`\\eta \\sim N(m, v)`."""
-        z = m / np.sqrt(1.0 + v)
-        if z.shape[-1] == 1:
-            return np.exp(np.concatenate([log_ndtr(-z), log_ndtr(z)], axis=-1))
-        return softmax(log_ndtr(z), axis=-1)
+        """Class probabilities ``(..., K)`` for Gaussian latents :math:`\\eta \\sim N(m, v)`.
+
+        :math:`E\\,\\Phi(\\eta_k) = \\Phi(m_k / \\sqrt{1 + v_k})`, then
+        :meth:`log_proba_given` at those predictors.
+        """
+        return np.exp(self.log_proba_given(m / np.sqrt(1.0 + v)))
 
 
 @dataclass(frozen=True)
@@ -460,14 +471,19 @@ class Logistic(_GLMHead):
     def _targets(self, T):
         return T
 
-    def _log_proba(self, eta):
-        return log_softmax(np.concatenate([eta, np.zeros((len(eta), 1))], axis=1), axis=1)
+    def log_proba_given(self, eta: np.ndarray) -> np.ndarray:
+        """Log class probabilities ``(..., K)`` for fixed logits ``eta`` ``(..., K - 1)``.
+
+        :math:`\\log \\operatorname{softmax}([\\eta, 0])`, the last class the reference.
+        """
+        zero = np.zeros((*eta.shape[:-1], 1))
+        return log_softmax(np.concatenate([eta, zero], axis=-1), axis=-1)
 
     def _loglik(self, eta, Y):
-        return np.sum(Y * self._log_proba(eta), axis=1)
+        return np.sum(Y * self.log_proba_given(eta), axis=1)
 
     def _grad_hess(self, eta, Y):
-        p = np.exp(self._log_proba(eta)[:, :-1])
+        p = np.exp(self.log_proba_given(eta)[:, :-1])
         H = p[:, :, None] * np.eye(p.shape[1]) - p[:, :, None] * p[:, None, :]
         return Y[:, :-1] - p, H
 
