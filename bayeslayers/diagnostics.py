@@ -237,7 +237,8 @@ def to_inference_data(
     def draw(i: int, c: int) -> np.ndarray:
         W = conjugate.sample(posts[i], c, rngs[i])
         if names[i] in kept:
-            kept[names[i]].append(W[:, rows[i]][:, :, cols[i]])
+            whole = len(rows[i]) == W.shape[1] and len(cols[i]) == W.shape[2]
+            kept[names[i]].append(W if whole else W[:, rows[i]][:, :, cols[i]])
         return W
 
     ll, pp = [], []
@@ -260,10 +261,12 @@ def to_inference_data(
             for i, ((x, _, g, _), post) in enumerate(
                 zip(cache, net.posteriors_, strict=True) if hidden == "linearized" else ()
             ):
-                dZ = _first_layer(x, draw(i, c)) - mean_z[i]
+                dA_next = _first_layer(x, draw(i, c))
+                dA_next -= mean_z[i]
                 if dA is not None:
-                    dZ += dA @ post.mean[:-1]
-                dA = g * dZ
+                    dA_next += dA @ post.mean[:-1]
+                dA_next *= g
+                dA = dA_next
             F = _first_layer(mean_xh, draw(len(posts) - 1, c))
             if dA is not None:
                 F += dA @ head_slope

@@ -174,11 +174,9 @@ _GH_LOGW = np.log(_GH_W / _GH_W.sum()) + 0.5 * _GH_X**2
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
 _GL_X, _GL_LOGW = (_GL_X + 1) / 2, np.log(_GL_W / 2)
 _DROP = 30.0  # each side ends where the log integrand is this far below its maximum
-# A factor Phi(t) with t > 5.7 at every node is 1 to 6e-9 and is left out. The nodes lie at
-# z >= -_REACH: z* >= 0, and sigma <= 1 resp. u <= sqrt(2 _DROP) (h'' <= -1).
-_T_ONE = 5.7
-_REACH_GH = float(_GH_X.max())
-_REACH_SIDES = float(np.sqrt(2 * _DROP))
+_REACH_SIDES = float(np.sqrt(2 * _DROP))  # u <= sqrt(2 _DROP), since h'' <= -1
+# Factors with b_j / sqrt(1 + a_j^2) above this change log P by less than 1.5e-9 each.
+_FAR = 6.0
 
 
 def _log_integrand(z: np.ndarray, b: np.ndarray, a: np.ndarray | None):
@@ -281,17 +279,23 @@ def _log_orthant(b: np.ndarray, a: np.ndarray | None) -> np.ndarray:
     r""":math:`\log \int \varphi(z) \prod_j \Phi(a_j z + b_j)\,dz` for each row of ``b`` (rows, k).
 
     ``a=None``: every slope is 1. The log integrand is concave with a single mode
-    :math:`z^* > 0` (:func:`_mode`). Factors that are 1 to 6e-9 at every node are left out,
-    rows being grouped by how many factors remain (a row with none has log P = 0).
+    :math:`z^* > 0` (:func:`_mode`).
+
+    Far factors are left out, rows being grouped by how many factors remain (a row with none
+    has log P = 0). Leaving out factor :math:`j` multiplies P by
+    :math:`1 - E_q[\Phi(-(a_j Z + b_j))]`, ``q`` the normalized integrand of the others. ``q`` is
+    :math:`\varphi` tilted by an increasing function, so its median is :math:`\ge 0`, and it
+    is strongly log-concave (:math:`-(\log q)'' \ge 1`), so its quantile map from
+    :math:`N(0, 1)` is 1-Lipschitz (Caffarelli): :math:`Z \ge \min(G, 0)` in law, and
+    :math:`E_q[\Phi(-(a_j Z + b_j))] \le \tfrac12 \Phi(-b_j) + \Phi(-b_j / \sqrt{1 + a_j^2})`,
+    below 1.5e-9 when :math:`b_j / \sqrt{1 + a_j^2} \ge 6`.
     """
-    reach = _REACH_GH if a is None else _REACH_SIDES
-    ones = 1.0 if a is None else a
-    key = b - reach * ones  # smallest t_j at any node
+    key = b / np.sqrt(2.0) if a is None else b / np.sqrt(1.0 + a * a)
     order = np.argsort(key, axis=-1)
     b = np.take_along_axis(b, order, axis=-1)
     a = None if a is None else np.take_along_axis(a, order, axis=-1)
     key = np.take_along_axis(key, order, axis=-1)
-    keep = (key < _T_ONE).sum(axis=-1)
+    keep = (key < _FAR).sum(axis=-1)
     out = np.zeros(len(b))
     for k in np.unique(keep[keep > 0]):
         rows = np.flatnonzero(keep == k)
@@ -356,8 +360,10 @@ def argmax_log_proba(
         same = np.arange(K) == index
     b = (m_k - m_j) / s_j
     b[same] = np.inf  # the j = k factor is 1
-    a = np.broadcast_to(s_k / s_j, b.shape).reshape(-1, K)
     b = b.reshape(-1, K)
+    if np.ndim(var) == 0:  # equal variances everywhere: every slope is 1
+        return _log_orthant(b, None).reshape(lead)
+    a = np.broadcast_to(s_k / s_j, (*lead, K)).reshape(-1, K)
     equal = np.all(a == 1.0, axis=-1)
     out = np.empty(len(b))
     out[equal] = _log_orthant(b[equal], None)
