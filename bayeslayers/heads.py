@@ -28,7 +28,8 @@ The body never knows which head it has.
 ``OneHot``
     The ``Gaussian`` head regressing one-hot class indicators (the original post's MNIST
     set-up). Class probabilities are :math:`P(k = \arg\max_j f_j)` under the independent
-    Gaussian predictive of the outputs, by Gauss-Hermite quadrature.
+    Gaussian predictive of the outputs (:func:`argmax_log_proba`: quadrature centred on the
+    mode of the integrand, in log space).
 ``Probit``, ``Logistic``
     Generalized linear heads fitted by PyMC ADVI (online, chunked) or in closed form (Laplace,
     or assumed-density filtering for the probit); defined in :mod:`bayeslayers.glm_heads` and
@@ -191,7 +192,7 @@ def _log_integrand(z: np.ndarray, b: np.ndarray, a: np.ndarray | None):
     lc = log_ndtr(t)
     m = np.exp(-0.5 * t * t - _LOG_SQRT_2PI - lc)
     am = m if a is None else a * m
-    curv = 1.0 + (am * (a if a is not None else 1.0) * (t + m)).sum(axis=-1)
+    curv = 1.0 + ((am if a is None else a * am) * (t + m)).sum(axis=-1)
     return lc.sum(axis=-1) - 0.5 * z * z, am.sum(axis=-1) - z, curv
 
 
@@ -203,7 +204,7 @@ def _mode(b: np.ndarray, a: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, 
     only the factors with ``b_j < 0`` count, each in its linear regime ``m(t) ~ -t``:
     ``z = -sum a_j b_j / (1 + sum a_j^2)`` over those factors.
     """
-    ones = np.ones_like(b) if a is None else a
+    ones = 1.0 if a is None else a
     behind = b < 0
     z = -np.where(behind, ones * b, 0.0).sum(axis=-1) / (
         1.0 + np.where(behind, ones * ones, 0.0).sum(axis=-1)

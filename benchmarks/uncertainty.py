@@ -4,7 +4,7 @@
     python benchmarks/uncertainty.py --part digits    # ECE / NLL vs a converged MLP, 5 seeds
     python benchmarks/uncertainty.py --part digits --seeds 1 --digits-heads onehot probit-laplace
     python benchmarks/uncertainty.py --part export    # to_inference_data time and memory
-    python benchmarks/uncertainty.py --part export --head gaussian
+    python benchmarks/uncertainty.py --part export --head gaussian --hidden sample
     python benchmarks/uncertainty.py                  # all three; add --out DIR for PNGs
 
 Data are those of the core issue (benchmarks/core.py):
@@ -30,7 +30,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 
 from bayeslayers import Network, heads, layers, metrics, plots
-from bayeslayers.diagnostics import compare, to_inference_data
+from bayeslayers.diagnostics import HIDDEN, compare, elpd, to_inference_data
 
 
 def _fmt(d: dict) -> str:
@@ -71,7 +71,7 @@ def part_sine(out: str | None, batch_size: int) -> None:
                 "width": float(np.mean(hi - lo)),
             }
             print("| " + _fmt(row) + " |", flush=True)
-        for hidden in ("mean", "sample"):
+        for hidden in HIDDEN:
             kw = dict(n_draws=500, max_units=5, hidden=hidden)
             test_exports[f"{structure}/{hidden}"] = to_inference_data(net, Xte, yte, **kw)
             train_exports[f"{structure}/{hidden}"] = to_inference_data(net, Xtr, ytr, **kw)
@@ -135,6 +135,7 @@ def part_digits(
     print("| model | seed | fit s | accuracy | NLL | Brier | ECE |")
     print("|---|---|---|---|---|---|---|")
     rows: dict[str, list[dict]] = {}
+    export_nll: dict[str, list[float]] = {}
 
     def report(label: str, seed: int, fit_s: float, proba, classes) -> None:
         row = metrics.classification_metrics(yte, proba, classes=classes)
@@ -151,6 +152,11 @@ def part_digits(
             fit_s = time.perf_counter() - start
             for label, proba in _digits_predictives(net, Xte).items():
                 report(f"{name}, {label}", seed, fit_s, proba, net.classes_)
+            for hidden in HIDDEN:  # the export's held-out elpd per point is minus an NLL
+                idata = to_inference_data(net, Xte, yte, n_draws=200, hidden=hidden, seed=seed)
+                export_nll.setdefault(f"{name}, export hidden={hidden}", []).append(
+                    -elpd(idata).elpd / len(yte)
+                )
                 if out and seed == 0 and label == "hidden means":
                     plots.plot_reliability(
                         yte,
@@ -182,9 +188,12 @@ def part_digits(
     for label, values in rows.items():
         med = {k: float(np.median([v[k] for v in values])) for k in values[0]}
         print(f"| {label} | {_fmt(med)} |")
+    print("\nNLL = -elpd / n of to_inference_data exports (200 draws), per seed and median:")
+    for label, values in export_nll.items():
+        print(f"| {label} | {' | '.join(f'{v:.4f}' for v in values)} | {np.median(values):.4f} |")
 
 
-def part_export(repeats: int, head: str) -> None:
+def part_export(repeats: int, head: str, hidden: str) -> None:
     Xtr, ytr, Xte, yte = digits_data()
     if head == "gaussian":  # the same network regressing one-hot rows: a Gaussian likelihood
         ytr, yte = np.eye(10)[ytr], np.eye(10)[yte]
@@ -198,16 +207,17 @@ def part_export(repeats: int, head: str) -> None:
             a @ a
         bases.append(time.perf_counter() - start)
         wall, cpu = time.perf_counter(), time.process_time()
-        to_inference_data(net, Xte, yte, n_draws=1000)
+        to_inference_data(net, Xte, yte, n_draws=1000, hidden=hidden)
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
     tracemalloc.start()
-    idata = to_inference_data(net, Xte, yte, n_draws=1000)
+    idata = to_inference_data(net, Xte, yte, n_draws=1000, hidden=hidden)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     size = sum(ds.nbytes for ds in (idata[g] for g in idata.groups()))
     print(
-        f"\n### export: 64-100-10 {head} head, {len(Xte)} test points, 1,000 draws, {repeats} runs"
+        f"\n### export: 64-100-10 {head} head, hidden={hidden!r}, {len(Xte)} test points, "
+        f"1,000 draws, {repeats} runs"
     )
     print(f"wall s median {np.median(walls):.2f} (runs {', '.join(f'{w:.2f}' for w in walls)})")
     print(
@@ -234,6 +244,9 @@ def main() -> None:
         default="onehot",
         help="head of the exported network (--part export)",
     )
+    parser.add_argument(
+        "--hidden", choices=HIDDEN, default="linearized", help="to_inference_data's hidden="
+    )
     args = parser.parse_args()
     if args.out:
         os.makedirs(args.out, exist_ok=True)
@@ -242,7 +255,7 @@ def main() -> None:
     if args.part in ("digits", "all"):
         part_digits(args.out, args.batch_size, args.seeds, args.prior_precision, args.digits_heads)
     if args.part in ("export", "all"):
-        part_export(args.repeats, args.head)
+        part_export(args.repeats, args.head, args.hidden)
 
 
 if __name__ == "__main__":
