@@ -15,6 +15,11 @@ Gaussian NLL (regression; not for the MLP, which gives no predictive spread). Pr
 hidden layers' posterior means, the head's weight uncertainty integrated analytically. Mean and
 standard deviation over seeds are printed as a Markdown table and written with every run to JSON.
 
+Prototypes not (yet) in the library run through ``--tweak KEY=VALUE`` (see :data:`TWEAKS`):
+:class:`TweakedNetwork` is :class:`~bayeslayers.Network` with a data-dependent first-layer prior
+mean, several sweeps per batch, process noise, the order of the target propagation and a target
+step size; every knob at its default reproduces ``Network`` exactly.
+
 Run ``python benchmarks/accuracy.py --quick`` (two seeds, the ReLU variant only) or see
 ``--help``. ``--write-results`` replaces the generated table inside ``benchmarks/RESULTS.md``.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -31,9 +37,10 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-from bayeslayers import Network, heads, layers
+from bayeslayers import Network, conjugate, heads, health, layers
 from bayeslayers.datasets import load_dataset
 from bayeslayers.metrics import nll_gaussian, rmse
+from bayeslayers.propagation import solve_targets
 
 #: Per dataset: hidden sizes, batch size of the bayeslayers fits, Network keywords, and whether
 #: to standardize the features (not MNIST pixels: rare pixels would get huge values). MNIST's
@@ -45,6 +52,124 @@ SETUPS = {
     "mnist-5k": {"hidden": (100,), "batch": 32, "net": {"bias_spread": 0.1}, "standardize": False},
 }
 MARKERS = ("<!-- accuracy.py:begin -->", "<!-- accuracy.py:end -->")
+
+
+#: Experimental knobs of :class:`TweakedNetwork` (``--tweak KEY=VALUE``), with their defaults
+#: (the defaults reproduce :class:`Network` exactly).
+TWEAKS = {
+    "process_noise": 0.0,  # q added to every hidden weight variance per training row
+    "head_process_noise": 0.0,  # the same for the head (relative to its noise if learned)
+    "propagate": "updated",  # head whose residual drives the targets: "updated" or "prior"
+    "inner": 1,  # sweeps over each batch, each tempered by 1 / inner (iterated EKF)
+    "target_step": 1.0,  # scale of every target correction delta
+    "init": "he",  # first layer's prior mean: "he", "pca" (whitened PCA), "samples"
+    "init_rows": 0,  # rows of the training inputs the init may look at (0: all)
+    "init_scale": 1.0,  # std of the first layer's pre-activations on the data ("pca", "samples")
+}
+
+
+def _inflate(post: conjugate.WeightPosterior, q: float, copy: bool):
+    """Add process noise ``q`` to every weight's variance (a random-walk prior between steps)."""
+    cov = post.cov.copy() if copy else post.cov
+    if post.structure == "diag":
+        cov += q
+    else:
+        idx = np.arange(cov.shape[-1])
+        cov[..., idx, idx] += q
+    return post._replace(cov=cov)
+
+
+class TweakedNetwork(Network):
+    """:class:`Network` with experimental knobs (prototypes for issue 7; see :data:`TWEAKS`).
+
+    A copy of :meth:`Network._step` with the knobs spliced in; every knob at its default
+    gives exactly the library's step.
+    """
+
+    def __init__(self, *args, tweaks: dict | None = None, init_X=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        unknown = set(tweaks or {}) - set(TWEAKS)
+        if unknown:
+            raise ValueError(f"unknown tweaks {sorted(unknown)}; allowed: {sorted(TWEAKS)}")
+        self.tweaks = TWEAKS | (tweaks or {})
+        self.init_X = init_X
+
+    def _init_state(self, n_features: int, n_outputs: int) -> None:
+        super()._init_state(n_features, n_outputs)
+        mode = self.tweaks["init"]
+        if mode == "he" or not self.layers:
+            return
+        X = np.asarray(self.init_X, dtype=self.dtype)
+        rng = np.random.default_rng([self.seed, 3])
+        units = self.layers[0].units
+        if self.tweaks["init_rows"]:  # what a stream would have seen first: a few rows only
+            X = X[rng.choice(len(X), self.tweaks["init_rows"], replace=False)]
+        mu = X.mean(axis=0)
+        if mode == "pca":
+            # Random directions in the whitened principal subspace (95 % of the variance),
+            # scaled to unit pre-activation variance x gain on the training inputs.
+            _, s, Vt = np.linalg.svd(X - mu, full_matrices=False)
+            var = s**2 / len(X)
+            k = int(np.searchsorted(np.cumsum(var) / var.sum(), 0.95)) + 1
+            W = Vt[:k].T / np.sqrt(var[:k]) @ rng.normal(size=(k, units)) / np.sqrt(k)
+        elif mode == "samples":
+            # Each unit looks along a random centred training input.
+            W = (X[rng.choice(len(X), units, replace=False)] - mu).T
+        else:
+            raise ValueError(f"unknown init {mode!r}")
+        Z = (X - mu) @ W
+        W *= self.tweaks["init_scale"] * np.sqrt(self.layers[0].init_gain / 2.0) / Z.std(axis=0)
+        post = self.posteriors_[0]
+        post.mean[:-1] = W
+        # Centre the pre-activations on the data mean, then spread the kinks as usual.
+        post.mean[-1] = -mu @ W + rng.normal(0.0, self.bias_spread, units)
+
+    def _step(self, posteriors, head_state, X, T, fraction, corrections=None, overwrite=False):
+        tw = self.tweaks
+        for _ in range(tw["inner"]):
+            posteriors, head_state = self._tweaked_step(
+                posteriors, head_state, X, T, fraction / tw["inner"], overwrite
+            )
+        return posteriors, head_state
+
+    def _tweaked_step(self, posteriors, head_state, X, T, fraction, overwrite):
+        tw = self.tweaks
+        n = len(X)
+        if tw["process_noise"]:
+            posteriors = [_inflate(p, tw["process_noise"] * n, not overwrite) for p in posteriors]
+        if tw["head_process_noise"]:
+            post = _inflate(head_state.post, tw["head_process_noise"] * n, True)
+            head_state = head_state._replace(post=post)
+        xh, cache = self._forward_means(X, posteriors)
+        if tw["propagate"] == "prior":
+            E, J = self.head.residual(head_state, xh, T)
+        with health.named_failure("the head"):
+            head_state = self.head.update(head_state, xh, T, fraction)
+        if tw["propagate"] == "updated":
+            E, J = self.head.residual(head_state, xh, T)
+        new = list(posteriors)
+        for i in reversed(range(len(self.layers))):
+            x, h, g, b = cache[i]
+            movable = g != 0
+            J = np.where(movable[:, :, None], J, 0.0)
+            delta = tw["target_step"] * solve_targets(E, J, self.damping, self.clip)
+            target = h + delta
+            noise = self.layers[i].noise or self.hidden_noise or self.noise
+            W_old = posteriors[i].mean.copy() if tw["propagate"] == "prior" else None
+            new[i], _ = conjugate.update(
+                posteriors[i],
+                x,
+                target - b,
+                g,
+                noise=noise,
+                fraction=fraction,
+                overwrite=overwrite,
+            )
+            if i:
+                W = new[i].mean if W_old is None else W_old
+                E = np.where(movable, target - (g * (x @ W) + b), 0.0)
+                J = W[None, :-1, :] * g[:, None, :]
+        return new, head_state
 
 
 def classification_scores(y, proba, classes) -> dict:
@@ -72,8 +197,16 @@ def score_network(net: Network, data) -> dict:
     return regression_scores(data.y_test, mean[:, 0], np.sqrt(var[:, 0]))
 
 
-def make_head(task: str):
-    return heads.OneHot() if task == "classification" else heads.Gaussian()
+#: Classification heads selectable with ``--head``.
+CLASSIFIER_HEADS = {
+    "onehot": heads.OneHot,
+    "probit-adf": lambda: heads.Probit(fit="adf"),
+    "logistic-laplace": lambda: heads.Logistic(fit="laplace"),
+}
+
+
+def make_head(task: str, kind: str = "onehot"):
+    return CLASSIFIER_HEADS[kind]() if task == "classification" else heads.Gaussian()
 
 
 def random_features(X, hidden, seed: int, bias_spread: float) -> np.ndarray:
@@ -88,13 +221,22 @@ def random_features(X, hidden, seed: int, bias_spread: float) -> np.ndarray:
 
 def run_bayeslayers(data, setup, variant, structure, passes, seed, overrides) -> dict:
     kwargs = setup["net"] | overrides
-    net = Network(
-        [layers.make_layer(variant, units=u) for u in setup["hidden"]],
-        head=make_head(data.task),
-        covariance=structure,
-        seed=seed,
-        **kwargs,
-    )
+    layer_kwargs = setup.get("layer", {}) if variant == "leaky_relu" else {}
+    hidden = [layers.make_layer(variant, units=u, **layer_kwargs) for u in setup["hidden"]]
+    head = make_head(data.task, setup.get("head", "onehot"))
+    tweaks = setup.get("tweaks") or {}
+    if tweaks:
+        net = TweakedNetwork(
+            hidden,
+            head=head,
+            covariance=structure,
+            seed=seed,
+            tweaks=tweaks,
+            init_X=data.X_train,
+            **kwargs,
+        )
+    else:
+        net = Network(hidden, head=head, covariance=structure, seed=seed, **kwargs)
     start = time.perf_counter()
     net.fit(data.X_train, data.y_train, passes=passes, batch_size=setup["batch"])
     return {"time_s": time.perf_counter() - start, **score_network(net, data)}
@@ -103,10 +245,26 @@ def run_bayeslayers(data, setup, variant, structure, passes, seed, overrides) ->
 def run_control(data, setup, seed, overrides) -> dict:
     kwargs = setup["net"] | overrides
     bias_spread = kwargs.get("bias_spread", Network().bias_spread)
-    F_train, F_test = (
-        random_features(X, setup["hidden"], seed, bias_spread) for X in (data.X_train, data.X_test)
-    )
-    net = Network([], head=make_head(data.task), seed=seed, **kwargs)
+    tweaks = setup.get("tweaks") or {}
+    if tweaks.get("init", "he") == "he":
+        F_train, F_test = (
+            random_features(X, setup["hidden"], seed, bias_spread)
+            for X in (data.X_train, data.X_test)
+        )
+    else:  # the same data-dependent prior mean as the trained network's
+        prior = TweakedNetwork(
+            [layers.ReLU(u) for u in setup["hidden"]],
+            seed=seed,
+            tweaks={k: v for k, v in tweaks.items() if k.startswith("init")},
+            init_X=data.X_train,
+            **kwargs,
+        )
+        prior._init_state(data.X_train.shape[1], 1)
+        F_train, F_test = (
+            prior._forward_means(X, prior.posteriors_)[0][:, :-1]
+            for X in (data.X_train, data.X_test)
+        )
+    net = Network([], head=make_head(data.task, setup.get("head", "onehot")), seed=seed, **kwargs)
     start = time.perf_counter()
     net.fit(F_train, data.y_train, batch_size=setup["batch"])
     elapsed = time.perf_counter() - start
@@ -193,30 +351,69 @@ def write_results(text: str, path: Path = Path("benchmarks/RESULTS.md")) -> None
     path.write_text(content)
 
 
+def parse_setting(item: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with a JSON value, or a bare string (``init=pca``)."""
+    key, value = item.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def main(argv=None) -> list[dict]:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(SETUPS), choices=list(SETUPS))
     parser.add_argument("--variants", nargs="+", default=["relu", "leaky_relu", "taylor_tanh"])
     parser.add_argument("--structures", nargs="+", default=["unit", "shared", "diag"])
     parser.add_argument("--passes", type=int, default=3, help="k of the k-pass runs (0: none)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from here")
     parser.add_argument("--quick", action="store_true", help="2 seeds, ReLU only, no k passes")
     parser.add_argument("--no-baselines", action="store_true", help="skip MLP and control")
+    parser.add_argument("--control-only", action="store_true", help="no MLP baselines")
     parser.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="Network keyword overrides"
+    )
+    parser.add_argument(
+        "--tweak",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"experimental TweakedNetwork knobs: {sorted(TWEAKS)}",
+    )
+    parser.add_argument("--batch", type=int, help="batch size (default: per dataset)")
+    parser.add_argument("--head", default="onehot", choices=list(CLASSIFIER_HEADS))
+    parser.add_argument("--alpha", type=float, help="LeakyReLU slope")
+    parser.add_argument(
+        "--scale",
+        choices=["standardize", "unit"],
+        default=None,
+        help="features: standardized on the train split, or divided by their global max",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/accuracy.json"))
     parser.add_argument("--write-results", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.variants, args.passes = 2, ["relu"], 0
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = dict(parse_setting(item) for item in args.set)
+    tweaks = dict(parse_setting(item) for item in args.tweak)
 
     runs = []
     for name in args.datasets:
-        setup = SETUPS[name]
-        for seed in range(args.seeds):
-            data = load_dataset(name, seed=seed, standardize=setup.get("standardize", True))
+        setup = SETUPS[name] | {"tweaks": tweaks, "head": args.head}
+        if args.batch:
+            setup["batch"] = args.batch
+        if args.alpha is not None:
+            setup["layer"] = {"alpha": args.alpha}
+        standardize = setup.get("standardize", True)
+        if args.scale:
+            standardize = args.scale == "standardize"
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            data = load_dataset(name, seed=seed, standardize=standardize)
+            if not standardize and args.scale == "unit":
+                top = data.X_train.max()
+                data = data._replace(X_train=data.X_train / top, X_test=data.X_test / top)
             jobs = []
             for variant in args.variants:
                 for structure in args.structures:
@@ -226,8 +423,9 @@ def main(argv=None) -> list[dict]:
                             (label, run_bayeslayers, (data, setup, variant, structure, passes))
                         )
             if not args.no_baselines:
+                jobs += [("control (random features)", run_control, (data, setup))]
+            if not (args.no_baselines or args.control_only):
                 jobs += [
-                    ("control (random features)", run_control, (data, setup)),
                     ("mlp-1epoch (batch 1)", run_mlp, (data, setup, seed, False)),
                     ("mlp-converged", run_mlp, (data, setup, seed, True)),
                 ]
@@ -243,7 +441,10 @@ def main(argv=None) -> list[dict]:
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
-        json.dumps({"overrides": overrides, "runs": runs, "table": table}, indent=1)
+        json.dumps(
+            {"argv": argv, "overrides": overrides, "tweaks": tweaks, "runs": runs, "table": table},
+            indent=1,
+        )
     )
     if args.write_results:
         write_results(text)
