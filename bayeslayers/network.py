@@ -66,6 +66,21 @@ class Network:
     bias_spread : float
         Standard deviation of the hidden biases' prior mean (the initialization). Zero biases
         make every ReLU kink pass through the origin, which hurts low-dimensional inputs.
+    init : {"he", "samples"}
+        Prior mean of the first hidden layer. ``"he"``: random He-scaled weights, a prior that
+        does not look at the data (so a stream of ``partial_fit`` calls equals one ``fit``).
+        ``"samples"``: each unit's weights are a centred input row of the first call's training
+        data (inputs only, never labels), scaled to unit pre-activation spread on those rows;
+        the biases centre the pre-activations (plus ``bias_spread``). A first call with a
+        single row, or a unit with no spread, falls back to ``"he"``. One pass moves a random
+        first layer too little: over 5 seeds ``"samples"`` raised digits from 96.5 % to 97.7 %
+        (unit) and mnist-5k from 92.4 % to 92.7 % (diag), and lowered sine-1d RMSE from 0.0993
+        to 0.0976 (``benchmarks/RESULTS.md``, issue 7); the shipped variants use it. Deeper
+        layers always use ``"he"``.
+    sweeps : int
+        Updates per batch, each tempered by ``1 / sweeps`` and relinearized at the new means
+        (an iterated extended Kalman filter step). A linear model gets the same posterior for
+        every value.
     seed : int
         Seeds the prior mean (initialization), shuffling and posterior sampling.
     dtype : {"float64", "float32"}
@@ -100,6 +115,8 @@ class Network:
         damping: float = 1e-2,
         clip: float | None = None,
         bias_spread: float = 1.0,
+        init: str = "he",
+        sweeps: int = 1,
         seed: int = 0,
         dtype: str = "float64",
         blas_threads: int | None = 1,
@@ -113,6 +130,8 @@ class Network:
         self.damping = damping
         self.clip = clip
         self.bias_spread = bias_spread
+        self.init = init
+        self.sweeps = sweeps
         self.seed = seed
         self.dtype = dtype
         self.blas_threads = blas_threads
@@ -146,6 +165,10 @@ class Network:
             isinstance(threads, bool) or not isinstance(threads, int | np.integer) or threads < 1
         ):
             raise ValueError(f"blas_threads must be an int >= 1 or None, got {threads!r}")
+        if self.init not in ("samples", "he"):
+            raise ValueError(f"init must be 'samples' or 'he', got {self.init!r}")
+        if isinstance(self.sweeps, bool) or not isinstance(self.sweeps, int) or self.sweeps < 1:
+            raise ValueError(f"sweeps must be an int >= 1, got {self.sweeps!r}")
         if self.dtype not in ("float64", "float32"):
             raise ValueError(f"dtype must be 'float64' or 'float32', got {self.dtype!r}")
 
@@ -153,8 +176,12 @@ class Network:
     def is_fitted(self) -> bool:
         return hasattr(self, "head_state_")
 
-    def _init_state(self, n_features: int, n_outputs: int) -> None:
-        """Set the prior: He-scaled weights as mean, hidden biases with spread ``bias_spread``."""
+    def _init_state(self, n_features: int, n_outputs: int, X: np.ndarray | None = None) -> None:
+        """Set the prior: He-scaled weights as mean, hidden biases with spread ``bias_spread``.
+
+        With ``init="samples"`` the first hidden layer's mean comes from the input rows ``X``
+        of the first call (:func:`_sample_prior_mean`).
+        """
         rng = np.random.default_rng(self.seed)
         dtype = np.dtype(self.dtype)
         prior_var = 1.0 / self.prior_precision
@@ -164,6 +191,10 @@ class Network:
             mean = np.empty((fan_in + 1, layer.units), dtype=dtype)
             mean[:-1] = rng.normal(0.0, np.sqrt(layer.init_gain / fan_in), (fan_in, layer.units))
             mean[-1] = rng.normal(0.0, self.bias_spread, layer.units)
+            if self.init == "samples" and not posteriors and X is not None and len(X) > 1:
+                sampled = _sample_prior_mean(X, layer, self.bias_spread, rng)
+                flat = ~np.isfinite(sampled).all(axis=0)  # no spread on X: keep He for these
+                mean[:, ~flat] = sampled[:, ~flat]
             posteriors.append(conjugate.init(layer.covariance or self.covariance, mean, prior_var))
             fan_in = layer.units
         head_mean = np.zeros((fan_in + 1, n_outputs), dtype=dtype)
@@ -186,7 +217,7 @@ class Network:
                 Y, X.shape[0], self.n_outputs_ if self.is_fitted else None, self.dtype
             )
             if not self.is_fitted:
-                self._init_state(X.shape[1], Y.shape[1])
+                self._init_state(X.shape[1], Y.shape[1], X)
             return X, self.head.encode(Y)
         y = check_labels(Y, X.shape[0])
         if not self.is_fitted:
@@ -201,7 +232,7 @@ class Network:
                 f"{self.classes_.tolist()} (pass classes= to the first partial_fit)"
             )
         if not self.is_fitted:
-            self._init_state(X.shape[1], len(self.classes_))
+            self._init_state(X.shape[1], len(self.classes_), X)
         index = np.searchsorted(self.classes_, y)
         return X, self.head.encode(index, len(self.classes_)).astype(self.dtype)
 
@@ -319,9 +350,10 @@ class Network:
         head_state = self.head_state_
         for start in starts:
             rows = order[start : start + batch_size]
-            posteriors, head_state = self._step(
-                posteriors, head_state, X[rows], T[rows], fraction, overwrite=True
-            )
+            for _ in range(self.sweeps):
+                posteriors, head_state = self._step(
+                    posteriors, head_state, X[rows], T[rows], fraction / self.sweeps, overwrite=True
+                )
         self.posteriors_, self.head_state_ = posteriors, head_state
         self.n_samples_seen_ += len(X)
 
@@ -538,6 +570,25 @@ class Network:
     def __repr__(self) -> str:
         inner = ", ".join(repr(layer) for layer in self.layers)
         return f"Network([{inner}], head={self.head!r}, covariance={self.covariance!r})"
+
+
+def _sample_prior_mean(X: np.ndarray, layer: Layer, bias_spread: float, rng) -> np.ndarray:
+    """First-layer prior mean ``(d + 1, units)`` built from input rows (no labels).
+
+    Each unit's weights are a centred row of ``X`` (drawn without replacement, with
+    replacement if ``X`` has fewer rows than units), scaled so that its pre-activations on
+    ``X`` have spread ``sqrt(init_gain / 2)`` (1 for ReLU); the bias centres them on the rows'
+    mean, plus ``N(0, bias_spread^2)``. A unit whose pre-activations have no spread on ``X``
+    gets NaN (the caller keeps its He draw).
+    """
+    mu = X.mean(axis=0)
+    pick = rng.choice(len(X), layer.units, replace=len(X) < layer.units)
+    W = (X[pick] - mu).T
+    spread = ((X - mu) @ W).std(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        W = W * (np.sqrt(layer.init_gain / 2.0) / np.where(spread > 0, spread, np.nan))
+    bias = -mu @ W + rng.normal(0.0, bias_spread, layer.units)
+    return np.vstack([W, bias])
 
 
 def _mixture_quantiles(mean: np.ndarray, sd: np.ndarray, q: np.ndarray) -> np.ndarray:

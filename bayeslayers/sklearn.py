@@ -62,6 +62,11 @@ class _BayesLayersBase(BaseEstimator):
         Clip on every entry of a target correction.
     bias_spread : float
         Standard deviation of the hidden biases' prior mean.
+    init : {"he", "samples"}
+        Prior mean of the first hidden layer: random He-scaled weights, or centred training
+        inputs (see :class:`bayeslayers.Network`).
+    sweeps : int
+        Updates per batch, each tempered by ``1 / sweeps`` (an iterated EKF step).
     passes : int
         Passes over the data in ``fit``, each tempered by ``1 / passes``.
     batch_size : int
@@ -92,6 +97,8 @@ class _BayesLayersBase(BaseEstimator):
         damping: float = 1e-2,
         clip: float | None = None,
         bias_spread: float = 1.0,
+        init: str = "he",
+        sweeps: int = 1,
         passes: int = 1,
         batch_size: int = 1,
         shuffle: bool = True,
@@ -108,6 +115,8 @@ class _BayesLayersBase(BaseEstimator):
         self.damping = damping
         self.clip = clip
         self.bias_spread = bias_spread
+        self.init = init
+        self.sweeps = sweeps
         self.passes = passes
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -178,6 +187,8 @@ class _BayesLayersBase(BaseEstimator):
             damping=self.damping,
             clip=self.clip,
             bias_spread=self.bias_spread,
+            init=self.init,
+            sweeps=self.sweeps,
             seed=self._seed(),
             dtype=self.dtype,
         )

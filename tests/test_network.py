@@ -150,6 +150,9 @@ def test_bad_input_raises_and_leaves_the_model_unchanged(X, Y, kwargs, error, ma
         ({"damping": -1.0}, ValueError, "damping"),
         ({"dtype": "float16"}, ValueError, "dtype"),
         ({"layers": ["relu"]}, TypeError, r"layers\[0\] must be a Layer"),
+        ({"init": "pca"}, ValueError, "init must be"),
+        ({"sweeps": 0}, ValueError, "sweeps must be an int >= 1"),
+        ({"sweeps": 1.5}, ValueError, "sweeps must be an int >= 1"),
     ],
 )
 def test_bad_parameters(kwargs, error, match):
@@ -250,3 +253,61 @@ def test_training_runs_with_the_requested_blas_threads(monkeypatch):
 def test_bad_blas_threads(value):
     with pytest.raises(ValueError, match="blas_threads"):
         Network([layers.ReLU(4)], blas_threads=value)
+
+
+def test_sample_init_uses_centred_inputs_at_unit_spread():
+    """``init="samples"``: each first-layer column is a centred input row; labels unused."""
+    X, y = linear_data(n=80, d=4)
+    net = Network([layers.ReLU(6), layers.ReLU(5)], init="samples", bias_spread=0.0)
+    net.fit(X, y, passes=1)
+    W = net.posteriors_[0].mean  # the prior mean is kept in the posterior? no: use a fresh net
+    fresh = Network([layers.ReLU(6), layers.ReLU(5)], init="samples", bias_spread=0.0)
+    fresh._init_state(4, 1, X)
+    W = fresh.posteriors_[0].mean
+    Xc = X - X.mean(axis=0)
+    for j in range(6):  # the column is parallel to one centred row
+        cos = np.abs(Xc @ W[:-1, j]) / (np.linalg.norm(Xc, axis=1) * np.linalg.norm(W[:-1, j]))
+        assert np.isclose(cos.max(), 1.0)
+    z = np.column_stack([X, np.ones(len(X))]) @ W
+    np.testing.assert_allclose(z.std(axis=0), 1.0, rtol=1e-12)  # unit pre-activation spread
+    np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-12)  # centred (bias_spread=0)
+    other = Network([layers.ReLU(6), layers.ReLU(5)], init="samples", bias_spread=0.0)
+    other.fit(X, -y)  # labels do not enter the prior
+    other_prior = Network([layers.ReLU(6), layers.ReLU(5)], init="samples", bias_spread=0.0)
+    other_prior._init_state(4, 1, X)
+    np.testing.assert_array_equal(other_prior.posteriors_[0].mean, W)
+
+
+def test_sample_init_falls_back_to_he_without_spread():
+    """A single first row, or constant inputs, give the He prior mean."""
+    X, _ = linear_data(n=5, d=3)
+    he = Network([layers.ReLU(4)], init="he")
+    he._init_state(3, 1, X)
+    for rows in (X[:1], np.ones((5, 3))):
+        net = Network([layers.ReLU(4)], init="samples")
+        net._init_state(3, 1, rows)
+        np.testing.assert_array_equal(net.posteriors_[0].mean, he.posteriors_[0].mean)
+
+
+def test_sample_init_learns_sine_better_than_he():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-2, 2, (600, 1))
+    y = np.sin(3 * x[:, 0]) + 0.1 * rng.normal(size=600)
+    rmse = {}
+    for init in ("he", "samples"):
+        net = Network([layers.ReLU(30)], init=init, noise=0.01, seed=1).fit(x[:400], y[:400])
+        rmse[init] = float(np.sqrt(np.mean((net.predict(x[400:]) - y[400:]) ** 2)))
+    assert rmse["samples"] < 0.2
+    assert rmse["samples"] < 1.1 * rmse["he"]
+
+
+def test_sweeps_leave_a_linear_model_unchanged_and_relinearize_a_network():
+    X, y = linear_data()
+    once = Network([], noise=0.3).fit(X, y, batch_size=5)
+    twice = Network([], noise=0.3, sweeps=2).fit(X, y, batch_size=5)
+    np.testing.assert_allclose(twice.head_state_.post.mean, once.head_state_.post.mean, rtol=1e-9)
+    np.testing.assert_allclose(twice.head_state_.post.cov, once.head_state_.post.cov, rtol=1e-9)
+    deep = [Network([layers.ReLU(8)], noise=0.3, sweeps=s, seed=3).fit(X, y) for s in (1, 2)]
+    assert not np.allclose(deep[0].posteriors_[0].mean, deep[1].posteriors_[0].mean)
+    err = [np.sqrt(np.mean((net.predict(X) - y) ** 2)) for net in deep]
+    assert err[1] < 1.0 and err[0] < 1.0
