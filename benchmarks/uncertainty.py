@@ -12,8 +12,9 @@ Data are those of the core issue (benchmarks/core.py):
   train, the rest test; network 1-50-50-1 ReLU, noise 0.01, one pass, batch size 1.
 * digits: load_digits, train_test_split(test_size=0.25, stratify=y, random_state=0),
   standardized on the training split; network 64-100-10 ReLU, one pass, batch size 1,
-  ``--prior-precision`` (3, as the default variant), seeds 0..N-1 for the network (prior mean,
-  visiting order) and for the MLPs; per-seed rows, then medians.
+  ``--prior-precision`` (3) and ``--init`` (``"samples"``) as in the default variant; seeds
+  0..N-1 for the network (prior mean, visiting order) and for the MLPs; per-seed rows, then
+  medians.
 """
 
 from __future__ import annotations
@@ -125,12 +126,17 @@ def _digits_predictives(net, X) -> dict[str, np.ndarray]:
 
 
 def part_digits(
-    out: str | None, batch_size: int, seeds: int, prior_precision: float, head_names
+    out: str | None,
+    batch_size: int,
+    seeds: int,
+    prior_precision: float,
+    head_names,
+    init: str = "samples",
 ) -> None:
     Xtr, ytr, Xte, yte = digits_data()
     print(
         f"\n### digits: 64-100-10 ReLU, one pass, batch {batch_size}, prior_precision "
-        f"{prior_precision}, seeds 0..{seeds - 1}"
+        f"{prior_precision}, init {init!r}, seeds 0..{seeds - 1}"
     )
     print("| model | seed | fit s | accuracy | NLL | Brier | ECE |")
     print("|---|---|---|---|---|---|---|")
@@ -145,7 +151,11 @@ def part_digits(
     for name in head_names:
         for seed in range(seeds):
             net = Network(
-                [layers.ReLU(100)], seed=seed, prior_precision=prior_precision, **DIGITS_HEADS[name]
+                [layers.ReLU(100)],
+                seed=seed,
+                prior_precision=prior_precision,
+                init=init,
+                **DIGITS_HEADS[name],
             )
             start = time.perf_counter()
             net.fit(Xtr, ytr, batch_size=batch_size)
@@ -237,6 +247,12 @@ def main() -> None:
     parser.add_argument(
         "--prior-precision", type=float, default=3.0, help="digits (the default variant's 3)"
     )
+    parser.add_argument(
+        "--init",
+        default="samples",
+        choices=["samples", "he"],
+        help="digits: Network(init=...) (the default variant's 'samples')",
+    )
     parser.add_argument("--digits-heads", nargs="+", choices=list(DIGITS_HEADS), default=["onehot"])
     parser.add_argument(
         "--head",
@@ -253,7 +269,14 @@ def main() -> None:
     if args.part in ("sine", "all"):
         part_sine(args.out, args.batch_size)
     if args.part in ("digits", "all"):
-        part_digits(args.out, args.batch_size, args.seeds, args.prior_precision, args.digits_heads)
+        part_digits(
+            args.out,
+            args.batch_size,
+            args.seeds,
+            args.prior_precision,
+            args.digits_heads,
+            args.init,
+        )
     if args.part in ("export", "all"):
         part_export(args.repeats, args.head, args.hidden)
 
