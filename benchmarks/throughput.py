@@ -19,7 +19,8 @@ Run ``python benchmarks/throughput.py --quick`` (784-100-10 only, about 3 minute
 ``--quick`` for 784-400-400-10 too. Training runs with ``Network(blas_threads=...)``
 (``--blas-threads``, default 1 like the library; 0 keeps the BLAS library's own setting) and the
 dgemm rate is measured under the same limit, so the fraction stays meaningful; the rate with all
-BLAS threads is printed once as well.
+BLAS threads is printed once as well. Several ``--blas-threads`` values are timed alternately,
+repeat by repeat, in the same process.
 """
 
 from __future__ import annotations
@@ -130,7 +131,11 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--budget", type=float, default=2.0, help="seconds per timed pass")
     parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     parser.add_argument(
-        "--blas-threads", type=int, default=1, help="Network(blas_threads=...); 0 for None"
+        "--blas-threads",
+        nargs="+",
+        type=int,
+        default=[1],
+        help="Network(blas_threads=...); 0 for None; several are alternated",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/throughput.json"))
     args = parser.parse_args(argv)
@@ -138,49 +143,55 @@ def main(argv=None) -> list[dict]:
     X, y = load_mnist()
     archs = {name: ARCHS[name] for name in (["784-100-10"] if args.quick else args.archs)}
     blas = [(i["internal_api"], i["num_threads"]) for i in threadpoolctl.threadpool_info()]
-    threads = args.blas_threads or None
-    print(f"BLAS {blas}, {platform.processor() or platform.machine()}, training with {threads}")
+    settings = [t or None for t in args.blas_threads]
+    print(f"BLAS {blas}, {platform.processor() or platform.machine()}, training with {settings}")
     print(f"dgemm with all BLAS threads: {dgemm_rate() / 1e9:.1f} GF/s")
-    head = f"{'arch':<16}{'cov':<8}{'batch':>6}{'samples/s':>11}{'MFLOP/s.':>10}"
+    head = f"{'arch':<16}{'cov':<8}{'batch':>6}{'threads':>8}{'samples/s':>11}{'MFLOP/s.':>10}"
     print(head + f"{'dgemm GF/s':>11}{'% limit':>9}{'peak MB':>9}{'post MB':>9}")
     rows = []
     for arch, hidden in archs.items():
         sizes = [784, *hidden, 10]
         for structure in args.structures:
             for batch in args.batch_sizes:
-                runs, gemm = [], []
+                runs = {t: [] for t in settings}
+                gemm = {t: [] for t in settings}
                 for _ in range(args.repeats):
-                    with blas_threads(threads):
-                        gemm.append(dgemm_rate())
-                    rate, net = time_pass(
-                        hidden, structure, batch, X, y, args.budget, args.dtype, threads
-                    )
-                    runs.append(rate)
+                    for threads in settings:
+                        with blas_threads(threads):
+                            gemm[threads].append(dgemm_rate())
+                        rate, net = time_pass(
+                            hidden, structure, batch, X, y, args.budget, args.dtype, threads
+                        )
+                        runs[threads].append(rate)
                 share = active_share(net, X[:500])
                 flops = flops_per_sample(structure, sizes, share, batch)
-                row = {
-                    "arch": arch,
-                    "structure": structure,
-                    "batch_size": batch,
-                    "dtype": args.dtype,
-                    "blas_threads": threads,
-                    "samples_per_s": float(np.median(runs)),
-                    "samples_per_s_runs": runs,
-                    "flops_per_sample": flops,
-                    "dgemm_flops": float(np.median(gemm)),
-                    "fraction_of_dgemm": float(np.median(runs)) * flops / float(np.median(gemm)),
-                    "active_share": share,
-                    "peak_mb": peak_memory(hidden, structure, batch, X, y, args.dtype),
-                    "posterior_mb": posterior_bytes(net) / 2**20,
-                }
-                rows.append(row)
-                print(
-                    f"{arch:<16}{structure:<8}{batch:>6}{row['samples_per_s']:>11.0f}"
-                    f"{flops / 1e6:>10.2f}{row['dgemm_flops'] / 1e9:>11.1f}"
-                    f"{100 * row['fraction_of_dgemm']:>8.1f}%{row['peak_mb']:>9.0f}"
-                    f"{row['posterior_mb']:>9.0f}",
-                    flush=True,
-                )
+                peak = peak_memory(hidden, structure, batch, X, y, args.dtype)
+                for threads in settings:
+                    rate = float(np.median(runs[threads]))
+                    rate_gemm = float(np.median(gemm[threads]))
+                    row = {
+                        "arch": arch,
+                        "structure": structure,
+                        "batch_size": batch,
+                        "dtype": args.dtype,
+                        "blas_threads": threads,
+                        "samples_per_s": rate,
+                        "samples_per_s_runs": runs[threads],
+                        "flops_per_sample": flops,
+                        "dgemm_flops": rate_gemm,
+                        "fraction_of_dgemm": rate * flops / rate_gemm,
+                        "active_share": share,
+                        "peak_mb": peak,
+                        "posterior_mb": posterior_bytes(net) / 2**20,
+                    }
+                    rows.append(row)
+                    print(
+                        f"{arch:<16}{structure:<8}{batch:>6}{threads or 'BLAS':>8}{rate:>11.0f}"
+                        f"{flops / 1e6:>10.2f}{rate_gemm / 1e9:>11.1f}"
+                        f"{100 * row['fraction_of_dgemm']:>8.1f}%{peak:>9.0f}"
+                        f"{row['posterior_mb']:>9.0f}",
+                        flush=True,
+                    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"blas": blas, "rows": rows}, indent=1))
     return rows
