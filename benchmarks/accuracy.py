@@ -15,10 +15,10 @@ Gaussian NLL (regression; not for the MLP, which gives no predictive spread). Pr
 hidden layers' posterior means, the head's weight uncertainty integrated analytically. Mean and
 standard deviation over seeds are printed as a Markdown table and written with every run to JSON.
 
-Prototypes not (yet) in the library run through ``--tweak KEY=VALUE`` (see :data:`TWEAKS`):
-:class:`TweakedNetwork` is :class:`~bayeslayers.Network` with a data-dependent first-layer prior
-mean, several sweeps per batch, process noise, the order of the target propagation and a target
-step size; every knob at its default reproduces ``Network`` exactly.
+With ``--set init=samples`` the control's features come from the same data-dependent prior
+mean as the trained network's. (The issue-7 prototypes of process noise, propagation order and
+target step, all negative, were a ``--tweak`` option of this script up to commit ec954bc; the
+two that worked became ``Network(init=..., sweeps=...)``.)
 
 Run ``python benchmarks/accuracy.py --quick`` (two seeds, the ReLU variant only) or see
 ``--help``. ``--write-results`` replaces the generated table inside ``benchmarks/RESULTS.md``.
@@ -37,10 +37,9 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-from bayeslayers import Network, conjugate, heads, health, layers
+from bayeslayers import Network, heads, layers
 from bayeslayers.datasets import load_dataset
 from bayeslayers.metrics import nll_gaussian, rmse
-from bayeslayers.propagation import solve_targets
 
 #: Per dataset: hidden sizes, batch size of the bayeslayers fits, Network keywords, and whether
 #: to standardize the features (not MNIST pixels: rare pixels would get huge values). MNIST's
@@ -52,124 +51,6 @@ SETUPS = {
     "mnist-5k": {"hidden": (100,), "batch": 32, "net": {"bias_spread": 0.1}, "standardize": False},
 }
 MARKERS = ("<!-- accuracy.py:begin -->", "<!-- accuracy.py:end -->")
-
-
-#: Experimental knobs of :class:`TweakedNetwork` (``--tweak KEY=VALUE``), with their defaults
-#: (the defaults reproduce :class:`Network` exactly).
-TWEAKS = {
-    "process_noise": 0.0,  # q added to every hidden weight variance per training row
-    "head_process_noise": 0.0,  # the same for the head (relative to its noise if learned)
-    "propagate": "updated",  # head whose residual drives the targets: "updated" or "prior"
-    "inner": 1,  # sweeps over each batch, each tempered by 1 / inner (iterated EKF)
-    "target_step": 1.0,  # scale of every target correction delta
-    "init": "he",  # first layer's prior mean: "he", "pca" (whitened PCA), "samples"
-    "init_rows": 0,  # rows of the training inputs the init may look at (0: all)
-    "init_scale": 1.0,  # std of the first layer's pre-activations on the data ("pca", "samples")
-}
-
-
-def _inflate(post: conjugate.WeightPosterior, q: float, copy: bool):
-    """Add process noise ``q`` to every weight's variance (a random-walk prior between steps)."""
-    cov = post.cov.copy() if copy else post.cov
-    if post.structure == "diag":
-        cov += q
-    else:
-        idx = np.arange(cov.shape[-1])
-        cov[..., idx, idx] += q
-    return post._replace(cov=cov)
-
-
-class TweakedNetwork(Network):
-    """:class:`Network` with experimental knobs (prototypes for issue 7; see :data:`TWEAKS`).
-
-    A copy of :meth:`Network._step` with the knobs spliced in; every knob at its default
-    gives exactly the library's step.
-    """
-
-    def __init__(self, *args, tweaks: dict | None = None, init_X=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        unknown = set(tweaks or {}) - set(TWEAKS)
-        if unknown:
-            raise ValueError(f"unknown tweaks {sorted(unknown)}; allowed: {sorted(TWEAKS)}")
-        self.tweaks = TWEAKS | (tweaks or {})
-        self.init_X = init_X
-
-    def _init_state(self, n_features: int, n_outputs: int) -> None:
-        super()._init_state(n_features, n_outputs)
-        mode = self.tweaks["init"]
-        if mode == "he" or not self.layers:
-            return
-        X = np.asarray(self.init_X, dtype=self.dtype)
-        rng = np.random.default_rng([self.seed, 3])
-        units = self.layers[0].units
-        if self.tweaks["init_rows"]:  # what a stream would have seen first: a few rows only
-            X = X[rng.choice(len(X), self.tweaks["init_rows"], replace=False)]
-        mu = X.mean(axis=0)
-        if mode == "pca":
-            # Random directions in the whitened principal subspace (95 % of the variance),
-            # scaled to unit pre-activation variance x gain on the training inputs.
-            _, s, Vt = np.linalg.svd(X - mu, full_matrices=False)
-            var = s**2 / len(X)
-            k = int(np.searchsorted(np.cumsum(var) / var.sum(), 0.95)) + 1
-            W = Vt[:k].T / np.sqrt(var[:k]) @ rng.normal(size=(k, units)) / np.sqrt(k)
-        elif mode == "samples":
-            # Each unit looks along a random centred training input.
-            W = (X[rng.choice(len(X), units, replace=False)] - mu).T
-        else:
-            raise ValueError(f"unknown init {mode!r}")
-        Z = (X - mu) @ W
-        W *= self.tweaks["init_scale"] * np.sqrt(self.layers[0].init_gain / 2.0) / Z.std(axis=0)
-        post = self.posteriors_[0]
-        post.mean[:-1] = W
-        # Centre the pre-activations on the data mean, then spread the kinks as usual.
-        post.mean[-1] = -mu @ W + rng.normal(0.0, self.bias_spread, units)
-
-    def _step(self, posteriors, head_state, X, T, fraction, corrections=None, overwrite=False):
-        tw = self.tweaks
-        for _ in range(tw["inner"]):
-            posteriors, head_state = self._tweaked_step(
-                posteriors, head_state, X, T, fraction / tw["inner"], overwrite
-            )
-        return posteriors, head_state
-
-    def _tweaked_step(self, posteriors, head_state, X, T, fraction, overwrite):
-        tw = self.tweaks
-        n = len(X)
-        if tw["process_noise"]:
-            posteriors = [_inflate(p, tw["process_noise"] * n, not overwrite) for p in posteriors]
-        if tw["head_process_noise"]:
-            post = _inflate(head_state.post, tw["head_process_noise"] * n, True)
-            head_state = head_state._replace(post=post)
-        xh, cache = self._forward_means(X, posteriors)
-        if tw["propagate"] == "prior":
-            E, J = self.head.residual(head_state, xh, T)
-        with health.named_failure("the head"):
-            head_state = self.head.update(head_state, xh, T, fraction)
-        if tw["propagate"] == "updated":
-            E, J = self.head.residual(head_state, xh, T)
-        new = list(posteriors)
-        for i in reversed(range(len(self.layers))):
-            x, h, g, b = cache[i]
-            movable = g != 0
-            J = np.where(movable[:, :, None], J, 0.0)
-            delta = tw["target_step"] * solve_targets(E, J, self.damping, self.clip)
-            target = h + delta
-            noise = self.layers[i].noise or self.hidden_noise or self.noise
-            W_old = posteriors[i].mean.copy() if tw["propagate"] == "prior" else None
-            new[i], _ = conjugate.update(
-                posteriors[i],
-                x,
-                target - b,
-                g,
-                noise=noise,
-                fraction=fraction,
-                overwrite=overwrite,
-            )
-            if i:
-                W = new[i].mean if W_old is None else W_old
-                E = np.where(movable, target - (g * (x @ W) + b), 0.0)
-                J = W[None, :-1, :] * g[:, None, :]
-        return new, head_state
 
 
 def classification_scores(y, proba, classes) -> dict:
@@ -224,19 +105,7 @@ def run_bayeslayers(data, setup, variant, structure, passes, seed, overrides) ->
     layer_kwargs = setup.get("layer", {}) if variant == "leaky_relu" else {}
     hidden = [layers.make_layer(variant, units=u, **layer_kwargs) for u in setup["hidden"]]
     head = make_head(data.task, setup.get("head", "onehot"))
-    tweaks = setup.get("tweaks") or {}
-    if tweaks:
-        net = TweakedNetwork(
-            hidden,
-            head=head,
-            covariance=structure,
-            seed=seed,
-            tweaks=tweaks,
-            init_X=data.X_train,
-            **kwargs,
-        )
-    else:
-        net = Network(hidden, head=head, covariance=structure, seed=seed, **kwargs)
+    net = Network(hidden, head=head, covariance=structure, seed=seed, **kwargs)
     start = time.perf_counter()
     net.fit(data.X_train, data.y_train, passes=passes, batch_size=setup["batch"])
     return {"time_s": time.perf_counter() - start, **score_network(net, data)}
@@ -245,25 +114,19 @@ def run_bayeslayers(data, setup, variant, structure, passes, seed, overrides) ->
 def run_control(data, setup, seed, overrides) -> dict:
     kwargs = setup["net"] | overrides
     bias_spread = kwargs.get("bias_spread", Network().bias_spread)
-    tweaks = setup.get("tweaks") or {}
-    if tweaks.get("init", "he") == "he":
+    if kwargs.get("init", "he") == "he":
         F_train, F_test = (
             random_features(X, setup["hidden"], seed, bias_spread)
             for X in (data.X_train, data.X_test)
         )
     else:  # the same data-dependent prior mean as the trained network's
-        prior = TweakedNetwork(
-            [layers.ReLU(u) for u in setup["hidden"]],
-            seed=seed,
-            tweaks={k: v for k, v in tweaks.items() if k.startswith("init")},
-            init_X=data.X_train,
-            **kwargs,
-        )
-        prior._init_state(data.X_train.shape[1], 1)
+        prior = Network([layers.ReLU(u) for u in setup["hidden"]], seed=seed, **kwargs)
+        prior._init_state(data.X_train.shape[1], 1, data.X_train)
         F_train, F_test = (
             prior._forward_means(X, prior.posteriors_)[0][:, :-1]
             for X in (data.X_train, data.X_test)
         )
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("init", "sweeps")}
     net = Network([], head=make_head(data.task, setup.get("head", "onehot")), seed=seed, **kwargs)
     start = time.perf_counter()
     net.fit(F_train, data.y_train, batch_size=setup["batch"])
@@ -375,13 +238,6 @@ def main(argv=None) -> list[dict]:
     parser.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="Network keyword overrides"
     )
-    parser.add_argument(
-        "--tweak",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help=f"experimental TweakedNetwork knobs: {sorted(TWEAKS)}",
-    )
     parser.add_argument("--batch", type=int, help="batch size (default: per dataset)")
     parser.add_argument("--head", default="onehot", choices=list(CLASSIFIER_HEADS))
     parser.add_argument("--alpha", type=float, help="LeakyReLU slope")
@@ -397,11 +253,10 @@ def main(argv=None) -> list[dict]:
     if args.quick:
         args.seeds, args.variants, args.passes = 2, ["relu"], 0
     overrides = dict(parse_setting(item) for item in args.set)
-    tweaks = dict(parse_setting(item) for item in args.tweak)
 
     runs = []
     for name in args.datasets:
-        setup = SETUPS[name] | {"tweaks": tweaks, "head": args.head}
+        setup = SETUPS[name] | {"head": args.head}
         if args.batch:
             setup["batch"] = args.batch
         if args.alpha is not None:
@@ -442,7 +297,7 @@ def main(argv=None) -> list[dict]:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
-            {"argv": argv, "overrides": overrides, "tweaks": tweaks, "runs": runs, "table": table},
+            {"argv": argv, "overrides": overrides, "runs": runs, "table": table},
             indent=1,
         )
     )
