@@ -142,7 +142,7 @@ def test_default_run_writes_everything(tmp_path, capsys):
         "learning_curve.png",
         "confusion_matrix.png",
     }
-    assert result["accuracy"] > 0.9 and result["n_train"] == 1437
+    assert result["accuracy"] > 0.9 and result["n_train"] + result["n_test"] == 1797
     assert "accuracy" in capsys.readouterr().out
 
 
