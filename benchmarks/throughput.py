@@ -18,9 +18,9 @@ The head counts the same way with ``a = 1``; target propagation is small here an
 Run ``python benchmarks/throughput.py --quick`` (784-100-10 only, about 3 minutes) or without
 ``--quick`` for 784-400-400-10 too. Training runs with ``Network(blas_threads=...)``
 (``--blas-threads``, default 1 like the library; 0 keeps the BLAS library's own setting) and the
-dgemm rate is measured under the same limit, so the fraction stays meaningful; the rate with all
-BLAS threads is printed once as well. Several ``--blas-threads`` values are timed alternately,
-repeat by repeat, in the same process.
+dgemm rate is measured under the same limit (``sgemm`` with ``--dtype float32``), so the
+fraction stays meaningful; the rate with all BLAS threads is printed once as well. Several
+``--blas-threads`` values are timed alternately, repeat by repeat, in the same process.
 """
 
 from __future__ import annotations
@@ -49,10 +49,10 @@ def load_mnist() -> tuple[np.ndarray, np.ndarray]:
     return X.astype(np.float64) / 255.0, y
 
 
-def dgemm_rate(size: int = 1000, repeats: int = 5) -> float:
-    """Median FLOP/s of a ``size x size`` float64 matrix product."""
+def dgemm_rate(size: int = 1000, repeats: int = 5, dtype: str = "float64") -> float:
+    """Median FLOP/s of a ``size x size`` matrix product (``sgemm`` for float32)."""
     rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(size, size)), rng.normal(size=(size, size))
+    a, b = (rng.normal(size=(size, size)).astype(dtype) for _ in range(2))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -158,7 +158,7 @@ def main(argv=None) -> list[dict]:
                 for _ in range(args.repeats):
                     for threads in settings:
                         with blas_threads(threads):
-                            gemm[threads].append(dgemm_rate())
+                            gemm[threads].append(dgemm_rate(dtype=args.dtype))
                         rate, net = time_pass(
                             hidden, structure, batch, X, y, args.budget, args.dtype, threads
                         )
