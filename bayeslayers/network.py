@@ -167,8 +167,9 @@ class Network:
             raise ValueError(f"blas_threads must be an int >= 1 or None, got {threads!r}")
         if self.init not in ("samples", "he"):
             raise ValueError(f"init must be 'samples' or 'he', got {self.init!r}")
-        if isinstance(self.sweeps, bool) or not isinstance(self.sweeps, int) or self.sweeps < 1:
-            raise ValueError(f"sweeps must be an int >= 1, got {self.sweeps!r}")
+        sweeps = self.sweeps
+        if isinstance(sweeps, bool) or not isinstance(sweeps, int | np.integer) or sweeps < 1:
+            raise ValueError(f"sweeps must be an int >= 1, got {sweeps!r}")
         if self.dtype not in ("float64", "float32"):
             raise ValueError(f"dtype must be 'float64' or 'float32', got {self.dtype!r}")
 
