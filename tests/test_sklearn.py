@@ -100,6 +100,16 @@ def test_classifier_in_pipeline_grid_search_and_cross_val(digits):
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
 
 
+def test_classifier_with_sample_init_and_sweeps(digits):
+    """``init`` and ``sweeps`` reach the network: a data-initialized first layer learns too."""
+    X, y = digits
+    Xs = StandardScaler().fit_transform(X)
+    clf = BayesLayersClassifier(hidden=(30,), init="samples", sweeps=2, random_state=0)
+    clf.fit(Xs[:300], y[:300])
+    assert clf.network_.init == "samples" and clf.network_.sweeps == 2
+    assert clf.score(Xs[300:], y[300:]) > 0.85
+
+
 def test_regressor_learns_a_curve_with_calibrated_std():
     rng = np.random.default_rng(0)
     X = rng.uniform(-1, 1, (400, 1))
@@ -186,6 +196,8 @@ BAD_PARAMS = [
     (BayesLayersRegressor, {"batch_size": 2.0}, TypeError, "batch_size must be an int"),
     (BayesLayersRegressor, {"shuffle": "yes"}, TypeError, "shuffle must be a bool"),
     (BayesLayersRegressor, {"dtype": "float16"}, ValueError, "dtype must be"),
+    (BayesLayersRegressor, {"init": "pca"}, ValueError, "init must be"),
+    (BayesLayersRegressor, {"sweeps": 0}, ValueError, "sweeps must be"),
     (BayesLayersRegressor, {"random_state": -1}, ValueError, "random_state must be >= 0"),
     (BayesLayersRegressor, {"random_state": "seed"}, ValueError, "cannot be used to seed"),
 ]
