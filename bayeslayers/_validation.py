@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["as_float_array", "check_features", "check_labels", "check_targets"]
+__all__ = ["as_float_array", "check_count", "check_features", "check_labels", "check_targets"]
+
+
+def check_count(value, name: str, allow_none: bool = False) -> int | None:
+    """``value`` as an int >= 1 (``None`` passes if ``allow_none``), else a ``ValueError``.
+
+    Booleans are refused although they are ints; NumPy integers are accepted.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        expected = "an int >= 1" + (" or None" if allow_none else "")
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return int(value)
 
 
 def as_float_array(x, name: str, dtype) -> np.ndarray:

@@ -53,7 +53,7 @@ import xarray as xr
 from scipy.special import logsumexp
 
 from bayeslayers import conjugate
-from bayeslayers._validation import check_features, check_labels, check_targets
+from bayeslayers._validation import check_count, check_features, check_labels, check_targets
 from bayeslayers.heads import OneHot, argmax_log_proba
 from bayeslayers.network import with_bias
 
@@ -64,15 +64,6 @@ GROUPS = ("posterior", "posterior_predictive", "log_likelihood", "observed_data"
 #: How :func:`to_inference_data` treats the hidden layers in the predictive groups.
 HIDDEN = ("linearized", "mean", "sample")
 _NEED_Y = ("log_likelihood", "observed_data")
-
-
-def _check_count(value, name: str, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        expected = "an int >= 1" + (" or None" if allow_none else "")
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
-    return int(value)
 
 
 def _spread(n: int, keep: int | None) -> np.ndarray:
@@ -202,10 +193,10 @@ def to_inference_data(
     """
     if not getattr(net, "is_fitted", False):
         raise ValueError("net must be a fitted Network: call fit or partial_fit first")
-    n_draws = _check_count(n_draws, "n_draws")
-    chunk_size = _check_count(chunk_size, "chunk_size")
-    max_units = _check_count(max_units, "max_units", allow_none=True)
-    max_inputs = _check_count(max_inputs, "max_inputs", allow_none=True)
+    n_draws = check_count(n_draws, "n_draws")
+    chunk_size = check_count(chunk_size, "chunk_size")
+    max_units = check_count(max_units, "max_units", allow_none=True)
+    max_inputs = check_count(max_inputs, "max_inputs", allow_none=True)
     X = check_features(X, net.n_features_in_, net.dtype)
     n = X.shape[0]
     obs = None if y is None else _observations(net, y, n)

@@ -74,6 +74,7 @@ import numpy as np
 from scipy.special import log_ndtr, log_softmax, softmax
 
 from bayeslayers import conjugate
+from bayeslayers._validation import check_count
 
 __all__ = ["FITS", "GLMState", "Logistic", "Probit"]
 
@@ -131,11 +132,6 @@ def _probit_terms(eta: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarra
     u = s * eta
     lam = np.exp(-0.5 * u**2 - 0.5 * np.log(2 * np.pi) - log_ndtr(u))
     return s * lam, np.maximum(lam * (lam + u), _MIN_CURVATURE)
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -198,7 +194,7 @@ class _GLMHead:
         if not (isinstance(self.curvature_floor, int | float) and self.curvature_floor >= 0):
             raise ValueError(f"curvature_floor must be a number >= 0, got {self.curvature_floor!r}")
         for name in ("chunk_size", "n_steps", "n_mc"):
-            _check_positive_int(name, getattr(self, name))
+            check_count(getattr(self, name), name)
         if not (isinstance(self.learning_rate, int | float) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be a number > 0, got {self.learning_rate!r}")
         if self.covariance is not None and self.covariance not in conjugate.STRUCTURES:
@@ -463,7 +459,7 @@ class Logistic(_GLMHead):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive_int("n_draws", self.n_draws)
+        check_count(self.n_draws, "n_draws")
 
     def n_columns(self, n_classes: int) -> int:
         return n_classes - 1

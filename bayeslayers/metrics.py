@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from bayeslayers._validation import as_float_array
+from bayeslayers._validation import as_float_array, check_count
 
 __all__ = [
     "accuracy",
@@ -254,8 +254,7 @@ def reliability_curve(
     confidence, accuracy, count : ndarray of shape (n_bins,)
         Per bin; ``confidence`` and ``accuracy`` are NaN for empty bins.
     """
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 1:
-        raise ValueError(f"n_bins must be an int >= 1, got {n_bins!r}")
+    check_count(n_bins, "n_bins")
     y, proba = _classification_args(y, proba, classes)
     conf = proba.max(axis=1)
     correct = (np.argmax(proba, axis=1) == y).astype(np.float64)

@@ -27,7 +27,7 @@ from scipy.special import ndtr, ndtri
 from bayeslayers import conjugate, health
 from bayeslayers._atomic import unchanged_on_error
 from bayeslayers._threads import blas_threads
-from bayeslayers._validation import check_features, check_labels, check_targets
+from bayeslayers._validation import check_count, check_features, check_labels, check_targets
 from bayeslayers.heads import Gaussian
 from bayeslayers.layers import Layer
 from bayeslayers.propagation import solve_targets
@@ -163,16 +163,10 @@ class Network:
             raise ValueError(f"clip must be > 0 or None, got {self.clip!r}")
         if not self.bias_spread >= 0:
             raise ValueError(f"bias_spread must be >= 0, got {self.bias_spread!r}")
-        threads = self.blas_threads
-        if threads is not None and (
-            isinstance(threads, bool) or not isinstance(threads, int | np.integer) or threads < 1
-        ):
-            raise ValueError(f"blas_threads must be an int >= 1 or None, got {threads!r}")
+        check_count(self.blas_threads, "blas_threads", allow_none=True)
         if self.init not in ("samples", "he"):
             raise ValueError(f"init must be 'samples' or 'he', got {self.init!r}")
-        sweeps = self.sweeps
-        if isinstance(sweeps, bool) or not isinstance(sweeps, int | np.integer) or sweeps < 1:
-            raise ValueError(f"sweeps must be an int >= 1, got {sweeps!r}")
+        check_count(self.sweeps, "sweeps")
         if self.dtype not in ("float64", "float32"):
             raise ValueError(f"dtype must be 'float64' or 'float32', got {self.dtype!r}")
 
@@ -377,8 +371,7 @@ class Network:
         ``fraction`` defaults to ``1 / passes`` (the original post's ``c``), so for a linear
         model several passes reach the same posterior as one.
         """
-        if isinstance(passes, bool) or not isinstance(passes, int | np.integer) or passes < 1:
-            raise ValueError(f"passes must be an int >= 1, got {passes!r}")
+        check_count(passes, "passes")
         c = 1.0 / passes if fraction is None else fraction
         start = time.perf_counter()
         with self._atomic():
