@@ -1,0 +1,98 @@
+r"""Compiled inner loops (numba) for updates that are sequences of tiny steps.
+
+NumPy pays a few microseconds per call; a row-by-row filter over a 784-100 layer makes about
+ten calls per row, so a NumPy version is all overhead. These kernels run the same arithmetic in
+one compiled loop. numba is a dependency of PyTensor, hence of PyMC, so it costs no new install.
+
+Kernels are compiled on first use and cached on disk (``cache=True``); float64 and float32
+arrays get their own compiled versions. Inputs must be C-contiguous.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["diag_rows"]
+
+
+@numba.njit(cache=True, nogil=True)
+def diag_rows(
+    mean: np.ndarray, var: np.ndarray, X: np.ndarray, T: np.ndarray, G: np.ndarray, s2: float
+) -> float:
+    r"""Assumed-density filter of a diagonal Gaussian over rows, one row at a time, in place.
+
+    For row ``i`` and every unit ``j`` with :math:`g = g_{ij} \ne 0` (``v = var[:, j]``,
+    ``mu = mean[:, j]``, ``x = X[i]``):
+
+    .. math::
+
+        s = s^2 + g^2 \sum_d x_d^2 v_d, \quad r = t_{ij} - g\, x^\top \mu, \quad
+        \mu_d \leftarrow \mu_d + v_d\, x_d\, g\, r / s, \quad
+        v_d \leftarrow v_d \bigl(1 - v_d\, x_d^2\, g^2 / s\bigr),
+
+    the exact Kalman step of one scalar observation under a diagonal prior, with the
+    covariance projected back onto its diagonal. Inputs with :math:`x_d = 0` change nothing,
+    so they are skipped (exactly). The shrink factor is at least :math:`s^2 / s > 0`; it is
+    floored at ``1e-12`` against rounding when :math:`s^2` is negligible.
+
+    Parameters
+    ----------
+    mean, var : ndarray of shape (D, m)
+        Means and variances, updated in place.
+    X : ndarray of shape (n, D)
+        Design rows.
+    T, G : ndarray of shape (n, m)
+        Targets and slopes; ``G == 0`` means "unit ``j`` does not take part in row ``i``".
+    s2 : float
+        Noise variance of one observation (already divided by the tempering fraction).
+
+    Returns
+    -------
+    float
+        :math:`\sum_{ij} r_{ij}^2 / s_{ij}`, each residual taken before its own row's update.
+    """
+    n, D = X.shape
+    m = mean.shape[1]
+    nonzero = np.empty(D, dtype=np.int64)
+    spread = np.empty(m)  # sum_d x_d^2 v_d, then the mean step's coefficient g r / s
+    fit = np.empty(m)  # x . mu, then the variance step's coefficient g^2 / s
+    quad = 0.0
+    for i in range(n):
+        k = 0
+        for d in range(D):
+            if X[i, d] != 0.0:
+                nonzero[k] = d
+                k += 1
+        spread[:] = 0.0
+        fit[:] = 0.0
+        for q in range(k):
+            d = nonzero[q]
+            x = X[i, d]
+            for j in range(m):
+                spread[j] += x * x * var[d, j]
+                fit[j] += x * mean[d, j]
+        taking_part = False
+        for j in range(m):
+            g = G[i, j]
+            if g != 0.0:
+                s = s2 + g * g * spread[j]
+                r = T[i, j] - g * fit[j]
+                quad += r * r / s
+                spread[j] = g * r / s
+                fit[j] = g * g / s
+                taking_part = True
+            else:
+                spread[j] = 0.0
+                fit[j] = 0.0
+        if not taking_part:
+            continue
+        for q in range(k):
+            d = nonzero[q]
+            x = X[i, d]
+            for j in range(m):
+                v = var[d, j]
+                mean[d, j] += v * x * spread[j]
+                shrink = 1.0 - v * x * x * fit[j]
+                var[d, j] = v * max(shrink, 1e-12)
+    return quad
