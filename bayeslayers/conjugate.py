@@ -314,19 +314,15 @@ def _downdate(cov: np.ndarray, A: np.ndarray) -> None:
 
 def _update_shared(mean, cov, X, T, G, active, s2) -> float:
     """Exact Kalman step of every column under the shared prior; one shared downdate."""
-    n = X.shape[0]
     XS = X @ cov  # (n, D)
     K = XS @ X.T  # (n, n) = X Sigma X^T
-    Gt = G.T  # (m, n)
-    S = Gt[:, :, None] * Gt[:, None, :]
-    S *= K
-    S.reshape(len(S), -1)[:, :: n + 1] += s2
     R = X @ mean  # r_ij = t_ij - g_ij x_i mu_j, transposed to (m, n)
     R *= G
     np.subtract(T, R, out=R)
-    R = R.T
-    v = np.linalg.solve(S, R[..., None])[..., 0]  # (m, n) = S^{-1} r, one batched LAPACK call
-    mean += XS.T @ (Gt * v).T
+    R = np.ascontiguousarray(R.T)
+    # (m, n) = S_j^{-1} r_j, S_j = (g_j g_j^T) o K + s2 I: one compiled loop of small Choleskys.
+    v = _kernels.masked_solves(K, np.ascontiguousarray(G), R, s2).astype(X.dtype, copy=False)
+    mean += XS.T @ (G.T * v).T
     # Shared covariance: shrink once with the unscaled rows that had any unit taking part.
     rows = active.any(axis=1)
     if rows.all():

@@ -1,0 +1,61 @@
+"""The compiled kernels agree with plain NumPy linear algebra."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bayeslayers import _kernels
+
+
+def masked_problem(seed: int, n: int, m: int, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 2 * n))
+    K = (X @ X.T).astype(dtype)
+    G = ((rng.uniform(size=(n, m)) > 0.4) * rng.uniform(0.2, 1.5, (n, m))).astype(dtype)
+    R = np.where(G.T != 0, rng.normal(size=(m, n)), 0.0).astype(dtype)
+    return K, G, R
+
+
+def solve_reference(K, G, R, s2):
+    """Each unit's full ``n x n`` system, inactive rows included (they give zero)."""
+    eye = np.eye(len(K))
+    pairs = zip(G.T, R, strict=True)
+    return np.stack([np.linalg.solve(np.outer(g, g) * K + s2 * eye, r) for g, r in pairs])
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10**6), n=st.integers(1, 12), m=st.integers(1, 5))
+def test_masked_solves_match_dense_solves(seed, n, m):
+    K, G, R = masked_problem(seed, n, m)
+    V = _kernels.masked_solves(K, G, R, 0.3)
+    np.testing.assert_allclose(V, solve_reference(K, G, R, 0.3), rtol=1e-9, atol=1e-12)
+    assert np.all(V[G.T == 0] == 0.0)
+
+
+def test_masked_solves_accept_float32():
+    K, G, R = masked_problem(1, 8, 4, np.float32)
+    V = _kernels.masked_solves(K, G, R, 0.3)
+    np.testing.assert_allclose(V, solve_reference(*(a.astype(float) for a in (K, G, R)), 0.3), 1e-4)
+
+
+def test_masked_solves_reject_an_indefinite_system():
+    K, G, R = masked_problem(2, 6, 3)
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        _kernels.masked_solves(-K, np.ones_like(G), R, 0.3)
+    K[0, 0] = np.nan
+    with pytest.raises(np.linalg.LinAlgError):
+        _kernels.masked_solves(K, np.ones_like(G), R, 0.3)
+
+
+def test_diag_rows_skip_zero_inputs_exactly():
+    """An input that is zero in every row leaves its weights' means and variances untouched."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(5, 4))
+    X[:, 1] = 0.0
+    mean, var = rng.normal(size=(4, 3)), rng.uniform(0.5, 2.0, (4, 3))
+    new_mean, new_var = mean.copy(), var.copy()
+    _kernels.diag_rows(new_mean, new_var, X, rng.normal(size=(5, 3)), np.ones((5, 3)), 0.2)
+    np.testing.assert_array_equal(new_mean[1], mean[1])
+    np.testing.assert_array_equal(new_var[1], var[1])
+    assert np.all(new_var[[0, 2, 3]] < var[[0, 2, 3]])
