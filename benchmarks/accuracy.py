@@ -27,6 +27,7 @@ Run ``python benchmarks/accuracy.py --quick`` (two seeds, the ReLU variant only)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -105,6 +106,8 @@ def run_bayeslayers(data, setup, variant, structure, passes, seed, overrides) ->
     layer_kwargs = setup.get("layer", {}) if variant == "leaky_relu" else {}
     hidden = [layers.make_layer(variant, units=u, **layer_kwargs) for u in setup["hidden"]]
     head = make_head(data.task, setup.get("head", "onehot"))
+    if setup.get("head_covariance"):  # e.g. a mean-field body under a per-unit head
+        head = dataclasses.replace(head, covariance=setup["head_covariance"])
     net = Network(hidden, head=head, covariance=structure, seed=seed, **kwargs)
     start = time.perf_counter()
     net.fit(data.X_train, data.y_train, passes=passes, batch_size=setup["batch"])
@@ -240,6 +243,11 @@ def main(argv=None) -> list[dict]:
     )
     parser.add_argument("--batch", type=int, help="batch size (default: per dataset)")
     parser.add_argument("--head", default="onehot", choices=list(CLASSIFIER_HEADS))
+    parser.add_argument(
+        "--head-covariance",
+        choices=["unit", "shared", "diag"],
+        help="the head's covariance structure (default: that of the hidden layers)",
+    )
     parser.add_argument("--alpha", type=float, help="LeakyReLU slope")
     parser.add_argument(
         "--scale",
@@ -256,7 +264,7 @@ def main(argv=None) -> list[dict]:
 
     runs = []
     for name in args.datasets:
-        setup = SETUPS[name] | {"head": args.head}
+        setup = SETUPS[name] | {"head": args.head, "head_covariance": args.head_covariance}
         if args.batch:
             setup["batch"] = args.batch
         if args.alpha is not None:
@@ -274,6 +282,8 @@ def main(argv=None) -> list[dict]:
                 for structure in args.structures:
                     for passes in sorted({1, args.passes} - {0}):
                         label = f"{variant}-{structure}-{passes}pass"
+                        if args.head_covariance:
+                            label += f" ({args.head_covariance} head)"
                         jobs.append(
                             (label, run_bayeslayers, (data, setup, variant, structure, passes))
                         )
