@@ -91,8 +91,9 @@ class UpdateInfo(NamedTuple):
         Tempered number of scalar observations, :math:`c \\sum_{ij} [g_{ij} \\ne 0]`.
     quad : float
         :math:`\\sum_j r_j^\\top \\tilde S_j^{-1} r_j` with :math:`\\tilde S_j = S_j / \\sigma^2`
-        (residuals before the update). With ``n_obs`` it gives the Normal-Inverse-Gamma noise
-        update.
+        (residuals before the update; for ``"diag"``, the sum over rows of each row's
+        one-step-ahead :math:`r^2 / \\tilde s`). With ``n_obs`` it gives the
+        Normal-Inverse-Gamma noise update.
     """
 
     n_obs: float
@@ -176,10 +177,10 @@ def update(
     Cost per batch of ``n`` rows, with :math:`p_j` the rows in which unit ``j`` takes part:
     ``"unit"`` :math:`\\sum_j (3 p_j D^2 + p_j^2 D)` (each unit on its active rows only:
     batched over units, padded to the largest :math:`p_j`, when ``D <= 256``, else a Python
-    loop of a few BLAS calls per unit); ``"shared"`` :math:`3 n D^2 + m n^3` (one batched
-    solve of the ``m`` small systems); ``"diag"`` :math:`10 n D m`, less for inputs that are
-    zero (one compiled loop over rows). ``float32`` posteriors run the same code in single
-    precision.
+    loop of a few BLAS calls per unit); ``"shared"`` :math:`3 n D^2 + \\sum_j p_j^3 / 3` (the
+    ``m`` small systems, each on its unit's active rows, in one compiled loop); ``"diag"``
+    :math:`11 n D m`, less for inputs that are zero (one compiled loop over rows).
+    ``float32`` posteriors run the same code in single precision.
     """
     if not noise > 0:
         raise ValueError(f"noise must be > 0, got {noise}")
