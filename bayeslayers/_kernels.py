@@ -17,7 +17,7 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["diag_rows", "masked_solves"]
+__all__ = ["diag_rows", "masked_solves", "unit_rows"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -169,3 +169,84 @@ def masked_solves(K: np.ndarray, G: np.ndarray, R: np.ndarray, s2: float) -> np.
             y[a] = acc / L[a, a]
             V[j, rows[a]] = y[a]
     return V
+
+
+@numba.njit(cache=True, nogil=True)
+def unit_rows(
+    mean: np.ndarray, cov: np.ndarray, X: np.ndarray, T: np.ndarray, G: np.ndarray, s2: float
+) -> float:
+    r"""Exact Kalman steps of full per-unit covariances, one row at a time, in place.
+
+    For row ``i`` and every unit ``j`` with :math:`g = g_{ij} \ne 0` (:math:`\phi = g x_i`,
+    :math:`\Sigma = \Sigma_j`), the rank-one (Sherman-Morrison) step
+
+    .. math::
+
+        p = \Sigma \phi, \quad s = s^2 + \phi^\top p, \quad r = t_{ij} - \phi^\top \mu,
+        \quad \mu \leftarrow \mu + p\, r / s, \quad
+        \Sigma \leftarrow \Sigma - c c^\top, \; c = p / \sqrt{s}.
+
+    Exact Bayesian linear regression, so the result equals the batch Woodbury step to
+    rounding. Each entry of :math:`c c^\top` is one product, the same both ways round, so
+    :math:`\Sigma` stays exactly symmetric. :math:`2 D^2` operations per row and unit (the
+    Woodbury step takes :math:`3 D^2`), with no temporaries: the fastest form while the
+    covariances stay in cache (small ``D``); for large ``D`` blocked BLAS calls are faster.
+
+    Parameters
+    ----------
+    mean : ndarray of shape (D, m)
+        Means, updated in place.
+    cov : ndarray of shape (m, D, D)
+        Covariances, updated in place.
+    X : ndarray of shape (n, D)
+        Design rows.
+    T, G : ndarray of shape (n, m)
+        Targets and slopes; ``G == 0`` means "unit ``j`` does not take part in row ``i``".
+    s2 : float
+        Noise variance of one observation (already divided by the tempering fraction).
+
+    Returns
+    -------
+    float
+        :math:`\sum_{ij} r_{ij}^2 / s_{ij}`, each residual taken before its own row's step
+        (for exact regression, the batch :math:`\sum_j r_j^\top S_j^{-1} r_j`). Raises
+        :class:`numpy.linalg.LinAlgError` if some :math:`s \le 0` (a covariance that lost
+        positive definiteness).
+    """
+    n, D = X.shape
+    m = mean.shape[1]
+    phi = np.empty(D)
+    p = np.empty(D)
+    quad = 0.0
+    for i in range(n):
+        for j in range(m):
+            g = G[i, j]
+            if g == 0.0:
+                continue
+            for d in range(D):
+                phi[d] = g * X[i, d]
+            p[:] = 0.0
+            for k in range(D):  # Sigma phi as a sum of rows (Sigma is symmetric): contiguous
+                f = phi[k]
+                if f != 0.0:
+                    for d in range(D):
+                        p[d] += f * cov[j, k, d]
+            s = s2
+            fit = 0.0
+            for d in range(D):
+                s += phi[d] * p[d]
+                fit += phi[d] * mean[d, j]
+            if not s > 0.0:
+                raise np.linalg.LinAlgError("a unit's covariance is not positive definite")
+            r = T[i, j] - fit
+            quad += r * r / s
+            step = r / s
+            root = math.sqrt(s)
+            for d in range(D):
+                mean[d, j] += p[d] * step
+                p[d] /= root
+            for a in range(D):
+                ca = p[a]
+                for b in range(D):
+                    cov[j, a, b] -= ca * p[b]
+    return quad

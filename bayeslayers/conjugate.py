@@ -175,9 +175,9 @@ def update(
     Notes
     -----
     Cost per batch of ``n`` rows, with :math:`p_j` the rows in which unit ``j`` takes part:
-    ``"unit"`` :math:`\\sum_j (3 p_j D^2 + p_j^2 D)` (each unit on its active rows only:
-    batched over units, padded to the largest :math:`p_j`, when ``D <= 256``, else a Python
-    loop of a few BLAS calls per unit); ``"shared"`` :math:`3 n D^2 + \\sum_j p_j^3 / 3` (the
+    ``"unit"`` :math:`\\sum_j 2 p_j D^2` for ``D <= 256`` (rank-one steps in one compiled
+    loop), else :math:`\\sum_j (3 p_j D^2 + p_j^2 D)` (each unit's Woodbury step on its
+    active rows, a few BLAS calls per unit); ``"shared"`` :math:`3 n D^2 + \\sum_j p_j^3 / 3` (the
     ``m`` small systems, each on its unit's active rows, in one compiled loop); ``"diag"``
     :math:`11 n D m`, less for inputs that are zero (one compiled loop over rows).
     ``float32`` posteriors run the same code in single precision.
@@ -220,45 +220,24 @@ def _lower_solve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
     return trsm(1.0, L, B.T, side=1, lower=1, trans_a=1).T
 
 
-#: Largest ``D`` for which the "unit" update stacks all units into batched arrays.
-_STACK_MAX_D = 256
+#: Largest ``D`` for which the "unit" update runs row by row in a compiled loop.
+_KERNEL_MAX_D = 256
 
 
 def _update_unit(mean, cov, X, T, G, active, s2) -> float:
-    """Per-unit Woodbury step: stacked over units for small ``D``, else one unit at a time."""
-    update = _update_unit_stacked if cov.shape[-1] <= _STACK_MAX_D else _update_unit_loop
-    return update(mean, cov, X, T, G, active, s2)
+    """Per-unit exact step: compiled rank-one steps for small ``D``, else BLAS per unit.
 
-
-def _update_unit_stacked(mean, cov, X, T, G, active, s2) -> float:
-    """All taking-part units at once: each unit's active rows first, padded with zero rows.
-
-    A padded row has :math:`g = 0`: a zero row of :math:`\\Phi_j` and a zero residual, so it
-    changes nothing. Batched LAPACK calls replace the Python loop that dominates small layers.
+    Small covariances stay in cache and the compiled loop (:func:`_kernels.unit_rows`) has no
+    per-call overhead: 4-8x faster than batched LAPACK calls for a 64-100-10 network. A
+    785 x 785 covariance per unit is memory-bound row by row (29 against 20 rows/s at batch
+    1, 36 against 125 at batch 32), so large layers take the Woodbury step on each unit's
+    active rows with BLAS-3 calls.
     """
-    cols = np.flatnonzero(active.any(axis=0))
-    p = int(active[:, cols].sum(axis=0).max())
-    order = np.argsort(~active[:, cols], axis=0, kind="stable")[:p]  # (p, k), active first
-    g = np.take_along_axis(G[:, cols], order, axis=0).T  # (k, p), zero on padding
-    phi = g[:, :, None] * X[order.T]  # (k, p, D)
-    sigma = cov[cols]
-    ps = phi @ sigma
-    S = ps @ np.swapaxes(phi, -1, -2)
-    S[:, np.arange(p), np.arange(p)] += s2
-    L = np.linalg.cholesky(S)
-    r = np.take_along_axis(T[:, cols], order, axis=0).T - np.einsum(
-        "kpd,dk->kp", phi, mean[:, cols]
-    )
-    sol = np.linalg.solve(L, np.concatenate([ps, r[..., None]], axis=2))
-    A, u = sol[..., :-1], sol[..., -1]
-    mean[:, cols] += np.einsum("kpd,kp->dk", A, u)
-    if p == 1:  # outer products: exactly symmetric, and much faster than a batched matmul
-        sigma -= np.swapaxes(A, -1, -2) * A
-    else:
-        sigma -= np.swapaxes(A, -1, -2) @ A
-        sigma = 0.5 * (sigma + np.swapaxes(sigma, -1, -2))
-    cov[cols] = sigma
-    return float(np.einsum("kp,kp->", u, u))
+    if cov.shape[-1] <= _KERNEL_MAX_D:
+        return _kernels.unit_rows(
+            mean, cov, np.ascontiguousarray(X), T, np.ascontiguousarray(G), s2
+        )
+    return _update_unit_loop(mean, cov, X, T, G, active, s2)
 
 
 def _update_unit_loop(mean, cov, X, T, G, active, s2) -> float:

@@ -9,6 +9,7 @@ Work per sample (the dominant terms, counted for the measured share ``a`` of act
 in each layer of ``m`` units on ``D = d + 1`` inputs, batch size ``n``):
 
 * ``unit``:   ``a m (3 D^2 + a n D)`` (``Phi Sigma``: ``2 D^2``; the ``syrk`` downdate: ``D^2``);
+  ``a m 2 D^2`` for ``D <= 256``, where compiled rank-one steps replace the Woodbury step;
 * ``shared``: ``3 D^2 + 2 n D + m n^2`` (``X Sigma``, the downdate, the ``m`` small solves);
 * ``diag``:   ``11 D' m`` with ``D'`` the nonzero inputs of the row plus the bias (the
   row-by-row filter of ``bayeslayers._kernels.diag_rows`` skips zero inputs: 4 operations per
@@ -17,11 +18,12 @@ in each layer of ``m`` units on ``D = d + 1`` inputs, batch size ``n``):
 The head counts the same way with ``a = 1``; target propagation is small here and not counted.
 
 Run ``python benchmarks/throughput.py --quick`` (784-100-10 only, about 3 minutes) or without
-``--quick`` for 784-400-400-10 too. Training runs with ``Network(blas_threads=...)``
-(``--blas-threads``, default 1 like the library; 0 keeps the BLAS library's own setting) and the
-dgemm rate is measured under the same limit (``sgemm`` with ``--dtype float32``), so the
-fraction stays meaningful; the rate with all BLAS threads is printed once as well. Several
-``--blas-threads`` values are timed alternately, repeat by repeat, in the same process.
+``--quick`` for 784-400-400-10 and 64-100-10 (scikit-learn's digits) too. Training runs with
+``Network(blas_threads=...)`` (``--blas-threads``, default 1 like the library; 0 keeps the BLAS
+library's own setting) and the dgemm rate is measured under the same limit (``sgemm`` with
+``--dtype float32``), so the fraction stays meaningful; the rate with all BLAS threads is
+printed once as well. Several ``--blas-threads`` values are timed alternately, repeat by
+repeat, in the same process.
 """
 
 from __future__ import annotations
@@ -39,7 +41,17 @@ import threadpoolctl
 from bayeslayers import Network, heads, layers
 from bayeslayers._threads import blas_threads
 
-ARCHS = {"784-100-10": (100,), "784-400-400-10": (400, 400)}
+ARCHS = {"784-100-10": (100,), "784-400-400-10": (400, 400), "64-100-10": (100,)}
+
+
+def load_data(arch: str) -> tuple[np.ndarray, np.ndarray]:
+    """mnist-5k for the 784-input architectures, scikit-learn's digits (pixels / 16) else."""
+    if arch.startswith("784-"):
+        return load_mnist()
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    return X / 16.0, y
 
 
 def load_mnist() -> tuple[np.ndarray, np.ndarray]:
@@ -84,8 +96,8 @@ def flops_per_sample(
             total += 11 * (nonzero * D + 1) * m
             continue
         D += 1
-        if structure == "unit":
-            total += a * m * (3 * D**2 + a * n * D)
+        if structure == "unit":  # rank-one steps (2 D^2) up to the compiled loop's limit
+            total += a * m * ((2 if D <= 256 else 3) * D**2 + a * n * D)
         else:
             total += 3 * D**2 + 2 * n * D + m * n**2
     return total
@@ -150,7 +162,6 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/throughput.json"))
     args = parser.parse_args(argv)
 
-    X, y = load_mnist()
     archs = {name: ARCHS[name] for name in (["784-100-10"] if args.quick else args.archs)}
     blas = [(i["internal_api"], i["num_threads"]) for i in threadpoolctl.threadpool_info()]
     settings = [t or None for t in args.blas_threads]
@@ -160,7 +171,8 @@ def main(argv=None) -> list[dict]:
     print(head + f"{'dgemm GF/s':>11}{'% limit':>9}{'peak MB':>9}{'post MB':>9}")
     rows = []
     for arch, hidden in archs.items():
-        sizes = [784, *hidden, 10]
+        X, y = load_data(arch)
+        sizes = [X.shape[1], *hidden, 10]
         for structure in args.structures:
             for batch in args.batch_sizes:
                 runs = {t: [] for t in settings}

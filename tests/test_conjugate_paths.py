@@ -1,9 +1,9 @@
 """The fast paths of the conjugate core agree with each other and with closed-form updates.
 
-``"unit"`` has a stacked path (small layers) and a per-unit BLAS loop (large layers); ``"diag"``
-runs a compiled row-by-row filter that skips zero inputs; ``overwrite=True`` updates in place.
-Each must give the same posterior as the plain computation, for ReLU-like slopes (units active
-on some rows).
+``"unit"`` has a compiled row-by-row path (small layers) and a per-unit BLAS loop (large
+layers); ``"diag"`` runs a compiled row-by-row filter that skips zero inputs;
+``overwrite=True`` updates in place. Each must give the same posterior as the plain
+computation, for ReLU-like slopes (units active on some rows).
 """
 
 import numpy as np
@@ -52,11 +52,11 @@ def relu_batch():
     return X, T, G, rng.normal(size=(D, m))
 
 
-@pytest.mark.parametrize("stack_max_d", [0, 256], ids=["per-unit-loop", "stacked"])
+@pytest.mark.parametrize("kernel_max_d", [0, 256], ids=["per-unit-loop", "compiled"])
 @pytest.mark.parametrize("batch", [1, 4, 23])
-def test_unit_paths_match_closed_form(relu_batch, monkeypatch, stack_max_d, batch):
+def test_unit_paths_match_closed_form(relu_batch, monkeypatch, kernel_max_d, batch):
     X, T, G, m0 = relu_batch
-    monkeypatch.setattr(conjugate, "_STACK_MAX_D", stack_max_d)
+    monkeypatch.setattr(conjugate, "_KERNEL_MAX_D", kernel_max_d)
     post = conjugate.init("unit", m0, 2.0)
     for start in range(0, len(X), batch):
         rows = slice(start, start + batch)

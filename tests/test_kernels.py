@@ -59,3 +59,16 @@ def test_diag_rows_skip_zero_inputs_exactly():
     np.testing.assert_array_equal(new_mean[1], mean[1])
     np.testing.assert_array_equal(new_var[1], var[1])
     assert np.all(new_var[[0, 2, 3]] < var[[0, 2, 3]])
+
+
+def test_unit_rows_keep_covariances_exactly_symmetric_and_reject_indefinite_ones():
+    rng = np.random.default_rng(5)
+    X, T = rng.normal(size=(7, 4)), rng.normal(size=(7, 2))
+    A = rng.normal(size=(2, 4, 4))
+    prior = A @ np.swapaxes(A, -1, -2) + np.eye(4)
+    mean, cov = np.zeros((4, 2)), prior.copy()
+    _kernels.unit_rows(mean, cov, X, T, np.ones((7, 2)), 0.1)
+    np.testing.assert_array_equal(cov, np.swapaxes(cov, -1, -2))
+    assert np.all(np.linalg.eigvalsh(cov) > 0)
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        _kernels.unit_rows(mean, -prior, X, T, np.ones((7, 2)), 0.1)
