@@ -228,7 +228,7 @@ def _update_unit(mean, cov, X, T, G, active, s2) -> float:
     """Per-unit exact step: compiled rank-one steps for small ``D``, else BLAS per unit.
 
     Small covariances stay in cache and the compiled loop (:func:`_kernels.unit_rows`) has no
-    per-call overhead: 4-8x faster than batched LAPACK calls for a 64-100-10 network. A
+    per-call overhead: 2-8x faster than batched LAPACK calls for a 64-100-10 network. A
     785 x 785 covariance per unit is memory-bound row by row (29 against 20 rows/s at batch
     1, 36 against 125 at batch 32), so large layers take the Woodbury step on each unit's
     active rows with BLAS-3 calls.
