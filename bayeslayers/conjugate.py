@@ -186,14 +186,15 @@ def update(
         raise ValueError(f"noise must be > 0, got {noise}")
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    X = np.asarray(X, dtype=post.mean.dtype)
-    T = np.asarray(T, dtype=post.mean.dtype)
+    # C order once here: the compiled kernels (bayeslayers._kernels) want contiguous rows.
+    X = np.ascontiguousarray(X, dtype=post.mean.dtype)
+    T = np.ascontiguousarray(T, dtype=post.mean.dtype)
     n_in, m = post.mean.shape
     if X.ndim != 2 or X.shape[1] != n_in:
         raise ValueError(f"X must have shape (n, {n_in}), got {X.shape}")
     if T.shape != (X.shape[0], m):
         raise ValueError(f"T must have shape ({X.shape[0]}, {m}), got {T.shape}")
-    G = np.ones_like(T) if G is None else np.asarray(G, dtype=post.mean.dtype)
+    G = np.ones(T.shape, T.dtype) if G is None else np.ascontiguousarray(G, dtype=T.dtype)
     if G.shape != T.shape:
         raise ValueError(f"G must have shape {T.shape}, got {G.shape}")
     active = G != 0
@@ -234,9 +235,7 @@ def _update_unit(mean, cov, X, T, G, active, s2) -> float:
     active rows with BLAS-3 calls.
     """
     if cov.shape[-1] <= _KERNEL_MAX_D:
-        return _kernels.unit_rows(
-            mean, cov, np.ascontiguousarray(X), T, np.ascontiguousarray(G), s2
-        )
+        return _kernels.unit_rows(mean, cov, X, T, G, s2)
     return _update_unit_loop(mean, cov, X, T, G, active, s2)
 
 
@@ -305,7 +304,7 @@ def _update_shared(mean, cov, X, T, G, active, s2) -> float:
     np.subtract(T, R, out=R)
     R = np.ascontiguousarray(R.T)
     # (m, n) = S_j^{-1} r_j, S_j = (g_j g_j^T) o K + s2 I: one compiled loop of small Choleskys.
-    v = _kernels.masked_solves(K, np.ascontiguousarray(G), R, s2).astype(X.dtype, copy=False)
+    v = _kernels.masked_solves(K, G, R, s2).astype(X.dtype, copy=False)
     mean += XS.T @ (G.T * v).T
     # Shared covariance: shrink once with the unscaled rows that had any unit taking part.
     rows = active.any(axis=1)
@@ -329,7 +328,7 @@ def _update_diag(mean, var, X, T, G, active, s2) -> float:
     projection after a whole batch instead costs :math:`O(n^2 D m)` per batch (the rows'
     pairwise products); this costs :math:`O(D m)` per row, and zero inputs are skipped.
     """
-    return _kernels.diag_rows(mean, var, np.ascontiguousarray(X), T, np.ascontiguousarray(G), s2)
+    return _kernels.diag_rows(mean, var, X, T, G, s2)
 
 
 _UPDATES = {"unit": _update_unit, "shared": _update_shared, "diag": _update_diag}
