@@ -18,8 +18,10 @@ layer leaves the network exactly as it was.
 
 from __future__ import annotations
 
+import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from scipy.special import ndtr, ndtri
@@ -32,7 +34,29 @@ from bayeslayers.heads import Gaussian
 from bayeslayers.layers import Layer
 from bayeslayers.propagation import solve_targets
 
-__all__ = ["Network"]
+__all__ = ["FitProgress", "Network"]
+
+
+class FitProgress(NamedTuple):
+    """What a ``fit`` callback is told after every batch.
+
+    Attributes
+    ----------
+    pass_index : int
+        Index of the current pass, from 0.
+    rows_done : int
+        Rows of this pass already used.
+    n_rows : int
+        Rows in one pass.
+    snapshot : callable
+        ``snapshot()`` returns a fitted copy of the network holding the posterior so far
+        (copies the posteriors, so call it only where it is needed, e.g. at checkpoints).
+    """
+
+    pass_index: int
+    rows_done: int
+    n_rows: int
+    snapshot: Callable[[], Network]
 
 
 def with_bias(a: np.ndarray) -> np.ndarray:
@@ -296,6 +320,8 @@ class Network:
         classes=None,
         progress: bool = False,
         shuffle: bool = False,
+        _callback: Callable[[FitProgress], None] | None = None,
+        _pass_index: int = 0,
     ) -> Network:
         """Update the posterior with one pass over ``(X, Y)``, keeping what was learned.
 
@@ -328,14 +354,16 @@ class Network:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         with self._atomic(), blas_threads(self.blas_threads):
             X, T = self._encode(X, Y, classes)
-            self._run_pass(X, T, batch_size, fraction, progress, shuffle)
+            self._run_pass(X, T, batch_size, fraction, progress, shuffle, _callback, _pass_index)
         return self
 
     def _atomic(self):
         """Restore every attribute (and the generator's state) if the block raises."""
         return unchanged_on_error(self, deep=("_rng",))
 
-    def _run_pass(self, X, T, batch_size, fraction, progress, shuffle) -> None:
+    def _run_pass(
+        self, X, T, batch_size, fraction, progress, shuffle, callback=None, pass_index=0
+    ) -> None:
         order = self._rng.permutation(len(X)) if shuffle else np.arange(len(X))
         starts = range(0, len(X), batch_size)
         if progress:
@@ -352,8 +380,28 @@ class Network:
                 posteriors, head_state = self._step(
                     posteriors, head_state, X[rows], T[rows], fraction / self.sweeps, overwrite=True
                 )
+            if callback is not None:
+                done = min(start + batch_size, len(X))
+                callback(
+                    FitProgress(
+                        pass_index,
+                        done,
+                        len(X),
+                        lambda p=posteriors, h=head_state, d=done: self._snapshot(p, h, d),
+                    )
+                )
         self.posteriors_, self.head_state_ = posteriors, head_state
         self.n_samples_seen_ += len(X)
+
+    def _snapshot(self, posteriors, head_state, rows_done: int) -> Network:
+        """A fitted copy holding ``posteriors`` and ``head_state`` (arrays copied)."""
+        net = copy.copy(self)
+        net.__dict__ = dict(self.__dict__)
+        net.posteriors_ = [p._replace(mean=p.mean.copy(), cov=p.cov.copy()) for p in posteriors]
+        net.head_state_ = copy.deepcopy(head_state)
+        net.n_samples_seen_ = self.n_samples_seen_ + rows_done
+        net._rng = copy.deepcopy(self._rng)
+        return net
 
     def fit(
         self,
@@ -365,21 +413,34 @@ class Network:
         fraction: float | None = None,
         progress: bool = False,
         shuffle: bool = True,
+        callback: Callable[[FitProgress], None] | None = None,
     ) -> Network:
         """Train from the prior: ``passes`` passes over the data, tempered by ``fraction``.
 
         ``fraction`` defaults to ``1 / passes`` (the original post's ``c``), so for a linear
-        model several passes reach the same posterior as one.
+        model several passes reach the same posterior as one. ``callback``, if given, is
+        called after every batch with a :class:`FitProgress` (e.g. to score a learning curve
+        on ``progress.snapshot()`` at checkpoints); an exception it raises aborts the fit and
+        leaves the network as it was.
         """
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
         check_count(passes, "passes")
         c = 1.0 / passes if fraction is None else fraction
         start = time.perf_counter()
         with self._atomic():
             for attr in ("posteriors_", "head_state_", "classes_", "n_samples_seen_"):
                 self.__dict__.pop(attr, None)
-            for _ in range(passes):
+            for k in range(passes):
                 self.partial_fit(
-                    X, Y, batch_size=batch_size, fraction=c, progress=progress, shuffle=shuffle
+                    X,
+                    Y,
+                    batch_size=batch_size,
+                    fraction=c,
+                    progress=progress,
+                    shuffle=shuffle,
+                    _callback=callback,
+                    _pass_index=k,
                 )
             flush = getattr(self.head, "flush", None)  # e.g. an ADVI head's last partial chunk
             if flush is not None:
