@@ -1,0 +1,58 @@
+"""Record the golden predictions of every shipped variant (run once, before a refactor).
+
+``python tests/golden/record_golden.py`` trains each ``variants/*.toml`` network, with its fully
+resolved ``[model]`` table, on the first rows of its training split and stores the inputs, the
+resolved table and the predictions in ``tests/golden/variants.npz``; ``tests/test_golden.py``
+retrains from the stored table and data and checks the predictions are bitwise equal. The
+recording is for refactors that must not change behaviour: rerun it only on purpose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bayeslayers import config, datasets
+
+ROOT = Path(__file__).resolve().parents[2]
+N_TRAIN, N_TEST = 120, 40
+
+
+def _explicit(obj) -> dict:
+    fields = dataclasses.asdict(obj)
+    return {"kind": obj.kind, **{k: v for k, v in fields.items() if v is not None}}
+
+
+def main() -> None:
+    arrays: dict[str, np.ndarray] = {}
+    tables = {}
+    for path in sorted((ROOT / "variants").glob("*.toml")):
+        cfg = config.load(path)
+        data = dict(cfg.data)
+        name = data.pop("name")
+        ds = datasets.load_dataset(name, **data)
+        net = config.build_network(cfg)
+        X, y = ds.X_train[:N_TRAIN], ds.y_train[:N_TRAIN]
+        Xt = ds.X_test[:N_TEST]
+        net.fit(X, y, passes=cfg.train["passes"], batch_size=cfg.train["batch_size"])
+        key = path.stem
+        arrays[f"{key}.X"], arrays[f"{key}.y"], arrays[f"{key}.Xt"] = X, y, Xt
+        if net.head.is_classifier:
+            arrays[f"{key}.out"] = net.predict_proba(Xt)
+        else:
+            mean, std = net.predict(Xt, return_std=True)
+            arrays[f"{key}.out"] = np.stack([mean, std])
+        model = dict(cfg.model)  # every layer and head parameter explicit, defaults included
+        model["head"] = _explicit(net.head)
+        model["layers"] = [_explicit(layer) for layer in net.layers]
+        tables[key] = {"model": model, "train": cfg.train}
+        print(key, arrays[f"{key}.out"].ravel()[:3])
+    arrays["tables"] = np.array(json.dumps(tables))
+    np.savez_compressed(ROOT / "tests" / "golden" / "variants.npz", **arrays)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Every shipped variant gives bitwise the predictions recorded before the engine refactor.
+
+The recording (``tests/golden/record_golden.py``) stores each variant's fully resolved
+``[model]`` table, the first training rows of its data and its predictions, so this test does
+not depend on the library's defaults or on the data loaders.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bayeslayers import config
+
+GOLDEN = np.load(Path(__file__).parent / "golden" / "variants.npz")
+TABLES = json.loads(str(GOLDEN["tables"]))
+SLOW = {"digits-logistic-advi", "digits-probit-advi"}  # PyMC compiles for tens of seconds cold
+
+
+@pytest.mark.parametrize(
+    "key", [pytest.param(k, marks=pytest.mark.slow) if k in SLOW else k for k in sorted(TABLES)]
+)
+def test_variant_predictions_unchanged(key: str) -> None:
+    table = TABLES[key]
+    net = config.build_network(table["model"])
+    net.fit(
+        GOLDEN[f"{key}.X"],
+        GOLDEN[f"{key}.y"],
+        passes=table["train"]["passes"],
+        batch_size=table["train"]["batch_size"],
+    )
+    Xt = GOLDEN[f"{key}.Xt"]
+    if net.head.is_classifier:
+        out = net.predict_proba(Xt)
+    else:
+        out = np.stack(net.predict(Xt, return_std=True))
+    np.testing.assert_array_equal(out, GOLDEN[f"{key}.out"])
