@@ -54,7 +54,6 @@ from scipy.special import logsumexp
 
 from bayeslayers import conjugate
 from bayeslayers._validation import check_count, check_features, check_labels, check_targets
-from bayeslayers.heads import OneHot, argmax_log_proba
 from bayeslayers.network import with_bias
 
 __all__ = ["ELPD", "GROUPS", "HIDDEN", "compare", "elpd", "to_inference_data"]
@@ -74,16 +73,8 @@ def _spread(n: int, keep: int | None) -> np.ndarray:
 
 
 def _head_posterior(net) -> conjugate.WeightPosterior:
-    """The head's weight posterior on the scale of the weights.
-
-    A Gaussian head with a learned noise carries its covariance relative to the noise variance
-    :math:`b / a`; it is scaled back here (the Gaussian draw is then the plug-in approximation
-    of the Normal-Inverse-Gamma marginal).
-    """
-    post = net.head_state_.post
-    if getattr(net.head, "learn_noise", False):
-        post = post._replace(cov=post.cov * net.head.noise_variance(net.head_state_))
-    return post
+    """The head's weight posterior on the scale of the weights (:meth:`Head.weight_posterior`)."""
+    return net.head.weight_posterior(net.head_state_)
 
 
 def _observations(net, y, n: int) -> np.ndarray:
@@ -99,12 +90,6 @@ def _observations(net, y, n: int) -> np.ndarray:
             f"classes {net.classes_.tolist()}"
         )
     return index
-
-
-def _sample_categorical(proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One class index per row of ``proba`` (last axis: classes)."""
-    u = rng.random((*proba.shape[:-1], 1))
-    return np.minimum((np.cumsum(proba, axis=-1) < u).sum(axis=-1), proba.shape[-1] - 1)
 
 
 def to_inference_data(
@@ -318,20 +303,8 @@ def _predictive_draws(net, F, obs, rng) -> tuple[np.ndarray | None, np.ndarray]:
     ``F`` ``(S, n, k)`` are the head's linear predictors for the weight draws.
     """
     head, state = net.head, net.head_state_
-    if not head.is_classifier:  # Gaussian head: y ~ N(f, s2)
-        sd = np.sqrt(head.noise_variance(state))
-        ll = None
-        if obs is not None:
-            z = (obs - F) / sd
-            ll = (-0.5 * (np.log(2 * np.pi) + z**2) - np.log(sd)).sum(axis=-1)
-        return ll, F + sd * rng.standard_normal(F.shape)
-    if isinstance(head, OneHot):  # argmax of the one-hot regression outputs plus noise
-        s2 = head.noise_variance(state)
-        ll = None if obs is None else argmax_log_proba(F, s2, obs)
-        return ll, np.argmax(F + np.sqrt(s2) * rng.standard_normal(F.shape), axis=-1)
-    log_p = head.log_proba_given(F)  # probit / logistic: the link at the drawn head weights
-    ll = None if obs is None else log_p[:, np.arange(len(obs)), obs]
-    return ll, _sample_categorical(np.exp(log_p), rng)
+    ll = None if obs is None else head.log_likelihood(state, F, obs)
+    return ll, head.sample(state, F, rng)
 
 
 def _affine(A: np.ndarray, W: np.ndarray) -> np.ndarray:

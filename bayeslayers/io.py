@@ -77,6 +77,9 @@ def _decode(desc: dict, arrays: dict[str, np.ndarray]) -> Any:
     if "value" in desc:
         return desc["value"]
     if "namedtuple" in desc:
+        legacy = _heads.LEGACY_STATES.get(desc["namedtuple"])  # a state type moved or reshaped
+        if legacy is not None:
+            return legacy(**{f: _decode(d, arrays) for f, d in desc["fields"].items()})
         module, _, name = desc["namedtuple"].partition(":")
         if not module.startswith("bayeslayers."):
             raise ModelFileError(

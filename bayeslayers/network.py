@@ -442,9 +442,8 @@ class Network:
                     _callback=callback,
                     _pass_index=k,
                 )
-            flush = getattr(self.head, "flush", None)  # e.g. an ADVI head's last partial chunk
-            if flush is not None:
-                self.head_state_ = flush(self.head_state_)
+            # e.g. an ADVI head's last partial chunk (the identity for conjugate heads)
+            self.head_state_ = self.head.flush(self.head_state_)
         self.training_time_ = time.perf_counter() - start
         return self
 

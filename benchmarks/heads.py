@@ -85,7 +85,7 @@ def timed(cls: type) -> type:
 
 def compile_time(head) -> float:
     """Build (or fetch) the head's compiled ADVI model for this problem's shape."""
-    from bayeslayers.advi import get_fitter
+    from bayeslayers.heads.advi import get_fitter
 
     start = time.perf_counter()
     get_fitter(head.link, head.chunk_size, 101, head.n_columns(10), head.n_mc, head.learning_rate)

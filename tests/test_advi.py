@@ -17,7 +17,7 @@ import pytest
 from scipy.special import log_expit, log_ndtr
 
 from bayeslayers import Network, heads
-from bayeslayers.advi import get_fitter
+from bayeslayers.heads.advi import get_fitter
 
 # Compiling and running these takes minutes on the shared 2-core machine: kept out of the
 # default run (pytest -m slow runs them).

@@ -10,7 +10,7 @@ import pytest
 from scipy.special import expit, log_ndtr, ndtr
 
 from bayeslayers import Network, conjugate, heads, layers
-from bayeslayers.glm_heads import GLMState, Logistic, Probit
+from bayeslayers.heads.glm import GLMState, Logistic, Probit
 from bayeslayers.propagation import solve_targets
 
 GRID = np.linspace(-12.0, 12.0, 200_001)

@@ -39,6 +39,29 @@ def test_registry_builds_every_head(kind, kwargs):
     assert heads.HEADS[kind] is type(head)
 
 
+@pytest.mark.parametrize(("kind", "kwargs"), CASES, ids=IDS)
+def test_every_head_satisfies_the_protocol_it_declares(kind, kwargs):
+    head = heads.make_head(kind, **kwargs)
+    assert isinstance(head, heads.ClassifierHead) == head.is_classifier
+    state = head.init(np.zeros((D, K)), 1.0, "unit", 0.5)
+    assert head.flush(state) is state  # nothing pending in a closed-form head
+    post = head.weight_posterior(state)
+    assert isinstance(post, conjugate.WeightPosterior) and post.mean.shape[0] == D
+
+
+@pytest.mark.parametrize("name", ["gaussian", "onehot", "probit-adf", "logistic-laplace"])
+def test_models_saved_before_the_heads_package_still_load_bitwise(name):
+    from pathlib import Path
+
+    from bayeslayers import load
+
+    data = Path(__file__).parent / "data" / "models"
+    net = load(data / f"{name}.npz")  # saved by the single-module heads (glm_heads.GLMState)
+    X = np.random.default_rng(0).standard_normal((40, 3))[:5]
+    got = net.predict_proba(X) if net.head.is_classifier else net.predict(X)
+    np.testing.assert_array_equal(got, np.load(data / f"{name}-pred.npy"))
+
+
 def test_unknown_kind_lists_the_allowed_ones():
     with pytest.raises(ValueError, match=r"unknown head kind 'softmax'; allowed: \["):
         heads.make_head("softmax")

@@ -38,8 +38,8 @@ Three ways to fit the weights' Gaussian posterior (``fit=``):
     :math:`1 / \beta - v > 0` (Minka 2001; Opper 1998). Exact ADF for ``batch_size=1``; a batch
     uses the moments of its rows under the batch's prior.
 ``"advi"``
-    PyMC ADVI, online and chunked (:mod:`bayeslayers.advi`): the head input and labels of every
-    row are buffered; when ``chunk_size`` rows are in, the mean-field posterior is refitted on
+    PyMC ADVI, online and chunked (:mod:`bayeslayers.heads.advi`): the head input and labels of
+    every row are buffered; when ``chunk_size`` rows are in, the mean-field posterior is refitted on
     the chunk with the posterior of the previous chunk as prior, warm-started at the current
     mean. Between refits the head's mean follows ``"laplace"`` steps from the last ADVI
     posterior, so that the body always gets fresh targets; the refit replaces them. The
@@ -272,7 +272,7 @@ class _GLMHead:
         """
         if self.fit != "advi" or state.n_buffered == 0:
             return state
-        from bayeslayers.advi import get_fitter
+        from bayeslayers.heads.advi import get_fitter
 
         prior = state.prior
         n_in, n_cols = prior.mean.shape
@@ -367,6 +367,20 @@ class _GLMHead:
         """Class probabilities ``(..., K)`` for head inputs ``X`` (with bias)."""
         return self.proba_from_moments(*self.predictive(state, X))
 
+    def weight_posterior(self, state: GLMState) -> conjugate.WeightPosterior:
+        """The weight posterior used for predictions."""
+        return state.post
+
+    def log_likelihood(self, state: GLMState, F: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Pointwise log probability of classes ``y`` (n,) given predictors ``F`` (..., n, C)."""
+        return self.log_proba_given(F)[..., np.arange(len(y)), y]
+
+    def sample(self, state: GLMState, F: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One class index per row of predictors ``F`` (..., n, C), drawn from the link."""
+        proba = np.exp(self.log_proba_given(F))
+        u = rng.random((*proba.shape[:-1], 1))
+        return np.minimum((np.cumsum(proba, axis=-1) < u).sum(axis=-1), proba.shape[-1] - 1)
+
     def predictive(self, state: GLMState, X) -> tuple[np.ndarray, np.ndarray]:
         """Mean and variance of the linear predictor :math:`\\eta`, shape ``(..., C)``."""
         X = np.asarray(X)
@@ -384,7 +398,7 @@ class Probit(_GLMHead):
     Class probabilities integrate the weights' Gaussian posterior in closed form,
     :math:`P(y_k = 1) = \\Phi\\big(m_k / \\sqrt{1 + v_k}\\big)` with ``m, v`` the mean and
     variance of :math:`\\eta_k`; one-vs-rest probabilities are renormalized over the classes.
-    See :mod:`bayeslayers.glm_heads` for the parameters and the fits.
+    See :mod:`bayeslayers.heads.glm` for the parameters and the fits.
     """
 
     kind: ClassVar[str] = "probit"
@@ -441,7 +455,7 @@ class Logistic(_GLMHead):
 
     Class probabilities average :math:`\\operatorname{softmax}([\\eta, 0])` over ``n_draws``
     draws of :math:`\\eta` from its Gaussian posterior (columns independent given ``x``),
-    with a fixed seed so that predictions are deterministic. See :mod:`bayeslayers.glm_heads`
+    with a fixed seed so that predictions are deterministic. See :mod:`bayeslayers.heads.glm`
     for the other parameters and the fits.
 
     Parameters
