@@ -16,7 +16,7 @@ hidden layers' posterior means, the head's weight uncertainty integrated analyti
 standard deviation over seeds are printed as a Markdown table and written with every run to JSON.
 
 With ``--set init=samples`` the control's features come from the same data-dependent prior
-mean as the trained network's. (The issue-7 prototypes of process noise, propagation order and
+mean as the trained network's. (The prototypes of process noise, propagation order and
 target step, all negative, were a ``--tweak`` option of this script up to commit ec954bc; the
 two that worked became ``Network(init=..., sweeps=...)``.)
 
@@ -210,7 +210,7 @@ def write_results(text: str, path: Path = Path("benchmarks/RESULTS.md")) -> None
         head, rest = content.split(begin, 1)
         content = head + block + rest.split(end, 1)[1]
     else:
-        anchor = "## Accuracy (issue 7)\n"
+        anchor = "## New results (this session)\n"
         if anchor not in content:
             raise ValueError(f"{path} has no '{anchor.strip()}' section")
         content = content.replace(anchor, anchor + "\n" + block + "\n", 1)
@@ -255,7 +255,7 @@ def main(argv=None) -> list[dict]:
         default=None,
         help="features: standardized on the train split, or divided by their global max",
     )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/accuracy.json"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/accuracy.json"))
     parser.add_argument("--write-results", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:

@@ -1,4 +1,4 @@
-"""Core figures of issue 2: sin(3x) regression and digits classification after one pass.
+"""Core figures: sin(3x) regression and digits classification after one pass.
 
 Runs every layer variant and covariance structure, plus scikit-learn MLP baselines (batch size 1
 for one epoch, and converged) on exactly the same data, and prints a Markdown table.
@@ -6,7 +6,7 @@ for one epoch, and converged) on exactly the same data, and prints a Markdown ta
     python benchmarks/core.py            # full run (several minutes on 2 cores)
     python benchmarks/core.py --quick    # ReLU only, one seed
 
-Data (as the issue specifies):
+Data (`reference_data.py`):
 * sine: x ~ U(-2, 2), y = sin(3x) + N(0, 0.1^2); 2,000 draws with seed 0, the first 1,000 train,
   the rest test; network 1-50-50-1, one pass, batch size 1.
 * digits: sklearn's load_digits, train_test_split(test_size=0.25, stratify=y, random_state=0),
@@ -21,7 +21,7 @@ import time
 import warnings
 
 import numpy as np
-from issue_data import digits_data, sine_data
+from reference_data import digits_data, sine_data
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, log_loss
 from sklearn.neural_network import MLPClassifier, MLPRegressor

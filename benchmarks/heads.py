@@ -1,4 +1,4 @@
-"""Issue 3 figures: one-hot Gaussian head vs probit vs logistic heads on digits, one pass.
+"""Heads: one-hot Gaussian head vs probit vs logistic heads on digits, one pass.
 
     python benchmarks/heads.py                    # every head, one run each
     python benchmarks/heads.py --heads probit-adf logistic-laplace --repeats 3
@@ -27,7 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-from issue_data import digits_data
+from reference_data import digits_data
 from sklearn.metrics import accuracy_score, log_loss
 
 from bayeslayers import Network, heads, layers

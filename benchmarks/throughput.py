@@ -161,7 +161,7 @@ def main(argv=None) -> list[dict]:
         default=[1],
         help="Network(blas_threads=...); 0 for None; several are alternated",
     )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/throughput.json"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/throughput.json"))
     args = parser.parse_args(argv)
 
     archs = {name: ARCHS[name] for name in (["784-100-10"] if args.quick else args.archs)}

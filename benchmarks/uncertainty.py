@@ -1,4 +1,4 @@
-"""Issue-4 figures: predictive uncertainty, calibration and the cost of the ArviZ export.
+"""Predictive uncertainty, calibration and the cost of the ArviZ export.
 
     python benchmarks/uncertainty.py --part sine      # 90% interval coverage per structure
     python benchmarks/uncertainty.py --part digits    # ECE / NLL vs a converged MLP, 5 seeds
@@ -7,7 +7,7 @@
     python benchmarks/uncertainty.py --part export --head gaussian --hidden sample
     python benchmarks/uncertainty.py                  # all three; add --out DIR for PNGs
 
-Data are those of the core issue (benchmarks/core.py):
+Data are those of benchmarks/core.py (`reference_data.py`):
 * sine: x ~ U(-2, 2), y = sin(3x) + N(0, 0.1^2); 2,000 draws with seed 0, the first 1,000
   train, the rest test; network 1-50-50-1 ReLU, noise 0.01, one pass, batch size 1.
 * digits: load_digits, train_test_split(test_size=0.25, stratify=y, random_state=0),
@@ -26,7 +26,7 @@ import tracemalloc
 import warnings
 
 import numpy as np
-from issue_data import digits_data, sine_data
+from reference_data import digits_data, sine_data
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 

@@ -1,4 +1,4 @@
-"""The two data sets the issues' figures are specified on, shared by the benchmark scripts.
+"""The two reference tasks (sin(3x) regression, digits) shared by the benchmark scripts.
 
 * sine: x ~ U(-2, 2), y = sin(3x) + N(0, 0.1^2); 2,000 draws with ``seed``, the first 1,000
   train and the rest test (inputs left in their own units).
