@@ -54,7 +54,7 @@ from scipy.special import logsumexp
 
 from bayeslayers import conjugate
 from bayeslayers._validation import check_count, check_features, check_labels, check_targets
-from bayeslayers.network import with_bias
+from bayeslayers.engine import forward, with_bias
 
 __all__ = ["ELPD", "GROUPS", "HIDDEN", "compare", "elpd", "to_inference_data"]
 
@@ -226,7 +226,7 @@ def to_inference_data(
 
     ll, pp = [], []
     xb = with_bias(X)
-    mean_xh, cache = net._forward_means(X, net.posteriors_)
+    mean_xh, cache = forward(net.spec, net.posteriors_, X)
     # linearized: the outputs at the means of the layers' pre-activations, x_l W_l
     mean_z = [x @ post.mean for (x, *_), post in zip(cache, net.posteriors_, strict=True)]
     head_slope = head_post.mean[:-1]

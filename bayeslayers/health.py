@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.linalg
 
+from bayeslayers import engine
 from bayeslayers._validation import check_features
 from bayeslayers.conjugate import WeightPosterior
 
@@ -211,30 +212,30 @@ def report(net, X=None, Y=None, batch_size: int = 100) -> HealthReport:
     -------
     HealthReport
     """
-    net._check_fitted()
+    if not net.is_fitted:
+        raise RuntimeError("this Network is not fitted yet: call fit or partial_fit first")
     if Y is not None and X is None:
         raise ValueError("Y was given without X: pass probe inputs X with the targets")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
         raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    spec, state = net.spec, net.state
     dead: list[int | None] = [None] * len(net.layers)
     corrections: list[float | None] = [None] * len(net.layers)
     if X is not None:
         if Y is None:
             Xc = check_features(X, net.n_features_in_, net.dtype)
         else:
-            Xc, T = net._encode(X, Y)
+            Xc, T = net.encode(X, Y)
             largest = np.zeros(len(net.layers))
             for start in range(0, len(Xc), batch_size):
                 rows = slice(start, start + batch_size)
-                found: list[float] = []
-                net._step(net.posteriors_, net.head_state_, Xc[rows], T[rows], 1.0, found)
-                # The step visits the layers from the top down.
-                largest = np.maximum(largest, found[::-1])
+                _, info = engine.train_step(spec, state, Xc[rows], T[rows], 1.0)
+                largest = np.maximum(largest, info.corrections)
             corrections = [float(c) for c in largest]
-        _, cache = net._forward_means(Xc, net.posteriors_)
-        dead = [int(np.sum(~np.any(g != 0, axis=0))) for _, _, g, _ in cache]
+        _, trace = engine.forward(spec, state.hidden, Xc)
+        dead = [int(np.sum(~np.any(step.g != 0, axis=0))) for step in trace]
     rows = []
     for i, (layer, post) in enumerate(zip(net.layers, net.posteriors_, strict=True)):
         rows.append(

@@ -1,19 +1,9 @@
-r"""The network: forward pass, backward target propagation, fit / partial_fit / predict.
+r"""The ``Network`` shell: validation, atomic fit / partial_fit, predictions.
 
-One training step on a batch of rows (``batch_size=1`` is the original post exactly):
-
-1. forward with the posterior means, keeping every layer's input :math:`x_l = [a_{l-1}, 1]`
-   and its linearization :math:`(g_l, b_l)`;
-2. update the head towards the targets;
-3. from the updated head, solve the damped minimum-norm correction of the top hidden output
-   (:func:`bayeslayers.propagation.solve_targets`) over the entries that can move
-   (:math:`g \ne 0`), giving the target :math:`h^*`;
-4. update that layer with pseudo-observations :math:`h^* - b = g \circ (x W) + \varepsilon`
-   (:func:`bayeslayers.conjugate.update`), compute the residual of the updated layer and the
-   target for the layer below; repeat down to the input.
-
-The new posteriors are computed first and assigned together at the end, so an exception in any
-layer leaves the network exactly as it was.
+The training step and the forward pass are :mod:`bayeslayers.engine`'s, the predictive
+distributions :mod:`bayeslayers.predictive`'s; this module binds them to the parameters a user
+sets. The new posteriors of a pass are computed on private copies and assigned together at the
+end, so an exception anywhere leaves the network exactly as it was.
 """
 
 from __future__ import annotations
@@ -24,15 +14,13 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
-from scipy.special import ndtr, ndtri
 
-from bayeslayers import conjugate, health
+from bayeslayers import conjugate, engine, health, predictive
 from bayeslayers._atomic import unchanged_on_error
 from bayeslayers._threads import blas_threads
 from bayeslayers._validation import check_count, check_features, check_labels, check_targets
 from bayeslayers.heads import Gaussian
 from bayeslayers.layers import Layer
-from bayeslayers.propagation import solve_targets
 
 __all__ = ["FitProgress", "Network"]
 
@@ -57,11 +45,6 @@ class FitProgress(NamedTuple):
     rows_done: int
     n_rows: int
     snapshot: Callable[[], Network]
-
-
-def with_bias(a: np.ndarray) -> np.ndarray:
-    """Append the constant-1 bias column: ``x = [a, 1]``."""
-    return np.concatenate([a, np.ones((*a.shape[:-1], 1), dtype=a.dtype)], axis=-1)
 
 
 class Network:
@@ -198,40 +181,50 @@ class Network:
     def is_fitted(self) -> bool:
         return hasattr(self, "head_state_")
 
-    def _init_state(self, n_features: int, n_outputs: int, X: np.ndarray | None = None) -> None:
-        """Set the prior: He-scaled weights as mean, hidden biases with spread ``bias_spread``.
-
-        With ``init="samples"`` the first hidden layer's mean comes from the input rows ``X``
-        of the first call (:func:`_sample_prior_mean`).
-        """
-        rng = np.random.default_rng(self.seed)
-        dtype = np.dtype(self.dtype)
-        prior_var = 1.0 / self.prior_precision
-        posteriors = []
-        fan_in = n_features
-        for layer in self.layers:
-            mean = np.empty((fan_in + 1, layer.units), dtype=dtype)
-            mean[:-1] = rng.normal(0.0, np.sqrt(layer.init_gain / fan_in), (fan_in, layer.units))
-            mean[-1] = rng.normal(0.0, self.bias_spread, layer.units)
-            if self.init == "samples" and not posteriors and X is not None and len(X) > 1:
-                sampled = _sample_prior_mean(X, layer, self.bias_spread, rng)
-                flat = ~np.isfinite(sampled).all(axis=0)  # no spread on X: keep He for these
-                mean[:, ~flat] = sampled[:, ~flat]
-            posteriors.append(conjugate.init(layer.covariance or self.covariance, mean, prior_var))
-            fan_in = layer.units
-        head_mean = np.zeros((fan_in + 1, n_outputs), dtype=dtype)
-        self.posteriors_ = posteriors
-        self.head_state_ = self.head.init(
-            head_mean, prior_var, self.head.covariance or self.covariance, self.noise
+    @property
+    def spec(self) -> engine.NetSpec:
+        """The static :class:`~bayeslayers.engine.NetSpec` these parameters resolve to."""
+        return engine.NetSpec(
+            layers=tuple(self.layers),
+            head=self.head,
+            structures=tuple(layer.covariance or self.covariance for layer in self.layers),
+            head_structure=self.head.covariance or self.covariance,
+            noises=tuple(layer.noise or self.hidden_noise or self.noise for layer in self.layers),
+            damping=self.damping,
+            clip=self.clip,
         )
+
+    @property
+    def state(self) -> engine.NetState:
+        """The fitted :class:`~bayeslayers.engine.NetState` (hidden posteriors and head)."""
+        self._check_fitted()
+        return engine.NetState(tuple(self.posteriors_), self.head_state_)
+
+    def _init_state(self, n_features: int, n_outputs: int, X: np.ndarray) -> None:
+        rng = np.random.default_rng(self.seed)
+        state = engine.init_state(
+            self.spec,
+            n_features,
+            n_outputs,
+            prior_precision=self.prior_precision,
+            head_noise=self.noise,
+            bias_spread=self.bias_spread,
+            rng=rng,
+            dtype=np.dtype(self.dtype),
+            sample_rows=X if self.init == "samples" else None,
+        )
+        self.posteriors_, self.head_state_ = list(state.hidden), state.head
         self.n_features_in_ = n_features
         self.n_outputs_ = n_outputs
         self.n_samples_seen_ = 0
         self._rng = np.random.default_rng([self.seed, 1])
 
-    # ----------------------------------------------------------------- targets
-    def _encode(self, X, Y, classes=None) -> tuple[np.ndarray, np.ndarray]:
-        """Validate ``X, Y`` and return features and the head's working targets."""
+    def encode(self, X, Y, classes=None) -> tuple[np.ndarray, np.ndarray]:
+        """Validated features and the head's working targets for ``(X, Y)``.
+
+        On an unfitted network this also sets the prior from the first call's data (shapes,
+        classes and, with ``init="samples"``, the inputs).
+        """
         n_features = self.n_features_in_ if self.is_fitted else None
         X = check_features(X, n_features, self.dtype)
         if not self.head.is_classifier:
@@ -258,58 +251,18 @@ class Network:
         index = np.searchsorted(self.classes_, y)
         return X, self.head.encode(index, len(self.classes_)).astype(self.dtype)
 
-    # -------------------------------------------------------------- training
-    def _forward_means(self, A: np.ndarray, posteriors):
-        """Forward pass at the posterior means, keeping what the backward pass needs."""
-        cache = []
-        for layer, post in zip(self.layers, posteriors, strict=True):
-            x = with_bias(A)
-            z = x @ post.mean
-            g, b = layer.linearize(z)
-            A = layer.activate(z)
-            cache.append((x, A, g, b))
-        return with_bias(A), cache
+    def initialize(self, X, Y, classes=None) -> Network:
+        """Set the prior from ``(X, Y)`` without training (shapes, classes, sampled init).
 
-    def _step(self, posteriors, head_state, X, T, fraction, corrections=None, overwrite=False):
-        """One training step on a batch; returns new state, touches nothing.
-
-        If ``corrections`` is a list, the largest ``|delta|`` of each hidden layer's target
-        correction is appended to it (top layer first), for :mod:`bayeslayers.health`.
-        With ``overwrite`` the hidden posteriors' arrays are updated in place (see
-        :func:`bayeslayers.conjugate.update`); :meth:`_run_pass` owns private copies for that.
+        Any fitted state is dropped; afterwards the network predicts with its prior.
         """
-        xh, cache = self._forward_means(X, posteriors)
-        with health.named_failure("the head"):
-            head_state = self.head.update(head_state, xh, T, fraction)
-        E, J = self.head.residual(head_state, xh, T)
-        scale = None  # column scales of J: the slopes of the layer above (none for the head)
-        new = list(posteriors)
-        for i in reversed(range(len(self.layers))):
-            x, h, g, b = cache[i]
-            movable = g != 0
-            delta = solve_targets(E, J, self.damping, self.clip, rows=movable, cols=scale)
-            if corrections is not None:
-                corrections.append(float(np.abs(delta).max(initial=0.0)))
-            target = h + delta
-            noise = self.layers[i].noise or self.hidden_noise or self.noise
-            with health.named_failure(f"hidden layer {i}"):
-                new[i], _ = conjugate.update(
-                    posteriors[i],
-                    x,
-                    target - b,
-                    g,
-                    noise=noise,
-                    fraction=fraction,
-                    overwrite=overwrite,
-                )
-            if i:
-                W = new[i].mean
-                E = np.where(movable, target - (g * (x @ W) + b), 0.0)
-                J, scale = W[:-1], g
-        names = [f"hidden layer {i}" for i in range(len(new))]
-        health.check_posteriors([*new, head_state], [*names, "the head"])
-        return new, head_state
+        with self._atomic():
+            for attr in ("posteriors_", "head_state_", "classes_", "n_samples_seen_"):
+                self.__dict__.pop(attr, None)
+            self.encode(X, Y, classes)
+        return self
 
+    # -------------------------------------------------------------- training
     def partial_fit(
         self,
         X,
@@ -353,7 +306,7 @@ class Network:
         if not 0 < fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         with self._atomic(), blas_threads(self.blas_threads):
-            X, T = self._encode(X, Y, classes)
+            X, T = self.encode(X, Y, classes)
             self._run_pass(X, T, batch_size, fraction, progress, shuffle, _callback, _pass_index)
         return self
 
@@ -370,35 +323,35 @@ class Network:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, total=len(starts), desc="bayeslayers", unit="batch")
+        spec = self.spec
         # One private copy per pass, then in-place updates: the fitted state is replaced only
         # at the end, so an exception anywhere in the pass leaves it untouched.
-        posteriors = [p._replace(mean=p.mean.copy(), cov=p.cov.copy()) for p in self.posteriors_]
-        head_state = self.head_state_
+        state = engine.NetState(
+            tuple(p._replace(mean=p.mean.copy(), cov=p.cov.copy()) for p in self.posteriors_),
+            self.head_state_,
+        )
         for start in starts:
             rows = order[start : start + batch_size]
             for _ in range(self.sweeps):
-                posteriors, head_state = self._step(
-                    posteriors, head_state, X[rows], T[rows], fraction / self.sweeps, overwrite=True
+                state, _ = engine.train_step(
+                    spec, state, X[rows], T[rows], fraction / self.sweeps, overwrite=True
                 )
             if callback is not None:
                 done = min(start + batch_size, len(X))
                 callback(
                     FitProgress(
-                        pass_index,
-                        done,
-                        len(X),
-                        lambda p=posteriors, h=head_state, d=done: self._snapshot(p, h, d),
+                        pass_index, done, len(X), lambda s=state, d=done: self._snapshot(s, d)
                     )
                 )
-        self.posteriors_, self.head_state_ = posteriors, head_state
+        self.posteriors_, self.head_state_ = list(state.hidden), state.head
         self.n_samples_seen_ += len(X)
 
-    def _snapshot(self, posteriors, head_state, rows_done: int) -> Network:
-        """A fitted copy holding ``posteriors`` and ``head_state`` (arrays copied)."""
+    def _snapshot(self, state: engine.NetState, rows_done: int) -> Network:
+        """A fitted copy holding ``state`` (arrays copied)."""
         net = copy.copy(self)
         net.__dict__ = dict(self.__dict__)
-        net.posteriors_ = [p._replace(mean=p.mean.copy(), cov=p.cov.copy()) for p in posteriors]
-        net.head_state_ = copy.deepcopy(head_state)
+        net.posteriors_ = [p._replace(mean=p.mean.copy(), cov=p.cov.copy()) for p in state.hidden]
+        net.head_state_ = copy.deepcopy(state.head)
         net.n_samples_seen_ = self.n_samples_seen_ + rows_done
         net._rng = copy.deepcopy(self._rng)
         return net
@@ -452,135 +405,82 @@ class Network:
         if not self.is_fitted:
             raise RuntimeError("this Network is not fitted yet: call fit or partial_fit first")
 
-    def _head_inputs(self, X: np.ndarray, n_samples: int | None) -> np.ndarray:
-        """Head inputs at the posterior means ``(n, D)`` or for weight draws ``(S, n, D)``."""
-        if not n_samples:
-            return self._forward_means(X, self.posteriors_)[0]
-        # A fresh generator per call: predictions are a pure function of the fitted state and
-        # ``X`` (repeatable, independent of earlier calls, the same for any subset of rows).
-        rng = np.random.default_rng([self.seed, 2])
-        A = np.broadcast_to(X, (n_samples, *X.shape))
-        for layer, post in zip(self.layers, self.posteriors_, strict=True):
-            W = conjugate.sample(post, n_samples, rng)
-            A = layer.activate(with_bias(A) @ W)
-        return with_bias(A)
-
-    def _linearized_moments(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        r"""Predictive moments of the head's linear predictor by local linearization.
-
-        The network output :math:`f` is expanded to first order in every hidden layer's weights
-        around the posterior means (the same linearization the training step uses, so this is
-        the extended Kalman filter's own predictive). With independent Gaussian columns,
-
-        .. math::
-
-            \operatorname{Var} f_k = v^{head}_k + \sum_l \sum_j
-                \big(x_l^\top \Sigma_{l,j}\, x_l\big)\,
-                \big(g_{l,j}\, \partial f_k / \partial h_{l,j}\big)^2,
-
-        where :math:`v^{head}` is the head's own predictive variance (its weights and noise),
-        :math:`x_l` the layer's input, :math:`g_{l,j}` the slope of unit ``j`` and
-        :math:`\partial f / \partial h_l` the Jacobian at the means, accumulated from the top
-        down. Units that are off (``g = 0``) contribute nothing, as in the mean prediction.
-        """
-        xh, cache = self._forward_means(X, self.posteriors_)
-        mean, var = self.head.predictive(self.head_state_, xh)
-        W = self.head_state_.post.mean
-        J = np.broadcast_to(W[:-1], (len(X), *W[:-1].shape))  # df / dh of the top hidden layer
-        for (x, _, g, _), post in zip(reversed(cache), reversed(self.posteriors_), strict=True):
-            gJ = g[:, :, None] * J  # df / dz
-            var = var + np.einsum("nm,nmk->nk", conjugate.marginal_variance(post, x), gJ**2)
-            J = post.mean[None, :-1, :] @ gJ
-        return mean, var
+    def _prepare(self, X, hidden: str, n_samples) -> tuple[np.ndarray, int]:
+        """Checked features and number of draws for a prediction (before any work)."""
+        self._check_fitted()
+        if n_samples is not None and hidden != "sample":
+            raise ValueError(
+                f"n_samples is the number of draws of hidden='sample', "
+                f"but hidden={hidden!r}: drop n_samples or pass hidden='sample'"
+            )
+        draws = predictive.check_hidden(hidden, 100 if n_samples is None else n_samples)
+        return check_features(X, self.n_features_in_, self.dtype), draws
 
     def predict_moments(
-        self, X, n_samples: int | None = 100, *, method: str = "linearized"
+        self, X, *, hidden: str = "linearized", n_samples: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Predictive mean and variance of the head's linear predictor, shape ``(n, k)``.
+        """Predictive mean and variance ``(n, k)`` of the head's linear predictor.
 
-        The head's weights (and, for regression, the noise) are integrated analytically. The
-        hidden layers' weights are integrated either by local linearization around the posterior
-        means (``method="linearized"``, the default: deterministic, and the mean equals the
-        plug-in prediction) or by ``n_samples`` Monte Carlo draws (``method="sample"``; the
-        variance is the law of total variance over the draws; ``n_samples=0`` keeps the hidden
-        layers at their means).
-
-        Sampling draws every hidden weight from its posterior, including weights of units that
-        were rarely active and so kept most of their prior variance; such draws switch those
-        units on and can widen the predictive far beyond the linearized one. The linearized
-        predictive was measured better calibrated (benchmarks/RESULTS.md).
+        The head's weights (and, for regression, the noise) are integrated analytically; the
+        hidden layers' weights as ``hidden`` says (:mod:`bayeslayers.predictive`:
+        ``"linearized"``, ``"mean"`` or ``"sample"`` with ``n_samples`` draws, 100 if
+        omitted).
         """
-        self._check_fitted()
-        if method not in ("linearized", "sample"):
-            raise ValueError(f"method must be 'linearized' or 'sample', got {method!r}")
-        X = check_features(X, self.n_features_in_, self.dtype)
-        if method == "linearized":
-            return self._linearized_moments(X)
-        mean, var = self.head.predictive(self.head_state_, self._head_inputs(X, n_samples))
-        if mean.ndim == 3:
-            var = var.mean(axis=0) + mean.var(axis=0)
-            mean = mean.mean(axis=0)
-        return mean, var
+        X, draws = self._prepare(X, hidden, n_samples)
+        return predictive.moments(self.spec, self.state, X, hidden, draws, self.seed)
 
     def predict(
-        self, X, *, return_std: bool = False, n_samples: int = 100, method: str = "linearized"
+        self,
+        X,
+        *,
+        return_std: bool = False,
+        hidden: str = "linearized",
+        n_samples: int | None = None,
     ):
         """Posterior-mean prediction; class labels for a classification head.
 
         With ``return_std=True`` (regression) also returns the predictive standard deviation:
-        weight uncertainty of every layer plus the observation noise (see
-        :meth:`predict_moments` for ``method`` and ``n_samples``).
+        weight uncertainty of every layer plus the observation noise (``hidden`` and
+        ``n_samples`` as in :meth:`predict_moments`).
         """
         self._check_fitted()
         if self.head.is_classifier:
+            if return_std:
+                raise ValueError("return_std is for regression heads; use predict_proba")
             return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        X, draws = self._prepare(X, hidden, n_samples)
         if return_std:
-            mean, var = self.predict_moments(X, n_samples, method=method)
+            mean, var = predictive.moments(self.spec, self.state, X, hidden, draws, self.seed)
             return self._shape_output(mean), self._shape_output(np.sqrt(var))
-        X = check_features(X, self.n_features_in_, self.dtype)
-        xh, _ = self._forward_means(X, self.posteriors_)
+        xh, _ = engine.forward(self.spec, self.posteriors_, X)
         return self._shape_output(xh @ self.head_state_.post.mean)
 
     def _shape_output(self, a: np.ndarray) -> np.ndarray:
         return a[:, 0] if self.n_outputs_ == 1 else a
 
-    def predict_proba(self, X, *, n_samples: int | None = None) -> np.ndarray:
+    def predict_proba(self, X, *, hidden: str = "mean", n_samples: int | None = None):
         """Class probabilities ``(n, n_classes)``.
 
-        The head's weight uncertainty is integrated by the head; with ``n_samples`` the hidden
-        layers' weights are drawn too and the probabilities averaged over the draws.
+        The head integrates its own weight uncertainty; the hidden layers' weights enter as
+        ``hidden`` says (``"mean"``, the default, ``"linearized"`` or ``"sample"``).
         """
         self._check_fitted()
         if not self.head.is_classifier:
             raise AttributeError(f"predict_proba needs a classification head, not {self.head!r}")
-        X = check_features(X, self.n_features_in_, self.dtype)
-        proba = self.head.proba(self.head_state_, self._head_inputs(X, n_samples))
-        return proba.mean(axis=0) if proba.ndim == 3 else proba
+        X, draws = self._prepare(X, hidden, n_samples)
+        return predictive.proba(self.spec, self.state, X, hidden, draws, self.seed)
 
     def predict_quantiles(
         self,
         X,
         quantiles=(0.05, 0.5, 0.95),
         *,
-        n_samples: int | None = 100,
-        method: str = "linearized",
+        hidden: str = "linearized",
+        n_samples: int | None = None,
     ) -> np.ndarray:
-        r"""Quantiles of the predictive distribution of every output (regression heads).
+        """Quantiles of the predictive distribution of every output (regression heads).
 
-        With ``method="linearized"`` (the default, as in :meth:`predict`) the predictive is the
-        Gaussian of :meth:`predict_moments`, :math:`y_q = m + \sqrt{v}\,\Phi^{-1}(q)`.
-        With ``method="sample"`` it is the equal-weight mixture, over ``n_samples`` draws
-        :math:`s` of the hidden layers' weights, of the head's Gaussian predictive
-        :math:`N(m_s, v_s)` (the head's weights integrated analytically, the observation noise
-        included), so the quantiles carry the weight uncertainty of every layer plus the noise:
-
-        .. math::
-
-            F(y) = \frac{1}{S} \sum_{s=1}^{S} \Phi\Big(\frac{y - m_s}{\sqrt{v_s}}\Big),
-            \qquad y_q = F^{-1}(q),
-
-        inverted by bisection to float precision. ``n_samples=None`` (or 0) keeps the hidden
-        layers at their means: one Gaussian, :math:`y_q = m + \sqrt{v}\,\Phi^{-1}(q)`.
+        See :func:`bayeslayers.predictive.quantiles` for ``hidden`` and ``n_samples``.
 
         Returns
         -------
@@ -594,16 +494,8 @@ class Network:
             raise ValueError(
                 f"quantiles must be a 1-D sequence of numbers in (0, 1), got {quantiles!r}"
             )
-        X = check_features(X, self.n_features_in_, self.dtype)
-        if method == "sample":
-            mean, var = self.head.predictive(self.head_state_, self._head_inputs(X, n_samples))
-        else:
-            mean, var = self.predict_moments(X, n_samples, method=method)
-        sd = np.sqrt(var)
-        if mean.ndim == 2:
-            out = mean + sd * ndtri(q)[:, None, None]
-        else:
-            out = _mixture_quantiles(mean, sd, q)
+        X, draws = self._prepare(X, hidden, n_samples)
+        out = predictive.quantiles(self.spec, self.state, X, q, hidden, draws, self.seed)
         return out[..., 0] if self.n_outputs_ == 1 else out
 
     def health(self, X=None, Y=None) -> health.HealthReport:
@@ -627,36 +519,3 @@ class Network:
     def __repr__(self) -> str:
         inner = ", ".join(repr(layer) for layer in self.layers)
         return f"Network([{inner}], head={self.head!r}, covariance={self.covariance!r})"
-
-
-def _sample_prior_mean(X: np.ndarray, layer: Layer, bias_spread: float, rng) -> np.ndarray:
-    """First-layer prior mean ``(d + 1, units)`` built from input rows (no labels).
-
-    Each unit's weights are a centred row of ``X`` (drawn without replacement, with
-    replacement if ``X`` has fewer rows than units), scaled so that its pre-activations on
-    ``X`` have spread ``sqrt(init_gain / 2)`` (1 for ReLU); the bias centres them on the rows'
-    mean, plus ``N(0, bias_spread^2)``. A unit whose pre-activations have no spread on ``X``
-    gets NaN (the caller keeps its He draw).
-    """
-    mu = X.mean(axis=0)
-    pick = rng.choice(len(X), layer.units, replace=len(X) < layer.units)
-    W = (X[pick] - mu).T
-    spread = ((X - mu) @ W).std(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        W = W * (np.sqrt(layer.init_gain / 2.0) / np.where(spread > 0, spread, np.nan))
-    bias = -mu @ W + rng.normal(0.0, bias_spread, layer.units)
-    return np.vstack([W, bias])
-
-
-def _mixture_quantiles(mean: np.ndarray, sd: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Quantiles ``(Q, n, k)`` of equal-weight Gaussian mixtures over axis 0 of ``mean, sd``."""
-    shape = (len(q), *mean.shape[1:])
-    lo = np.broadcast_to((mean + sd * ndtri(q.min())).min(axis=0), shape).copy()
-    hi = np.broadcast_to((mean + sd * ndtri(q.max())).max(axis=0), shape).copy()
-    target = q[:, None, None]
-    for _ in range(64):  # [lo, hi] brackets every quantile asked for; halve it 64 times
-        mid = 0.5 * (lo + hi)
-        below = ndtr((mid[:, None] - mean) / sd).mean(axis=1) < target
-        lo = np.where(below, mid, lo)
-        hi = np.where(below, hi, mid)
-    return 0.5 * (lo + hi)

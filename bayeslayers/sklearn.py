@@ -252,15 +252,21 @@ class BayesLayersRegressor(RegressorMixin, _BayesLayersBase):
             self.n_outputs_ = network.n_outputs_
         return self
 
-    def predict(self, X, return_std: bool = False, n_samples: int = 100):
+    def predict(
+        self,
+        X,
+        return_std: bool = False,
+        hidden: str = "linearized",
+        n_samples: int | None = None,
+    ):
         """Posterior-mean prediction, and with ``return_std`` the predictive std.
 
         The std combines the head's weight uncertainty (analytic), the hidden layers' weight
-        uncertainty (``n_samples`` Monte Carlo draws) and the observation noise.
+        uncertainty (``hidden``, see :mod:`bayeslayers.predictive`) and the observation noise.
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False)
-        return self.network_.predict(X, return_std=return_std, n_samples=n_samples)
+        return self.network_.predict(X, return_std=return_std, hidden=hidden, n_samples=n_samples)
 
 
 class BayesLayersClassifier(ClassifierMixin, _BayesLayersBase):
@@ -341,15 +347,15 @@ class BayesLayersClassifier(ClassifierMixin, _BayesLayersBase):
             )
         return np.searchsorted(self.classes_, y)
 
-    def predict_proba(self, X, n_samples: int | None = None) -> np.ndarray:
+    def predict_proba(self, X, hidden: str = "mean", n_samples: int | None = None) -> np.ndarray:
         """Class probabilities ``(n, n_classes)`` in the order of ``classes_``.
 
-        The head's weight uncertainty is integrated by the head; with ``n_samples`` the hidden
-        layers' weights are drawn too and the probabilities averaged over the draws.
+        The head's weight uncertainty is integrated by the head; the hidden layers' as
+        ``hidden`` says (``"mean"``, ``"linearized"`` or ``"sample"`` with ``n_samples`` draws).
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False)
-        return self.network_.predict_proba(X, n_samples=n_samples)
+        return self.network_.predict_proba(X, hidden=hidden, n_samples=n_samples)
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row."""

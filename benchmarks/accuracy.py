@@ -38,7 +38,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-from bayeslayers import Network, heads, layers
+from bayeslayers import Network, engine, heads, layers
 from bayeslayers.datasets import load_dataset
 from bayeslayers.metrics import nll_gaussian, rmse
 
@@ -124,9 +124,9 @@ def run_control(data, setup, seed, overrides) -> dict:
         )
     else:  # the same data-dependent prior mean as the trained network's
         prior = Network([layers.ReLU(u) for u in setup["hidden"]], seed=seed, **kwargs)
-        prior._init_state(data.X_train.shape[1], 1, data.X_train)
+        prior.initialize(data.X_train, np.zeros(len(data.X_train)))
         F_train, F_test = (
-            prior._forward_means(X, prior.posteriors_)[0][:, :-1]
+            engine.forward(prior.spec, prior.posteriors_, X)[0][:, :-1]
             for X in (data.X_train, data.X_test)
         )
     kwargs = {k: v for k, v in kwargs.items() if k not in ("init", "sweeps")}

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import threadpoolctl
 
-from bayeslayers import Network, heads, layers
+from bayeslayers import Network, engine, heads, layers
 from bayeslayers._threads import blas_threads
 
 ARCHS = {"784-100-10": (100,), "784-400-400-10": (400, 400), "64-100-10": (100,)}
@@ -78,8 +78,8 @@ def dgemm_rate(size: int = 1000, repeats: int = 5, dtype: str = "float64") -> fl
 
 def active_share(net: Network, X: np.ndarray) -> list[float]:
     """Share of units with slope != 0 in every hidden layer, at the current means."""
-    _, cache = net._forward_means(X, net.posteriors_)
-    return [float((g != 0).mean()) for _, _, g, _ in cache]
+    _, trace = engine.forward(net.spec, net.posteriors_, X)
+    return [float((step.g != 0).mean()) for step in trace]
 
 
 def flops_per_sample(

@@ -175,12 +175,14 @@ def test_bad_input_after_fit_changes_nothing(X, y, error):
 def test_predictions_are_pure_and_repeatable(structure):
     net, X, _ = _fitted(structure)
     before = _state(net)
-    mean, std = net.predict(X, return_std=True, n_samples=30)
-    again_mean, again_std = net.predict(X, return_std=True, n_samples=30)
+    mean, std = net.predict(X, return_std=True, hidden="sample", n_samples=30)
+    again_mean, again_std = net.predict(X, return_std=True, hidden="sample", n_samples=30)
     np.testing.assert_array_equal(mean, again_mean)
     np.testing.assert_array_equal(std, again_std)
     # Row i's prediction does not depend on which other rows are predicted with it.
-    np.testing.assert_allclose(net.predict(X[:3], return_std=True, n_samples=30)[1], std[:3])
+    np.testing.assert_allclose(
+        net.predict(X[:3], return_std=True, hidden="sample", n_samples=30)[1], std[:3]
+    )
     _assert_same_state(before, net)
 
 
@@ -188,8 +190,8 @@ def test_classifier_probabilities_with_draws_are_pure():
     X, y = _data()
     net = Network([layers.ReLU(5)], head=heads.OneHot(), seed=3).fit(X, y > 0, batch_size=8)
     before = _state(net)
-    p = net.predict_proba(X, n_samples=20)
-    np.testing.assert_array_equal(p, net.predict_proba(X, n_samples=20))
+    p = net.predict_proba(X, hidden="sample", n_samples=20)
+    np.testing.assert_array_equal(p, net.predict_proba(X, hidden="sample", n_samples=20))
     _assert_same_state(before, net)
 
 
@@ -229,8 +231,8 @@ def test_predictions_bitwise_identical_after_save_and_load(structure, tmp_path):
     net, X, _ = _fitted(structure)
     loaded = load(net.save(tmp_path / "model.npz"))
     for a, b in zip(
-        (net.predict(X), *net.predict(X, return_std=True, n_samples=20)),
-        (loaded.predict(X), *loaded.predict(X, return_std=True, n_samples=20)),
+        (net.predict(X), *net.predict(X, return_std=True, hidden="sample", n_samples=20)),
+        (loaded.predict(X), *loaded.predict(X, return_std=True, hidden="sample", n_samples=20)),
         strict=True,
     ):
         assert a.tobytes() == b.tobytes()

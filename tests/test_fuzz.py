@@ -216,7 +216,7 @@ def test_regressor_configurations(params, data):
     reg = BayesLayersRegressor(batch_size=4, **params)
     if not _fits(reg, X, y, "regressor fit"):
         return
-    mean, std = reg.predict(X, return_std=True, n_samples=5)
+    mean, std = reg.predict(X, return_std=True, hidden="sample", n_samples=5)
     assert np.all(np.isfinite(mean)) and np.all(std > 0)
 
 

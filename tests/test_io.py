@@ -37,8 +37,8 @@ def test_regression_round_trip_identical(tmp_path, covariance):
     assert repr(back) == repr(net) and back.clip == 5.0 and back.seed == 3
     np.testing.assert_array_equal(back.predict(X), net.predict(X))
     for a, b in zip(
-        back.predict(X, return_std=True, n_samples=20),
-        net.predict(X, return_std=True, n_samples=20),
+        back.predict(X, return_std=True, hidden="sample", n_samples=20),
+        net.predict(X, return_std=True, hidden="sample", n_samples=20),
         strict=True,
     ):
         np.testing.assert_array_equal(a, b)
@@ -60,7 +60,8 @@ def test_classifier_round_trip_every_registered_head(tmp_path, kind):
     np.testing.assert_array_equal(back.predict(X), net.predict(X))
     np.testing.assert_array_equal(back.predict_proba(X), net.predict_proba(X))
     np.testing.assert_array_equal(
-        back.predict_proba(X, n_samples=5), net.predict_proba(X, n_samples=5)
+        back.predict_proba(X, hidden="sample", n_samples=5),
+        net.predict_proba(X, hidden="sample", n_samples=5),
     )
     assert type(back.head_state_) is type(net.head_state_)
 

@@ -85,7 +85,7 @@ def test_every_layer_and_structure_learns(kind, structure):
     net.partial_fit(X[:3], y[:3])
     early = np.sqrt(np.mean((net.predict(Xt) - yt) ** 2))
     net.partial_fit(X[3:], y[3:])
-    mean, std = net.predict(Xt, return_std=True, n_samples=10)
+    mean, std = net.predict(Xt, return_std=True, hidden="sample", n_samples=10)
     assert mean.shape == std.shape == yt.shape
     assert np.all(np.isfinite(mean)) and np.all(std > 0)
     late = np.sqrt(np.mean((mean - yt) ** 2))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bayeslayers import Network, heads, layers
+from bayeslayers import Network, heads, layers, predictive
 from bayeslayers import network as network_module
 
 
@@ -48,7 +48,7 @@ def test_one_step_reproduces_the_original_post():
     net = Network([layers.ReLU(6)], covariance="shared", damping=0.0, noise=1.0, seed=3)
     net.partial_fit(x, y)  # one sample
     prior = Network([layers.ReLU(6)], covariance="shared", seed=3)
-    prior._init_state(3, 1)
+    prior.initialize(x, y)
     W1, W2 = prior.posteriors_[0].mean, prior.head_state_.post.mean
     Lam1 = np.linalg.inv(prior.posteriors_[0].cov)
     Lam2 = np.linalg.inv(prior.head_state_.post.cov)
@@ -88,7 +88,7 @@ def test_classifier_predicts_labels_and_probabilities():
     proba = net.predict_proba(X)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-9)
     assert np.mean(net.predict(X) == names) > 0.95
-    drawn = net.predict_proba(X[:5], n_samples=8)
+    drawn = net.predict_proba(X[:5], hidden="sample", n_samples=8)
     np.testing.assert_allclose(drawn.sum(axis=1), 1.0, rtol=1e-9)
 
 
@@ -209,21 +209,32 @@ def test_linearized_predictive_matches_sampling_for_a_tight_posterior(kind, cova
         seed=2,
     ).fit(X, y)
     net.posteriors_ = [p._replace(cov=p.cov * 1e-6) for p in net.posteriors_]
-    head_var = net.head.predictive(net.head_state_, net._forward_means(X, net.posteriors_)[0])[1]
+    head_var = net.predict_moments(X, hidden="mean")[1]
     mean_lin, var_lin = net.predict_moments(X[:8])
     np.testing.assert_allclose(mean_lin, net.predict(X[:8])[:, None], rtol=1e-12)
     # Spread of the network output over draws of the hidden weights only.
-    draws = net._head_inputs(X[:8], 4000) @ net.head_state_.post.mean
+    draws = predictive.head_inputs(net.spec, net.state, X[:8], 4000, net.seed)
+    draws = draws @ net.head_state_.post.mean
     np.testing.assert_allclose(draws.mean(axis=0), mean_lin, atol=1e-3)
     body_lin = var_lin - head_var[:8]
     assert np.all(body_lin > 0)
     np.testing.assert_allclose(draws.var(axis=0), body_lin, rtol=0.15)
 
 
-def test_unknown_predictive_method():
+def test_unknown_hidden_mode():
     net = Network([layers.ReLU(3)]).fit(X_GOOD, Y_GOOD)
-    with pytest.raises(ValueError, match="method must be 'linearized' or 'sample'"):
-        net.predict(X_GOOD, return_std=True, method="laplace")
+    with pytest.raises(ValueError, match="hidden must be one of"):
+        net.predict(X_GOOD, return_std=True, hidden="laplace")
+
+
+def test_n_samples_only_with_sampling():
+    """``n_samples`` is the number of draws: given without ``hidden='sample'`` it is an error."""
+    net = Network([layers.ReLU(3)]).fit(X_GOOD, Y_GOOD)
+    with pytest.raises(ValueError, match="n_samples is the number of draws"):
+        net.predict(X_GOOD, return_std=True, n_samples=5)
+    few = net.predict(X_GOOD, return_std=True, hidden="sample", n_samples=2)[1]
+    many = net.predict(X_GOOD, return_std=True, hidden="sample", n_samples=500)[1]
+    assert not np.allclose(few, many)
 
 
 def test_training_runs_with_the_requested_blas_threads(monkeypatch):
@@ -259,7 +270,7 @@ def test_sample_init_uses_centred_inputs_at_unit_spread():
     """``init="samples"``: each first-layer column is a centred input row at unit spread."""
     X, _ = linear_data(n=80, d=4)
     net = Network([layers.ReLU(6), layers.ReLU(5)], init="samples", bias_spread=0.0)
-    net._init_state(4, 1, X)  # what the first fit / partial_fit call does with its inputs
+    net.initialize(X, np.zeros(len(X)))  # what the first fit / partial_fit call does
     W = net.posteriors_[0].mean
     Xc = X - X.mean(axis=0)
     for j in range(6):  # the column is parallel to one centred row
@@ -269,7 +280,7 @@ def test_sample_init_uses_centred_inputs_at_unit_spread():
     np.testing.assert_allclose(z.std(axis=0), 1.0, rtol=1e-12)  # unit pre-activation spread
     np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-12)  # centred (bias_spread=0)
     again = Network([layers.ReLU(6), layers.ReLU(5)], init="samples", bias_spread=0.0)
-    again._init_state(4, 1, X)
+    again.initialize(X, np.zeros(len(X)))
     np.testing.assert_array_equal(again.posteriors_[0].mean, W)  # a function of seed and X
 
 
@@ -277,10 +288,10 @@ def test_sample_init_falls_back_to_he_without_spread():
     """A single first row, or constant inputs, give the He prior mean."""
     X, _ = linear_data(n=5, d=3)
     he = Network([layers.ReLU(4)], init="he")
-    he._init_state(3, 1, X)
+    he.initialize(X, np.zeros(len(X)))
     for rows in (X[:1], np.ones((5, 3))):
         net = Network([layers.ReLU(4)], init="samples")
-        net._init_state(3, 1, rows)
+        net.initialize(rows, np.zeros(len(rows)))
         np.testing.assert_array_equal(net.posteriors_[0].mean, he.posteriors_[0].mean)
 
 

@@ -115,7 +115,7 @@ def test_regressor_learns_a_curve_with_calibrated_std():
     X = rng.uniform(-1, 1, (400, 1))
     y = np.sin(3 * X[:, 0]) + 0.1 * rng.normal(size=400)
     reg = BayesLayersRegressor(hidden=(40,), noise=0.01, random_state=0).fit(X[:300], y[:300])
-    mean, std = reg.predict(X[300:], return_std=True, n_samples=50)
+    mean, std = reg.predict(X[300:], return_std=True, hidden="sample", n_samples=50)
     rmse = float(np.sqrt(np.mean((mean - y[300:]) ** 2)))
     assert rmse < 0.25
     assert mean.shape == std.shape == (100,) and np.all(std > 0)
@@ -141,7 +141,7 @@ def test_multi_output_regression():
     X = rng.normal(size=(80, 3))
     Y = np.column_stack([X[:, 0], -X[:, 1]])
     reg = BayesLayersRegressor(hidden=(10,), batch_size=8, random_state=0).fit(X, Y)
-    mean, std = reg.predict(X, return_std=True, n_samples=10)
+    mean, std = reg.predict(X, return_std=True, hidden="sample", n_samples=10)
     assert mean.shape == std.shape == (80, 2) and reg.n_outputs_ == 2
 
 
@@ -230,8 +230,12 @@ def test_classifier_partial_fit_class_errors():
 
 def _outputs(model, X) -> list[np.ndarray]:
     if isinstance(model, BayesLayersClassifier):
-        return [model.predict(X), model.predict_proba(X), model.predict_proba(X, n_samples=5)]
-    return [model.predict(X), *model.predict(X, return_std=True, n_samples=5)]
+        return [
+            model.predict(X),
+            model.predict_proba(X),
+            model.predict_proba(X, hidden="sample", n_samples=5),
+        ]
+    return [model.predict(X), *model.predict(X, return_std=True, hidden="sample", n_samples=5)]
 
 
 @pytest.mark.parametrize("cls", [BayesLayersRegressor, BayesLayersClassifier])
@@ -256,7 +260,7 @@ from bayeslayers.sklearn import BayesLayersRegressor
 rng = np.random.default_rng(0)
 X = rng.normal(size=(50, 3))
 reg = BayesLayersRegressor(hidden=(6,), batch_size=5, random_state=3).fit(X, np.sin(X[:, 0]))
-mean, std = reg.predict(X, return_std=True, n_samples=10)
+mean, std = reg.predict(X, return_std=True, hidden="sample", n_samples=10)
 print((mean.tobytes() + std.tobytes()).hex())
 """
 

@@ -1,0 +1,278 @@
+r"""The pure training core: a static network description, its state and one training step.
+
+Everything that trains or inspects a network goes through these functions; :class:`Network`
+is a thin shell around them (validation, atomicity, progress, the scikit-learn surface).
+
+* :class:`NetSpec` is static: the layers, the head, every layer's covariance structure and
+  pseudo-noise, the damping and clip of the backward step, all resolved once.
+* :class:`NetState` is what training changes: the hidden layers' weight posteriors and the
+  head's state. Functions return a new state; they never modify one passed in (except with
+  ``overwrite=True``, for a caller that owns private copies).
+* :func:`forward` runs the network at the posterior means and keeps, for each hidden layer,
+  its input :math:`x_l = [a_{l-1}, 1]`, its output :math:`h_l` and its linearization
+  :math:`\phi(z) \approx g_l \circ z + b_l` (:class:`LayerTrace`).
+* :func:`train_step` is one step of the method on a batch:
+
+  1. forward at the means;
+  2. update the head towards the targets;
+  3. from the updated head, solve the damped minimum-norm correction :math:`\delta` of the top
+     hidden output (:func:`bayeslayers.propagation.solve_targets`) over the entries that can
+     move (:math:`g \ne 0`), giving the target :math:`h^* = h + \delta`;
+  4. update that layer with pseudo-observations
+     :math:`h^* - b = g \circ (x W) + \varepsilon`, :math:`\varepsilon \sim N(0, \sigma_l^2)`
+     (:func:`bayeslayers.conjugate.update`), compute the residual of the updated layer
+     :math:`e = h^* - (g \circ (x W_{new}) + b)` and the target of the layer below; repeat
+     down to the input.
+
+  It returns :class:`StepInfo`: every layer's :class:`~bayeslayers.conjugate.UpdateInfo` and
+  the largest target correction per layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from bayeslayers import conjugate, health
+from bayeslayers.conjugate import UpdateInfo, WeightPosterior
+from bayeslayers.layers import Layer
+from bayeslayers.propagation import solve_targets
+
+__all__ = [
+    "LayerTrace",
+    "NetSpec",
+    "NetState",
+    "StepInfo",
+    "forward",
+    "init_state",
+    "sample_prior_mean",
+    "train_step",
+    "with_bias",
+]
+
+
+class NetSpec(NamedTuple):
+    r"""Static description of a network, resolved once from its parameters.
+
+    Attributes
+    ----------
+    layers : tuple of Layer
+        Hidden layers, input side first.
+    head : Head
+        The output layer.
+    structures : tuple of str
+        Covariance structure of each hidden layer (a key of ``conjugate.STRUCTURES``).
+    head_structure : str
+        Covariance structure of the head's weights.
+    noises : tuple of float
+        Pseudo-observation noise variance :math:`\sigma_l^2` of each hidden layer.
+    damping : float
+        :math:`\lambda` of the target solve.
+    clip : float or None
+        Clip on every entry of a target correction.
+    """
+
+    layers: tuple[Layer, ...]
+    head: Any
+    structures: tuple[str, ...]
+    head_structure: str
+    noises: tuple[float, ...]
+    damping: float
+    clip: float | None
+
+
+class NetState(NamedTuple):
+    """What training changes: hidden posteriors (input side first) and the head's state."""
+
+    hidden: tuple[WeightPosterior, ...]
+    head: Any
+
+
+class LayerTrace(NamedTuple):
+    r"""One hidden layer in a forward pass at the means (rows ``n``, inputs ``d``, units ``m``).
+
+    Attributes
+    ----------
+    x : ndarray of shape (n, d + 1)
+        Input with the bias column.
+    h : ndarray of shape (n, m)
+        Output :math:`\phi(x W)`.
+    g, b : ndarray of shape (n, m)
+        Slope and offset of the activation at the pre-activation; ``g = 0``: unit not taking
+        part.
+    """
+
+    x: np.ndarray
+    h: np.ndarray
+    g: np.ndarray
+    b: np.ndarray
+
+
+class StepInfo(NamedTuple):
+    r"""Diagnostics of one :func:`train_step`, kept apart from the state.
+
+    Attributes
+    ----------
+    layers : tuple of UpdateInfo
+        Each hidden layer's update (input side first).
+    corrections : tuple of float
+        Largest :math:`|\delta|` of each hidden layer's target correction (input side first).
+    """
+
+    layers: tuple[UpdateInfo, ...]
+    corrections: tuple[float, ...]
+
+
+def with_bias(a: np.ndarray) -> np.ndarray:
+    """Append the constant-1 bias column: ``x = [a, 1]``."""
+    return np.concatenate([a, np.ones((*a.shape[:-1], 1), dtype=a.dtype)], axis=-1)
+
+
+def forward(
+    spec: NetSpec, hidden: Sequence[WeightPosterior], A: np.ndarray
+) -> tuple[np.ndarray, tuple[LayerTrace, ...]]:
+    """Forward pass at the posterior means.
+
+    Returns
+    -------
+    head_inputs : ndarray of shape (n, D)
+        The top hidden output with the bias column (the inputs, for a network without hidden
+        layers).
+    trace : tuple of LayerTrace
+        Per hidden layer, input side first.
+    """
+    trace = []
+    for layer, post in zip(spec.layers, hidden, strict=True):
+        x = with_bias(A)
+        z = x @ post.mean
+        g, b = layer.linearize(z)
+        A = layer.activate(z)
+        trace.append(LayerTrace(x, A, g, b))
+    return with_bias(A), tuple(trace)
+
+
+def train_step(
+    spec: NetSpec,
+    state: NetState,
+    X: np.ndarray,
+    T: np.ndarray,
+    fraction: float,
+    *,
+    overwrite: bool = False,
+) -> tuple[NetState, StepInfo]:
+    """One training step on a batch ``(X, T)`` (see the module docstring); pure.
+
+    Parameters
+    ----------
+    spec : NetSpec
+    state : NetState
+    X : ndarray of shape (n, d)
+        Inputs.
+    T : ndarray of shape (n, k)
+        The head's working targets (``head.encode``).
+    fraction : float
+        Tempering fraction :math:`c` in (0, 1].
+    overwrite : bool
+        Update the hidden posteriors' arrays in place (the caller owns private copies).
+
+    Returns
+    -------
+    (NetState, StepInfo)
+
+    Raises
+    ------
+    FloatingPointError, numpy.linalg.LinAlgError
+        Naming the layer whose update failed; ``state`` is then unchanged (unless
+        ``overwrite``).
+    """
+    xh, trace = forward(spec, state.hidden, X)
+    with health.named_failure("the head"):
+        head_state = spec.head.update(state.head, xh, T, fraction)
+    E, J = spec.head.residual(head_state, xh, T)
+    scale = None  # column scales of J: the slopes of the layer above (none for the head)
+    new = list(state.hidden)
+    infos: list[UpdateInfo] = [UpdateInfo(0.0, 0.0)] * len(new)
+    corrections = [0.0] * len(new)
+    for i in reversed(range(len(spec.layers))):
+        x, h, g, b = trace[i]
+        movable = g != 0
+        delta = solve_targets(E, J, spec.damping, spec.clip, rows=movable, cols=scale)
+        corrections[i] = float(np.abs(delta).max(initial=0.0))
+        target = h + delta
+        with health.named_failure(f"hidden layer {i}"):
+            new[i], infos[i] = conjugate.update(
+                state.hidden[i],
+                x,
+                target - b,
+                g,
+                noise=spec.noises[i],
+                fraction=fraction,
+                overwrite=overwrite,
+            )
+        if i:
+            W = new[i].mean
+            E = np.where(movable, target - (g * (x @ W) + b), 0.0)
+            J, scale = W[:-1], g
+    names = [f"hidden layer {i}" for i in range(len(new))]
+    health.check_posteriors([*new, head_state], [*names, "the head"])
+    return NetState(tuple(new), head_state), StepInfo(tuple(infos), tuple(corrections))
+
+
+def init_state(
+    spec: NetSpec,
+    n_features: int,
+    n_outputs: int,
+    *,
+    prior_precision: float,
+    head_noise: float,
+    bias_spread: float,
+    rng: np.random.Generator,
+    dtype: np.dtype,
+    sample_rows: np.ndarray | None = None,
+) -> NetState:
+    """The prior: He-scaled weight means, hidden biases with spread ``bias_spread``.
+
+    Every weight has prior variance ``1 / prior_precision``. With ``sample_rows`` (the first
+    call's inputs, never labels; at least two rows) the first hidden layer's mean comes from
+    them (:func:`sample_prior_mean`); units without spread on those rows keep their He draw.
+    The head's mean is zero.
+    """
+    prior_var = 1.0 / prior_precision
+    hidden = []
+    fan_in = n_features
+    for i, (layer, structure) in enumerate(zip(spec.layers, spec.structures, strict=True)):
+        mean = np.empty((fan_in + 1, layer.units), dtype=dtype)
+        mean[:-1] = rng.normal(0.0, np.sqrt(layer.init_gain / fan_in), (fan_in, layer.units))
+        mean[-1] = rng.normal(0.0, bias_spread, layer.units)
+        if i == 0 and sample_rows is not None and len(sample_rows) > 1:
+            sampled = sample_prior_mean(sample_rows, layer, bias_spread, rng)
+            flat = ~np.isfinite(sampled).all(axis=0)  # no spread on the rows: keep He
+            mean[:, ~flat] = sampled[:, ~flat]
+        hidden.append(conjugate.init(structure, mean, prior_var))
+        fan_in = layer.units
+    head_mean = np.zeros((fan_in + 1, n_outputs), dtype=dtype)
+    head = spec.head.init(head_mean, prior_var, spec.head_structure, head_noise)
+    return NetState(tuple(hidden), head)
+
+
+def sample_prior_mean(
+    X: np.ndarray, layer: Layer, bias_spread: float, rng: np.random.Generator
+) -> np.ndarray:
+    """First-layer prior mean ``(d + 1, units)`` built from input rows (no labels).
+
+    Each unit's weights are a centred row of ``X`` (drawn without replacement, with
+    replacement if ``X`` has fewer rows than units), scaled so that its pre-activations on
+    ``X`` have spread ``sqrt(init_gain / 2)`` (1 for ReLU); the bias centres them on the rows'
+    mean, plus ``N(0, bias_spread^2)``. A unit whose pre-activations have no spread on ``X``
+    gets NaN (the caller keeps its He draw).
+    """
+    mu = X.mean(axis=0)
+    pick = rng.choice(len(X), layer.units, replace=len(X) < layer.units)
+    W = (X[pick] - mu).T
+    spread = ((X - mu) @ W).std(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        W = W * (np.sqrt(layer.init_gain / 2.0) / np.where(spread > 0, spread, np.nan))
+    bias = -mu @ W + rng.normal(0.0, bias_spread, layer.units)
+    return np.vstack([W, bias])
