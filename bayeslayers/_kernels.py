@@ -4,7 +4,7 @@ NumPy pays a few microseconds per call; a row-by-row filter over a 784-100 layer
 ten calls per row, so a NumPy version is all overhead. These kernels run the same arithmetic in
 one compiled loop. numba is a dependency of PyTensor, hence of PyMC, so it costs no new install.
 
-Kernels are compiled on first use (0.8-1.6 s each here) and cached on disk
+Kernels are compiled on first use (about a second each) and cached on disk
 (``cache=True``, in ``__pycache__``); float64 and float32 arrays get their own compiled
 versions. Arrays should be C-contiguous: other layouts work but compile (and run) a slower
 version.

@@ -2,9 +2,8 @@
 
 A training step is a long chain of small BLAS/LAPACK calls (a few rows against one layer). A
 multithreaded BLAS wakes its threads for each of them, and on a machine whose cores are busy
-the hand-offs cost far more than the arithmetic: on the 2-core reference machine a 784-100-10
-network with ``"unit"`` covariance trained at 2 samples/s with the default two OpenBLAS threads
-and at 23 samples/s with one (``benchmarks/throughput.py``, batch 1).
+the hand-offs cost far more than the arithmetic: one thread is several times faster for small
+batches (``benchmarks/throughput.py --blas-threads 1 0``; figures in ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
