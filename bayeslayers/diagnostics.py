@@ -149,11 +149,10 @@ def to_inference_data(
             so units off at the mean stay off and the draws of :math:`f_s` have the
             linearized predictive's mean and variance. It is the default because it is the
             predictive that ``predict`` and ``predict_quantiles`` report, so :func:`compare`
-            scores what users get, and ``posterior`` keeps every layer. Held-out elpd per
-            point (benchmarks/RESULTS.md): sin(3x), ``unit``: 0.831 against 0.837 for
-            ``"mean"`` and -4.0 for ``"sample"``; digits one-hot: 5-seed median NLL 0.158,
-            0.156 and 0.240. With ``"diag"`` covariance the linearized predictive is too
-            wide (sin(3x): 0.34 against 0.77 for ``"mean"``), as it is in ``predict``.
+            scores what users get, and ``posterior`` keeps every layer. Its held-out elpd
+            is close to ``"mean"``'s and far above ``"sample"``'s (benchmarks/RESULTS.md,
+            Calibration). With ``"diag"`` covariance the linearized predictive is too wide,
+            as it is in ``predict``.
         ``"mean"``
             Hidden layers at their posterior means; only the head is drawn (a last-layer
             posterior).
@@ -161,8 +160,7 @@ def to_inference_data(
             The full nonlinear forward pass with every layer drawn. Units that were rarely
             active kept most of their prior variance; a draw switches them on with
             prior-scale weights, which widens the predictive enormously with ``"unit"`` and
-            ``"diag"`` (sin(3x): 90% intervals about 80 wide; digits: NLL 0.28 against 0.15,
-            benchmarks/RESULTS.md). Compare with :func:`compare`.
+            ``"diag"`` (benchmarks/RESULTS.md). Compare with :func:`compare`.
     chunk_size : int
         Draws per forward pass; bounds the working memory to about
         ``chunk_size * n * (widest layer)`` numbers (weights of the chunk included).
