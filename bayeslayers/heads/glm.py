@@ -58,8 +58,8 @@ Levenberg-Marquardt step :math:`\delta a = g^\top W^\top (W \tilde H W^\top + \l
 
 This departs from the Gaussian head, whose residual is taken after its update: a probit or
 logistic head that has just been updated on a row already explains it, the gradient nearly
-vanishes and the body stops learning (digits, 64-100-10, probit ADF, no floor: 95.8% test
-accuracy whether the hidden layer learns or is frozen; 97.1% with ``"before"``).
+vanishes and the body stops learning: its accuracy is that of a frozen hidden layer
+(benchmarks/RESULTS.md).
 ``body_target="after"`` keeps the other behaviour for comparison. Without the floor, a
 confidently wrong prediction (:math:`H \to 0`) asks for corrections of the hidden outputs
 up to 75 (logistic head on digits), which wrecks the hidden layer.
@@ -161,9 +161,8 @@ class _GLMHead:
         :math:`\kappa \ge 0` added to the curvature :math:`H` for the body's target (a trust
         region in :math:`\eta`): the step is at most about :math:`|g| / \kappa`, where a
         confidently wrong prediction (:math:`H \to 0`) would otherwise ask for a huge one.
-        Default 0 for ``Probit`` and 0.1 for ``Logistic`` (digits, 64-100-10, network damping
-        1e-2: probit ADF 97.1% test accuracy with 0, 96.4% with 0.01, 96.0% with 0.1; logistic
-        Laplace 85.8% with 0, 91.6% with 0.01, 94.9% with 0.1, and 96.2% with 0 and damping 0.3).
+        Default 0 for ``Probit`` and 0.1 for ``Logistic``, the most accurate values on digits
+        (benchmarks/RESULTS.md).
 
     Notes
     -----
