@@ -62,7 +62,7 @@ vanishes and the body stops learning: its accuracy is that of a frozen hidden la
 (benchmarks/RESULTS.md).
 ``body_target="after"`` keeps the other behaviour for comparison. Without the floor, a
 confidently wrong prediction (:math:`H \to 0`) asks for corrections of the hidden outputs
-up to 75 (logistic head on digits), which wrecks the hidden layer.
+far larger than the outputs themselves, which wrecks the hidden layer.
 """
 
 from __future__ import annotations
