@@ -44,9 +44,11 @@ __all__ = [
     "LayerTrace",
     "NetSpec",
     "NetState",
+    "NoiseState",
     "StepInfo",
     "forward",
     "init_state",
+    "learn_noise",
     "sample_prior_mean",
     "train_step",
     "with_bias",
@@ -66,8 +68,9 @@ class NetSpec(NamedTuple):
         Covariance structure of each hidden layer (a key of ``conjugate.STRUCTURES``).
     head_structure : str
         Covariance structure of the head's weights.
-    noises : tuple of float
-        Pseudo-observation noise variance :math:`\sigma_l^2` of each hidden layer.
+    noises : tuple of (float or None)
+        Pseudo-observation noise variance :math:`\sigma_l^2` of each hidden layer; ``None``:
+        learned from the layer's own innovations (:func:`learn_noise`).
     damping : float
         :math:`\lambda` of the target solve.
     clip : float or None
@@ -78,16 +81,34 @@ class NetSpec(NamedTuple):
     head: Any
     structures: tuple[str, ...]
     head_structure: str
-    noises: tuple[float, ...]
+    noises: tuple[float | None, ...]
     damping: float
     clip: float | None
 
 
+class NoiseState(NamedTuple):
+    r"""Running estimate of a hidden layer's pseudo-noise variance, :math:`\hat\sigma^2 = b / a`.
+
+    Attributes
+    ----------
+    a : float
+        Half the number of scalar pseudo-observations seen (plus the prior's).
+    b : float
+        Half the sum of their scaled squared innovations (plus the prior's).
+    """
+
+    a: float
+    b: float
+
+
 class NetState(NamedTuple):
-    """What training changes: hidden posteriors (input side first) and the head's state."""
+    """What training changes: hidden posteriors (input side first), the head's state and the
+    hidden layers' noise estimates (:class:`NoiseState`; fixed for a layer with a set noise).
+    """
 
     hidden: tuple[WeightPosterior, ...]
     head: Any
+    noise: tuple[NoiseState, ...]
 
 
 class LayerTrace(NamedTuple):
@@ -193,6 +214,7 @@ def train_step(
     E, J = spec.head.residual(head_state, xh, T)
     scale = None  # column scales of J: the slopes of the layer above (none for the head)
     new = list(state.hidden)
+    noise = list(state.noise)
     infos: list[UpdateInfo] = [UpdateInfo(0.0, 0.0)] * len(new)
     corrections = [0.0] * len(new)
     for i in reversed(range(len(spec.layers))):
@@ -207,17 +229,43 @@ def train_step(
                 x,
                 target - b,
                 g,
-                noise=spec.noises[i],
+                noise=noise[i].b / noise[i].a,
                 fraction=fraction,
                 overwrite=overwrite,
             )
+        if spec.noises[i] is None:
+            noise[i] = learn_noise(noise[i], infos[i], fraction)
         if i:
             W = new[i].mean
             E = np.where(movable, target - (g * (x @ W) + b), 0.0)
             J, scale = W[:-1], g
     names = [f"hidden layer {i}" for i in range(len(new))]
     health.check_posteriors([*new, head_state], [*names, "the head"])
-    return NetState(tuple(new), head_state), StepInfo(tuple(infos), tuple(corrections))
+    state = NetState(tuple(new), head_state, tuple(noise))
+    return state, StepInfo(tuple(infos), tuple(corrections))
+
+
+def learn_noise(noise: NoiseState, info: UpdateInfo, fraction: float) -> NoiseState:
+    r"""Update a hidden layer's pseudo-noise estimate from the innovations of one update.
+
+    The update at noise :math:`\sigma^2` reports :math:`q = \sigma^2 \sum_i r_i^2 / S_i`
+    over its :math:`N = n_{obs} / c` scalar pseudo-observations (``info.quad``,
+    ``info.n_obs``), with innovations :math:`r_i` and their predicted variances
+    :math:`S_i = \sigma^2 / c + g_i^2 x_i^\top \Sigma x_i`. The estimate accumulates
+
+    .. math::
+
+        a \leftarrow a + N / 2, \qquad b \leftarrow b + q / 2, \qquad
+        \hat\sigma^2 = b / a,
+
+    the Inverse-Gamma form of an innovation-based adaptive filter: where the innovations are
+    larger than the filter predicts (:math:`r^2 / S > 1` on average) the estimate grows, where
+    smaller it shrinks, and its fixed point is the noise at which the layer's one-step-ahead
+    predictions are calibrated (:math:`E[r^2 / S] = 1`).
+    """
+    if not info.n_obs:
+        return noise
+    return NoiseState(noise.a + info.n_obs / (2 * fraction), noise.b + info.quad / 2)
 
 
 def init_state(
@@ -227,6 +275,7 @@ def init_state(
     *,
     prior_precision: float,
     head_noise: float,
+    hidden_noise: float,
     bias_spread: float,
     rng: np.random.Generator,
     dtype: np.dtype,
@@ -237,7 +286,8 @@ def init_state(
     Every weight has prior variance ``1 / prior_precision``. With ``sample_rows`` (the first
     call's inputs, never labels; at least two rows) the first hidden layer's mean comes from
     them (:func:`sample_prior_mean`); units without spread on those rows keep their He draw.
-    The head's mean is zero.
+    The head's mean is zero. Every hidden layer's noise starts at its set value, or at
+    ``hidden_noise`` held with the weight of two pseudo-observations where it is learned.
     """
     prior_var = 1.0 / prior_precision
     hidden = []
@@ -254,7 +304,10 @@ def init_state(
         fan_in = layer.units
     head_mean = np.zeros((fan_in + 1, n_outputs), dtype=dtype)
     head = spec.head.init(head_mean, prior_var, spec.head_structure, head_noise)
-    return NetState(tuple(hidden), head)
+    noise = tuple(
+        NoiseState(1.0, hidden_noise if fixed is None else fixed) for fixed in spec.noises
+    )
+    return NetState(tuple(hidden), head, noise)
 
 
 def sample_prior_mean(

@@ -17,7 +17,7 @@ import numpy as np
 
 from bayeslayers import conjugate, engine, health, predictive
 from bayeslayers._atomic import unchanged_on_error
-from bayeslayers._threads import blas_threads
+from bayeslayers._threads import blas_threads, one_at_a_time
 from bayeslayers._validation import check_count, check_features, check_labels, check_targets
 from bayeslayers.heads import Gaussian
 from bayeslayers.layers import Layer
@@ -64,8 +64,9 @@ class Network:
     noise : float
         Observation noise variance :math:`\\sigma^2` of the head.
     hidden_noise : float, optional
-        Noise variance of the hidden layers' pseudo-observations; ``noise`` if omitted. A layer's
-        own ``noise`` overrides it.
+        Noise variance of the hidden layers' pseudo-observations. Omitted (the default): learned
+        per layer from its own innovations during the pass
+        (:func:`bayeslayers.engine.learn_noise`). A layer's own ``noise`` overrides it.
     damping : float
         :math:`\\lambda` of the target solve; 0 gives the original post's pseudo-inverse.
     clip : float, optional
@@ -189,7 +190,9 @@ class Network:
             head=self.head,
             structures=tuple(layer.covariance or self.covariance for layer in self.layers),
             head_structure=self.head.covariance or self.covariance,
-            noises=tuple(layer.noise or self.hidden_noise or self.noise for layer in self.layers),
+            noises=tuple(
+                self.hidden_noise if layer.noise is None else layer.noise for layer in self.layers
+            ),
             damping=self.damping,
             clip=self.clip,
         )
@@ -198,7 +201,7 @@ class Network:
     def state(self) -> engine.NetState:
         """The fitted :class:`~bayeslayers.engine.NetState` (hidden posteriors and head)."""
         self._check_fitted()
-        return engine.NetState(tuple(self.posteriors_), self.head_state_)
+        return engine.NetState(tuple(self.posteriors_), self.head_state_, tuple(self.noise_))
 
     def _init_state(self, n_features: int, n_outputs: int, X: np.ndarray) -> None:
         rng = np.random.default_rng(self.seed)
@@ -208,12 +211,17 @@ class Network:
             n_outputs,
             prior_precision=self.prior_precision,
             head_noise=self.noise,
+            hidden_noise=1.0,
             bias_spread=self.bias_spread,
             rng=rng,
             dtype=np.dtype(self.dtype),
             sample_rows=X if self.init == "samples" else None,
         )
-        self.posteriors_, self.head_state_ = list(state.hidden), state.head
+        self.posteriors_, self.head_state_, self.noise_ = (
+            list(state.hidden),
+            state.head,
+            list(state.noise),
+        )
         self.n_features_in_ = n_features
         self.n_outputs_ = n_outputs
         self.n_samples_seen_ = 0
@@ -251,18 +259,20 @@ class Network:
         index = np.searchsorted(self.classes_, y)
         return X, self.head.encode(index, len(self.classes_)).astype(self.dtype)
 
+    @one_at_a_time  # one thread at a time trains this network (others wait)
     def initialize(self, X, Y, classes=None) -> Network:
         """Set the prior from ``(X, Y)`` without training (shapes, classes, sampled init).
 
         Any fitted state is dropped; afterwards the network predicts with its prior.
         """
         with self._atomic():
-            for attr in ("posteriors_", "head_state_", "classes_", "n_samples_seen_"):
+            for attr in ("posteriors_", "head_state_", "noise_", "classes_", "n_samples_seen_"):
                 self.__dict__.pop(attr, None)
             self.encode(X, Y, classes)
         return self
 
     # -------------------------------------------------------------- training
+    @one_at_a_time  # one thread at a time trains this network (others wait)
     def partial_fit(
         self,
         X,
@@ -329,6 +339,7 @@ class Network:
         state = engine.NetState(
             tuple(p._replace(mean=p.mean.copy(), cov=p.cov.copy()) for p in self.posteriors_),
             self.head_state_,
+            tuple(self.noise_),
         )
         for start in starts:
             rows = order[start : start + batch_size]
@@ -344,6 +355,7 @@ class Network:
                     )
                 )
         self.posteriors_, self.head_state_ = list(state.hidden), state.head
+        self.noise_ = list(state.noise)
         self.n_samples_seen_ += len(X)
 
     def _snapshot(self, state: engine.NetState, rows_done: int) -> Network:
@@ -352,10 +364,12 @@ class Network:
         net.__dict__ = dict(self.__dict__)
         net.posteriors_ = [p._replace(mean=p.mean.copy(), cov=p.cov.copy()) for p in state.hidden]
         net.head_state_ = copy.deepcopy(state.head)
+        net.noise_ = list(state.noise)
         net.n_samples_seen_ = self.n_samples_seen_ + rows_done
         net._rng = copy.deepcopy(self._rng)
         return net
 
+    @one_at_a_time  # one thread at a time trains this network (others wait)
     def fit(
         self,
         X,
@@ -382,7 +396,7 @@ class Network:
         c = 1.0 / passes if fraction is None else fraction
         start = time.perf_counter()
         with self._atomic():
-            for attr in ("posteriors_", "head_state_", "classes_", "n_samples_seen_"):
+            for attr in ("posteriors_", "head_state_", "noise_", "classes_", "n_samples_seen_"):
                 self.__dict__.pop(attr, None)
             for k in range(passes):
                 self.partial_fit(

@@ -48,6 +48,8 @@ def main() -> None:
         model = dict(cfg.model)  # every layer and head parameter explicit, defaults included
         model["head"] = _explicit(net.head)
         model["layers"] = [_explicit(layer) for layer in net.layers]
+        if model.get("hidden_noise") is None:  # what an omitted hidden_noise resolved to
+            model["hidden_noise"] = model["noise"]
         tables[key] = {"model": model, "train": cfg.train}
         print(key, arrays[f"{key}.out"].ravel()[:3])
     arrays["tables"] = np.array(json.dumps(tables))
