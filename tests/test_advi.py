@@ -129,11 +129,11 @@ def test_advi_head_in_a_network_with_fixed_features(link):
     net = Network([], head=head, prior_precision=1.0)
     net.partial_fit(X[:, :2], y, classes=[0, 1])
     state = net.head_state_
-    assert (state.n_refits, state.n_buffered) == (1, 36)
+    assert (state.fit.n_refits, state.fit.n_buffered) == (1, 36)
     assert state.post.structure == "diag"
     net.fit(X[:, :2], y)
     state = net.head_state_
-    assert (state.n_refits, state.n_buffered) == (2, 0)
+    assert (state.fit.n_refits, state.fit.n_buffered) == (2, 0)
     exact_mean, exact_sd = _exact_posterior(link, X, y)
     # Tolerance 0.75 exact sd: two online mean-field chunks put the probit's first weight
     # 0.66 sd (200 steps per refit) or 0.63 sd (1000 steps) from the exact mean.

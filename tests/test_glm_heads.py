@@ -32,7 +32,7 @@ def _one_row_state(head, n_classes: int, rng, structure: str = "unit"):
     A = rng.normal(size=(C, 4, 4))
     cov = A @ np.swapaxes(A, 1, 2) / 4 + 0.1 * np.eye(4)
     post = conjugate.WeightPosterior("unit", rng.normal(size=(4, C)), cov)
-    return state._replace(post=post, prior=post, before=post)
+    return state._replace(post=post, before=post)
 
 
 @pytest.mark.parametrize(
@@ -221,7 +221,7 @@ def test_string_labels_and_state_layout():
     state = net.head_state_
     assert isinstance(state, GLMState)
     assert state.post.mean.shape == (6, 3)
-    assert state.buffer_X.shape == (0, 6)  # closed-form fits buffer nothing
+    assert state.fit is None  # closed-form fits carry nothing beyond the posterior
     logit = Network([], head=heads.Logistic(), seed=0).fit(X, labels)
     assert logit.head_state_.post.mean.shape == (3, 2)  # reference class pinned
 
@@ -276,3 +276,28 @@ def test_bad_parameters_raise(cls, kwargs, match):
 def test_encode_needs_two_classes():
     with pytest.raises(ValueError, match="n_classes must be >= 2"):
         Probit().encode(np.array([0, 0]), 1)
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.1])
+def test_logistic_structured_solves_match_the_dense_hessian(floor):
+    """Newton solves and the whitened residual use diag(p) - p p^T in O(C), as the dense forms."""
+    rng = np.random.default_rng(4)
+    head = Logistic(curvature_floor=floor)
+    eta = rng.normal(0, 3, (5, 6))
+    Y = np.eye(7)[rng.integers(0, 7, 5)]
+    g, q = head._grad_curv(eta, Y)
+    H = head._dense_hessian(q)
+    extra, rhs = rng.uniform(0.1, 2, (5, 6)), rng.normal(size=(5, 6))
+    want = np.linalg.solve(H + extra[:, None, :] * np.eye(6), rhs[..., None])[..., 0]
+    np.testing.assert_allclose(head._solve(q, extra, rhs), want, rtol=1e-10)
+    W = rng.normal(size=(4, 6))
+    E, J = head._whiten(g, q, W)
+    H_floor = H + (floor + 1e-12) * np.eye(6)
+    # J J^T = W H W^T and E J^T = g^T W^T: what the body's step depends on
+    np.testing.assert_allclose(J @ np.swapaxes(J, 1, 2), W @ H_floor @ W.T, rtol=1e-10)
+    np.testing.assert_allclose(np.einsum("nc,ndc->nd", E, J), g @ W.T, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(
+        np.sum(E**2, axis=1),
+        np.einsum("nc,nc->n", g, np.linalg.solve(H_floor, g[..., None])[..., 0]),
+        rtol=1e-8,
+    )

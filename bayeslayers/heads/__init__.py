@@ -21,7 +21,7 @@ from typing import Any
 from bayeslayers.heads._protocol import ClassifierHead, Head
 from bayeslayers.heads.argmax import argmax_log_proba, argmax_probabilities
 from bayeslayers.heads.gaussian import Gaussian, GaussianState, OneHot
-from bayeslayers.heads.glm import GLMState, Logistic, Probit
+from bayeslayers.heads.glm import GLMState, Logistic, Probit, state_from_legacy
 
 __all__ = [
     "HEADS",
@@ -44,7 +44,7 @@ HEADS: dict[str, type] = {cls.kind: cls for cls in (Gaussian, OneHot, Probit, Lo
 #: State types saved by earlier versions under another name (``"module:Name"`` in a model file),
 #: each mapped to a function that builds today's state from the saved fields (as keywords).
 LEGACY_STATES: dict[str, Callable[..., Any]] = {
-    "bayeslayers.glm_heads:GLMState": GLMState,
+    "bayeslayers.glm_heads:GLMState": state_from_legacy,
 }
 
 

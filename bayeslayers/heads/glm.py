@@ -67,8 +67,9 @@ far larger than the outputs themselves, which wrecks the hidden layer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 from scipy.special import log_ndtr, log_softmax, softmax
@@ -76,9 +77,7 @@ from scipy.special import log_ndtr, log_softmax, softmax
 from bayeslayers import conjugate
 from bayeslayers._validation import check_count
 
-__all__ = ["FITS", "GLMState", "Logistic", "Probit"]
-
-FITS = ("laplace", "adf", "advi")
+__all__ = ["FITS", "ADVIBuffer", "Fit", "GLMState", "Logistic", "Probit", "state_from_legacy"]
 
 # Curvatures below this are treated as this (keeps the working response finite).
 _MIN_CURVATURE = 1e-12
@@ -94,17 +93,31 @@ class GLMState(NamedTuple):
     ----------
     post : WeightPosterior
         Current weight posterior, used for predictions.
-    prior : WeightPosterior
-        ``"advi"``: the posterior at the last refit (the prior of the chunk being filled);
-        the other fits keep it equal to ``post``.
     before : WeightPosterior
         The posterior before the last :meth:`~_GLMHead.update` (the body's targets come from it
         with ``body_target="before"``).
-    buffer_X : ndarray of shape (chunk_size, D)
-        Head inputs of the rows waiting for the next refit (``"advi"``; 0 rows otherwise).
-    buffer_T : ndarray of shape (chunk_size, K)
+    fit : NamedTuple or None
+        The fit strategy's own state (:class:`ADVIBuffer` for ``"advi"``; ``None`` for the
+        closed-form fits, which carry nothing beyond the posterior).
+    """
+
+    post: conjugate.WeightPosterior
+    before: conjugate.WeightPosterior
+    fit: Any
+
+
+class ADVIBuffer(NamedTuple):
+    """What the ``"advi"`` fit carries between refits.
+
+    Attributes
+    ----------
+    prior : WeightPosterior
+        The posterior at the last refit (the prior of the chunk being filled).
+    X : ndarray of shape (chunk_size, D)
+        Head inputs of the rows waiting for the next refit.
+    T : ndarray of shape (chunk_size, K)
         Their one-hot labels.
-    buffer_weight : ndarray of shape (chunk_size,)
+    weight : ndarray of shape (chunk_size,)
         Their tempering fractions; 0 marks a free slot.
     n_buffered : int
         Number of rows in the buffer.
@@ -112,14 +125,182 @@ class GLMState(NamedTuple):
         Number of ADVI refits so far (seeds the Monte Carlo draws of the next one).
     """
 
-    post: conjugate.WeightPosterior
     prior: conjugate.WeightPosterior
-    before: conjugate.WeightPosterior
-    buffer_X: np.ndarray
-    buffer_T: np.ndarray
-    buffer_weight: np.ndarray
+    X: np.ndarray
+    T: np.ndarray
+    weight: np.ndarray
     n_buffered: int
     n_refits: int
+
+
+def state_from_legacy(
+    post, prior, before, buffer_X, buffer_T, buffer_weight, n_buffered, n_refits
+) -> GLMState:
+    """The state saved by earlier versions (one flat tuple of 8 fields) in today's layout.
+
+    Closed-form fits saved a 0-row buffer; ``"advi"`` saved ``chunk_size`` rows.
+    """
+    if len(buffer_X) == 0:
+        return GLMState(post, before, None)
+    buffer = ADVIBuffer(prior, buffer_X, buffer_T, buffer_weight, n_buffered, n_refits)
+    return GLMState(post, before, buffer)
+
+
+# ------------------------------------------------------------------ fit strategies
+def _pseudo_laplace(head: _GLMHead, m: np.ndarray, v: np.ndarray, Y: np.ndarray):
+    """Slope and target of the Laplace (IRLS / iterated EKF) pseudo-observation at the row mode."""
+    eta = head._mode(m, v, Y)
+    g, c = head._grad_curv(eta, Y)
+    G = np.sqrt(np.maximum(head._hess_diag(c), _MIN_CURVATURE))
+    return G, G * eta + g / G
+
+
+def _pseudo_adf(head: _GLMHead, m: np.ndarray, v: np.ndarray, Y: np.ndarray):
+    """Slope and target of the ADF moment-matching pseudo-observation (probit)."""
+    return head._adf_pseudo(m, v, Y)
+
+
+def _step(pseudo, head: _GLMHead, post, X, T, fraction):
+    """One closed-form step through the conjugate core with a pseudo-observation rule."""
+    Y = head._targets(T)
+    m, v = X @ post.mean, conjugate.marginal_variance(post, X)
+    G, target = pseudo(head, m, v, Y)
+    return conjugate.update(post, X, target, G, noise=1.0, fraction=fraction)[0]
+
+
+def _no_state(head: _GLMHead, post, n_in: int, n_classes: int, dtype) -> None:
+    return None
+
+
+def _closed_update(pseudo):
+    def update(head: _GLMHead, state: GLMState, X, T, fraction) -> GLMState:
+        return GLMState(_step(pseudo, head, state.post, X, T, fraction), state.post, None)
+
+    return update
+
+
+def _identity(head: _GLMHead, state: GLMState) -> GLMState:
+    return state
+
+
+def _advi_init(head: _GLMHead, post, n_in: int, n_classes: int, dtype) -> ADVIBuffer:
+    rows = head.chunk_size
+    return ADVIBuffer(
+        post,
+        np.zeros((rows, n_in), dtype=dtype),
+        np.zeros((rows, n_classes), dtype=dtype),
+        np.zeros(rows, dtype=dtype),
+        0,
+        0,
+    )
+
+
+def _advi_update(head: _GLMHead, state: GLMState, X, T, fraction) -> GLMState:
+    """Laplace steps for fresh targets, the rows buffered; a full buffer triggers a refit."""
+    before, start = state.post, 0
+    while start < len(X):
+        buf = state.fit
+        stop = min(start + head.chunk_size - buf.n_buffered, len(X))
+        post = _step(_pseudo_laplace, head, state.post, X[start:stop], T[start:stop], fraction)
+        rows = slice(buf.n_buffered, buf.n_buffered + stop - start)
+        bX, bT, bw = buf.X.copy(), buf.T.copy(), buf.weight.copy()
+        bX[rows], bT[rows], bw[rows] = X[start:stop], T[start:stop], fraction
+        buf = buf._replace(X=bX, T=bT, weight=bw, n_buffered=buf.n_buffered + stop - start)
+        state = state._replace(post=post, fit=buf)
+        if buf.n_buffered == head.chunk_size:
+            state = _advi_refit(head, state)
+        start = stop
+    return state._replace(before=before)
+
+
+def _advi_refit(head: _GLMHead, state: GLMState) -> GLMState:
+    r"""Refit by ADVI on the buffered rows (no-op on an empty buffer).
+
+    .. math::
+
+        q_{new} = \arg\max_q \; \sum_i c_i \mathbb E_q \log p(y_i \mid x_i^\top W)
+                  - \mathrm{KL}(q \,\|\, q_{prior})
+    """
+    buf = state.fit
+    if buf.n_buffered == 0:
+        return state
+    from bayeslayers.heads.advi import get_fitter
+
+    prior = buf.prior
+    n_in, n_cols = prior.mean.shape
+    fitter = get_fitter(
+        head.link, head.chunk_size, n_in, n_cols, head.n_mc, float(head.learning_rate)
+    )
+    result = fitter.fit(
+        buf.X,
+        head._targets(buf.T),
+        buf.weight,
+        prior.mean,
+        np.sqrt(prior.cov),
+        start_mean=state.post.mean,
+        start_sd=np.sqrt(state.post.cov),
+        n_steps=head.n_steps,
+        seed=int(np.random.SeedSequence([head.seed, buf.n_refits]).generate_state(1)[0]),
+    )
+    dtype = prior.mean.dtype
+    post = conjugate.WeightPosterior(
+        "diag", result.mean.astype(dtype), (result.sd**2).astype(dtype)
+    )
+    empty = ADVIBuffer(
+        post,
+        np.zeros_like(buf.X),
+        np.zeros_like(buf.T),
+        np.zeros_like(buf.weight),
+        0,
+        buf.n_refits + 1,
+    )
+    return GLMState(post, state.before, empty)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """One way to fit a GLM head's weight posterior: the hooks the head delegates to.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (the head's ``fit=``).
+    links : tuple of str
+        Links it supports.
+    structure : str or None
+        Covariance structure it imposes (``None``: the head's or the network's).
+    init : callable
+        ``init(head, post, n_in, n_classes, dtype)``: its own prior state.
+    update : callable
+        ``update(head, state, X, T, fraction)``: the new :class:`GLMState`.
+    flush : callable
+        ``flush(head, state)``: pending work done (the end of ``Network.fit``).
+    """
+
+    name: str
+    links: tuple[str, ...]
+    structure: str | None
+    init: Callable[..., Any]
+    update: Callable[..., GLMState]
+    flush: Callable[..., GLMState]
+
+
+#: The fit strategies by name; a new one is one record here.
+FITS: dict[str, Fit] = {
+    fit.name: fit
+    for fit in (
+        Fit(
+            "laplace",
+            ("probit", "logistic"),
+            None,
+            _no_state,
+            _closed_update(_pseudo_laplace),
+            _identity,
+        ),
+        Fit("adf", ("probit",), None, _no_state, _closed_update(_pseudo_adf), _identity),
+        Fit("advi", ("probit", "logistic"), "diag", _advi_init, _advi_update, _advi_refit),
+    )
+}
 
 
 def _probit_terms(eta: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -167,8 +348,11 @@ class _GLMHead:
     Notes
     -----
     A link supplies ``n_columns(n_classes)``, ``_targets(T)`` (its observed targets from one-hot
-    labels), ``_loglik(eta, Y)`` (per row) and ``_grad_hess(eta, Y)`` (gradient ``g`` (n, C) and
-    negative Hessian ``H`` (n, C, C) of the log-likelihood in :math:`\eta`).
+    labels), ``_loglik(eta, Y)`` (per row), ``_grad_curv(eta, Y)`` (gradient ``g`` (n, C) and a
+    compact form ``c`` of the negative Hessian ``H`` of the log-likelihood in :math:`\eta`) and,
+    on ``c``: ``_hess_diag`` (the diagonal of ``H``), ``_dense_hessian`` (``H`` itself, for
+    reference), ``_solve`` (Newton systems :math:`(H + \operatorname{diag} e) x = r`) and
+    ``_whiten`` (:math:`E, J` of :meth:`residual`), each ``O(C)`` per row.
     """
 
     fit: str = "laplace"
@@ -188,6 +372,8 @@ class _GLMHead:
     def __post_init__(self) -> None:
         if self.fit not in self.fits:
             raise ValueError(f"fit must be one of {self.fits}, got {self.fit!r}")
+        if self.link not in FITS[self.fit].links:  # a head's `fits` lists only registered ones
+            raise ValueError(f"fit {self.fit!r} does not support the {self.link} link")
         if self.body_target not in ("before", "after"):
             raise ValueError(f"body_target must be 'before' or 'after', got {self.body_target!r}")
         if not (isinstance(self.curvature_floor, int | float) and self.curvature_floor >= 0):
@@ -213,109 +399,20 @@ class _GLMHead:
 
         ``noise`` is ignored: the link fixes the likelihood's scale.
         """
+        fit = FITS[self.fit]
         K = mean.shape[1]
-        C = self.n_columns(K)
-        if self.fit == "advi":
-            structure = "diag"
-        post = conjugate.init(structure, mean[:, :C], prior_variance)
-        rows = self.chunk_size if self.fit == "advi" else 0
-        dtype = mean.dtype
-        return GLMState(
-            post,
-            post,
-            post,
-            np.zeros((rows, mean.shape[0]), dtype=dtype),
-            np.zeros((rows, K), dtype=dtype),
-            np.zeros(rows, dtype=dtype),
-            0,
-            0,
+        post = conjugate.init(
+            fit.structure or structure, mean[:, : self.n_columns(K)], prior_variance
         )
+        return GLMState(post, post, fit.init(self, post, mean.shape[0], K, mean.dtype))
 
     def update(self, state: GLMState, X: np.ndarray, T: np.ndarray, fraction: float) -> GLMState:
         """Condition on head inputs ``X`` (n, D) and one-hot labels ``T`` (n, K)."""
-        if self.fit != "advi":
-            post = self._closed_form(state.post, X, T, fraction)
-            return state._replace(post=post, prior=post, before=state.post)
-        before, start = state.post, 0
-        while start < len(X):
-            free = self.chunk_size - state.n_buffered
-            stop = min(start + free, len(X))
-            post = self._closed_form(state.post, X[start:stop], T[start:stop], fraction)
-            rows = slice(state.n_buffered, state.n_buffered + stop - start)
-            buffer_X, buffer_T = state.buffer_X.copy(), state.buffer_T.copy()
-            buffer_weight = state.buffer_weight.copy()
-            buffer_X[rows], buffer_T[rows], buffer_weight[rows] = (
-                X[start:stop],
-                T[start:stop],
-                fraction,
-            )
-            state = state._replace(
-                post=post,
-                buffer_X=buffer_X,
-                buffer_T=buffer_T,
-                buffer_weight=buffer_weight,
-                n_buffered=state.n_buffered + stop - start,
-            )
-            if state.n_buffered == self.chunk_size:
-                state = self.flush(state)
-            start = stop
-        return state._replace(before=before)
+        return FITS[self.fit].update(self, state, X, T, fraction)
 
     def flush(self, state: GLMState) -> GLMState:
-        """Refit by ADVI on the buffered rows now (no-op for closed-form fits or an empty buffer).
-
-        .. math::
-
-            q_{new} = \\arg\\max_q \\; \\sum_i c_i \\mathbb E_q \\log p(y_i \\mid x_i^\\top W)
-                      - \\mathrm{KL}(q \\,\\|\\, q_{prior})
-        """
-        if self.fit != "advi" or state.n_buffered == 0:
-            return state
-        from bayeslayers.heads.advi import get_fitter
-
-        prior = state.prior
-        n_in, n_cols = prior.mean.shape
-        fitter = get_fitter(
-            self.link, self.chunk_size, n_in, n_cols, self.n_mc, float(self.learning_rate)
-        )
-        result = fitter.fit(
-            state.buffer_X,
-            self._targets(state.buffer_T),
-            state.buffer_weight,
-            prior.mean,
-            np.sqrt(prior.cov),
-            start_mean=state.post.mean,
-            start_sd=np.sqrt(state.post.cov),
-            n_steps=self.n_steps,
-            seed=int(np.random.SeedSequence([self.seed, state.n_refits]).generate_state(1)[0]),
-        )
-        dtype = prior.mean.dtype
-        post = conjugate.WeightPosterior(
-            "diag", result.mean.astype(dtype), (result.sd**2).astype(dtype)
-        )
-        return GLMState(
-            post,
-            post,
-            state.before,
-            np.zeros_like(state.buffer_X),
-            np.zeros_like(state.buffer_T),
-            np.zeros_like(state.buffer_weight),
-            0,
-            state.n_refits + 1,
-        )
-
-    def _closed_form(self, post, X, T, fraction):
-        """One Laplace (IRLS / EKF) or ADF step through the conjugate core."""
-        Y = self._targets(T)
-        m, v = X @ post.mean, conjugate.marginal_variance(post, X)
-        if self.fit == "adf":
-            G, target = self._adf_pseudo(m, v, Y)
-        else:
-            eta = self._mode(m, v, Y)
-            g, H = self._grad_hess(eta, Y)
-            G = np.sqrt(np.maximum(np.diagonal(H, axis1=1, axis2=2), _MIN_CURVATURE))
-            target = G * eta + g / G
-        return conjugate.update(post, X, target, G, noise=1.0, fraction=fraction)[0]
+        """Finish pending work: an ``"advi"`` refit on a partly filled chunk (else a no-op)."""
+        return FITS[self.fit].flush(self, state)
 
     def _mode(self, m: np.ndarray, v: np.ndarray, Y: np.ndarray) -> np.ndarray:
         r"""Mode of :math:`\log p(y \mid \eta) - \sum_c (\eta_c - m_c)^2 / (2 v_c)` per row.
@@ -323,9 +420,9 @@ class _GLMHead:
         Newton's method with step halving (the objective is strictly concave). At the mode
         :math:`g(\eta^*) = (\eta^* - m) / v`, so the pseudo-observation built there moves the
         predictor's mean exactly to :math:`\eta^*`: the Laplace approximation of each row's
-        posterior (the iterated extended Kalman step).
+        posterior (the iterated extended Kalman step). Each Newton system uses the link's
+        structure (:meth:`_solve`), ``O(C)`` per row.
         """
-        C = m.shape[1]
 
         def objective(eta):
             return self._loglik(eta, Y) - 0.5 * np.sum((eta - m) ** 2 / v, axis=1)
@@ -333,9 +430,8 @@ class _GLMHead:
         eta = m.copy()
         value = objective(eta)
         for _ in range(_NEWTON_STEPS):
-            g, H = self._grad_hess(eta, Y)
-            H[:, np.arange(C), np.arange(C)] += 1.0 / v
-            step = np.linalg.solve(H, (g - (eta - m) / v)[..., None])[..., 0]
+            g, c = self._grad_curv(eta, Y)
+            step = self._solve(c, 1.0 / v, g - (eta - m) / v)
             size = np.ones(len(m))
             for _ in range(_HALVINGS):
                 trial = objective(eta + size[:, None] * step)
@@ -349,18 +445,23 @@ class _GLMHead:
                 break
         return eta
 
+    def _grad_hess(self, eta: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gradient ``g`` (n, C) and dense negative Hessian ``H`` (n, C, C) (reference form)."""
+        g, c = self._grad_curv(eta, Y)
+        return g, self._dense_hessian(c)
+
     def residual(self, state: GLMState, X, T) -> tuple[np.ndarray, np.ndarray]:
-        """Whitened Gauss-Newton residual ``E`` (n, C) and Jacobian ``J`` (n, d, C).
+        r"""Whitened Gauss-Newton residual ``E`` (n, C) and Jacobian ``J`` (n, d, C).
 
         Taken at the posterior before the last update (``body_target="before"``) or after it.
+        With any factor :math:`R` of :math:`\tilde H = R R^\top` the link supplies
+        (:meth:`_whiten`), :math:`E = R^{-1} g` and :math:`J = W_{[:d]} R`; the body's step
+        depends on :math:`J J^\top = W \tilde H W^\top` and :math:`E J^\top = g^\top W^\top`
+        only, so the factor need not be symmetric.
         """
         W = (state.before if self.body_target == "before" else state.post).mean
-        g, H = self._grad_hess(X @ W, self._targets(T))
-        lam, Q = np.linalg.eigh(H)
-        lam = np.maximum(lam, _MIN_CURVATURE) + self.curvature_floor
-        E = np.einsum("nce,ne->nc", Q, np.einsum("nce,nc->ne", Q, g) / np.sqrt(lam))
-        root_H = np.einsum("nce,ne,nfe->ncf", Q, np.sqrt(lam), Q)
-        return E, np.einsum("dc,nce->nde", W[:-1], root_H)
+        g, c = self._grad_curv(X @ W, self._targets(T))
+        return self._whiten(g, c, W[:-1])
 
     def proba(self, state: GLMState, X) -> np.ndarray:
         """Class probabilities ``(..., K)`` for head inputs ``X`` (with bias)."""
@@ -414,9 +515,24 @@ class Probit(_GLMHead):
     def _loglik(self, eta, Y):
         return log_ndtr((2.0 * Y - 1.0) * eta).sum(axis=1)
 
-    def _grad_hess(self, eta, Y):
-        g, w = _probit_terms(eta, Y)
-        return g, w[:, :, None] * np.eye(w.shape[1])
+    def _grad_curv(self, eta, Y):
+        """Gradient ``g`` and the diagonal ``w`` of the negative Hessian, both (n, C)."""
+        return _probit_terms(eta, Y)
+
+    def _hess_diag(self, w):
+        return w
+
+    def _dense_hessian(self, w):
+        return w[:, :, None] * np.eye(w.shape[1])
+
+    def _solve(self, w, extra, rhs):
+        """:math:`(\\operatorname{diag}(w + e))^{-1} r`."""
+        return rhs / (w + extra)
+
+    def _whiten(self, g, w, W):
+        """:math:`R = \\operatorname{diag}(w + \\kappa)^{1/2}`: ``E = g / R``, ``J = W R``."""
+        root = np.sqrt(np.maximum(w, _MIN_CURVATURE) + self.curvature_floor)
+        return g / root, W[None] * root[:, None, :]
 
     def _adf_pseudo(self, m, v, Y) -> tuple[np.ndarray, np.ndarray]:
         """Slope ``1 / sqrt(r)`` and target ``t / sqrt(r)`` of the ADF pseudo-observation."""
@@ -491,10 +607,57 @@ class Logistic(_GLMHead):
     def _loglik(self, eta, Y):
         return np.sum(Y * self.log_proba_given(eta), axis=1)
 
-    def _grad_hess(self, eta, Y):
-        p = np.exp(self.log_proba_given(eta)[:, :-1])
-        H = p[:, :, None] * np.eye(p.shape[1]) - p[:, :, None] * p[:, None, :]
-        return Y[:, :-1] - p, H
+    def _grad_curv(self, eta, Y):
+        """Gradient ``g = y - p`` (n, K - 1) and the class probabilities ``q`` (n, K).
+
+        The negative Hessian is :math:`H = \\operatorname{diag}(p) - p p^\\top`, ``p = q[:, :-1]``
+        (diagonal plus rank one); ``q[:, -1]``, the reference class, keeps
+        :math:`1 - \\sum_c p_c` exact where it is tiny.
+        """
+        q = np.exp(self.log_proba_given(eta))
+        return Y[:, :-1] - q[:, :-1], q
+
+    def _hess_diag(self, q):
+        p = q[:, :-1]
+        return p - p * p
+
+    def _dense_hessian(self, q):
+        p = q[:, :-1]
+        return p[:, :, None] * np.eye(p.shape[1]) - p[:, :, None] * p[:, None, :]
+
+    def _solve(self, q, extra, rhs):
+        r""":math:`(\operatorname{diag}(p + e) - p p^\top)^{-1} r` by Sherman-Morrison, ``O(C)``.
+
+        With :math:`D = p + e`: :math:`x = r / D + (p / D)\,(p^\top r / D) / \delta`, where
+        :math:`\delta = 1 - \sum_c p_c^2 / D_c = q_K + \sum_c p_c e_c / D_c > 0`.
+        """
+        p, ref = q[:, :-1], q[:, -1]
+        D = p + extra
+        pd = p / D
+        delta = ref + np.sum(pd * extra, axis=1)
+        return rhs / D + pd * (np.sum(pd * rhs, axis=1) / delta)[:, None]
+
+    def _whiten(self, g, q, W):
+        r"""A factor :math:`R` of :math:`\tilde H = H + \kappa I` in ``O(C)`` per row.
+
+        :math:`\tilde H = D - p p^\top = D^{1/2} (I - u u^\top) D^{1/2}` with
+        :math:`D = \operatorname{diag}(p + \kappa)`, :math:`u = D^{-1/2} p`, and
+        :math:`(I - c\,u u^\top)^2 = I - u u^\top` for :math:`c = 1 / (1 + s)`,
+        :math:`s^2 = 1 - |u|^2 = q_K + \sum_c p_c \kappa / D_c`. So :math:`R = D^{1/2}
+        (I - c\,u u^\top)`, :math:`J = W R = W D^{1/2} - c\,(W p) u^\top` and
+        :math:`E = R^{-1} g = (I + u u^\top / (s (1 + s)))\,D^{-1/2} g`. (A curvature of
+        at least 1e-12 is kept, as for the probit.)
+        """
+        p, ref = q[:, :-1], q[:, -1]
+        kappa = self.curvature_floor + _MIN_CURVATURE
+        D = p + kappa
+        root = np.sqrt(D)
+        u = p / root
+        s = np.sqrt(ref + np.sum(p * kappa / D, axis=1))
+        y = g / root
+        E = y + u * (np.sum(u * y, axis=1) / (s * (1.0 + s)))[:, None]
+        J = W[None] * root[:, None, :] - (p @ W.T / (1.0 + s)[:, None])[:, :, None] * u[:, None, :]
+        return E, J
 
     def proba_from_moments(self, m: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Class probabilities ``(..., K)`` for Gaussian logits :math:`\\eta \\sim N(m, v)`."""
