@@ -1,4 +1,4 @@
-r"""Gaussian posteriors over weight columns and the one conjugate update.
+r"""Gaussian posteriors over weight columns, the one conjugate update, and the structures.
 
 A layer's weights :math:`W \in \mathbb{R}^{D \times m}` (``D = d + 1`` rows including the bias
 row) get a Gaussian posterior column by column, :math:`w_j \sim \mathcal N(\mu_j, \Sigma_j)`.
@@ -21,10 +21,14 @@ update is the Kalman / Woodbury form (Bishop, PRML eqs. 3.50-3.51 written in cov
 
 with :math:`\Phi_j = \operatorname{diag}(g_{\cdot j}) X`. The covariance downdate is computed
 as :math:`\Sigma - A^\top A` with :math:`A = L^{-1} \Phi \Sigma`, ``L`` the Cholesky factor of
-``S``; :math:`A^\top A` goes through BLAS ``syrk``, so covariances stay exactly symmetric (and
-positive definite).
+``S``; :math:`A^\top A` goes through BLAS ``syrk``, so covariances stay exactly symmetric.
 
-Three covariance structures share this module (``structure=``):
+Covariance structures are registered hook records (:class:`Structure`) in :data:`STRUCTURES`,
+chosen per layer by name (``structure=``); :func:`init`, :func:`update`,
+:func:`marginal_variance`, :func:`sample`, :func:`inflate`, :func:`covariance_health`,
+:func:`natural_delta` and :func:`merge` dispatch through the record. A new structure (low rank,
+Kronecker) is one more record, picked up by the parametrized contract tests
+(``tests/test_conjugate_structures.py``). The three shipped ones:
 
 ``"unit"``
     One full :math:`\Sigma_j` per output column; exact Bayesian linear regression given the
@@ -39,10 +43,29 @@ Three covariance structures share this module (``structure=``):
     under the diagonal prior and the covariance is projected back onto its diagonal
     (assumed-density filtering), so any batch split gives the same posterior. Cost
     :math:`O(m D)` per row (compiled, :mod:`bayeslayers._kernels`).
+
+Positive definiteness and the floating-point bound
+--------------------------------------------------
+The downdate subtracts :math:`A^\top A` from :math:`\Sigma`, so it loses what rounding leaves
+below about :math:`\varepsilon \lVert\Sigma\rVert` (:math:`\varepsilon` the machine epsilon of
+the dtype). After a row with :math:`r = \phi^\top \Sigma \phi / (\sigma^2 / c)`, the posterior
+variance along :math:`\Sigma\phi` is a fraction :math:`1 / (1 + r)` of the prior's, so once
+:math:`r` approaches :math:`1 / (D \varepsilon)` (about :math:`10^{13}` in float64 and
+:math:`10^{5}` in float32 for ``D = 65``) that variance is below rounding and the computed
+covariance may have a negative eigenvalue. :func:`update` screens every batch with the cheap
+bound :math:`r \le g_{ij}^2 \lVert x_i \rVert^2 \operatorname{tr}\Sigma_j / (\sigma^2 / c)`
+(:math:`O(nD + mD)`); for the units of a batch above :math:`1 / (D \varepsilon)` it factors
+the updated covariances and raises :class:`numpy.linalg.LinAlgError` if one is no longer
+positive definite, so the caller rolls the update back (the network names the layer). This is
+the case of an outlier row scaled by :math:`10^{10}` or more, and of float32 on inputs with
+large norms: standardize the inputs, raise the noise, or train in float64. ``"diag"`` variances
+are floored above zero by construction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -52,15 +75,21 @@ from bayeslayers import _kernels
 
 __all__ = [
     "STRUCTURES",
+    "CovarianceHealth",
+    "NaturalDelta",
+    "Structure",
     "UpdateInfo",
     "WeightPosterior",
+    "covariance_health",
+    "inflate",
     "init",
     "marginal_variance",
+    "merge",
+    "natural_delta",
     "sample",
     "update",
+    "variances",
 ]
-
-STRUCTURES = ("unit", "shared", "diag")
 
 
 class WeightPosterior(NamedTuple):
@@ -69,7 +98,7 @@ class WeightPosterior(NamedTuple):
     Attributes
     ----------
     structure : str
-        ``"unit"``, ``"shared"`` or ``"diag"``.
+        A key of :data:`STRUCTURES` (``"unit"``, ``"shared"``, ``"diag"``).
     mean : ndarray of shape (D, m)
         Posterior mean :math:`\\mu`.
     cov : ndarray
@@ -100,9 +129,128 @@ class UpdateInfo(NamedTuple):
     quad: float
 
 
-def _check_structure(structure: str) -> None:
+class CovarianceHealth(NamedTuple):
+    """Numerical health of one posterior's covariances (:func:`covariance_health`).
+
+    Attributes
+    ----------
+    finite : bool
+        Every mean and covariance entry is finite.
+    symmetric : bool
+        Every covariance is symmetric to the tolerance asked for (always true for ``"diag"``).
+    cholesky : bool
+        Every covariance has a Cholesky factor (``"diag"``: every variance is > 0).
+    min_eigenvalue : float
+        Smallest eigenvalue over the covariances (smallest variance for ``"diag"``).
+    """
+
+    finite: bool
+    symmetric: bool
+    cholesky: bool
+    min_eigenvalue: float
+
+
+class NaturalDelta(NamedTuple):
+    r"""Change of a posterior's natural parameters from a prior (:func:`natural_delta`).
+
+    With precision :math:`\Lambda_j = \Sigma_j^{-1}` and precision-weighted mean
+    :math:`h_j = \Lambda_j \mu_j`, conditioning on data ``k`` adds
+    :math:`\Delta\Lambda_j = \tfrac{c}{\sigma^2}\Phi_j^\top\Phi_j` and
+    :math:`\Delta h_j = \tfrac{c}{\sigma^2}\Phi_j^\top t_j` (exactly for exact structures).
+
+    Attributes
+    ----------
+    precision : ndarray
+        :math:`\Delta\Lambda`, in the structure's covariance layout (``(m, D, D)``,
+        ``(D, D)`` or ``(D, m)``).
+    shift : ndarray of shape (D, m) (``(m, D)`` for ``"unit"``)
+        :math:`\Delta h`.
+    quad : float
+        :math:`\Delta \sum_j \mu_j^\top \Lambda_j \mu_j` (not additive over data sets; a
+        Normal-Inverse-Gamma noise merge needs it).
+    """
+
+    precision: np.ndarray
+    shift: np.ndarray
+    quad: float
+
+
+#: In-place update of ``(mean, cov)`` on ``X, T, G`` (mask ``active``, noise ``s2``); returns
+#: the residual quadratic form.
+UpdateFn = Callable[
+    [np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float], float
+]
+
+
+class Structure(NamedTuple):
+    r"""The hooks that make one covariance structure (one record of :data:`STRUCTURES`).
+
+    Every hook is a small pure function of arrays; the public functions of this module
+    validate the arguments and dispatch to them.
+
+    Attributes
+    ----------
+    name : str
+        The registry key (``WeightPosterior.structure``).
+    exact : str
+        Where :func:`update` equals closed-form Bayesian linear regression: ``"always"`` (any
+        design and slopes), ``"unit_slopes"`` (every slope one) or ``"disjoint_rows"`` (every
+        design row has at most one non-zero input, with any slopes). The contract tests pick
+        their designs from it.
+    prior : callable
+        ``prior(variance, m) -> cov``: the covariance of :math:`\mathcal N(\mu_0, \operatorname
+        {diag}(s^2))` per column, ``variance`` of shape ``(D,)``.
+    update : callable
+        ``update(mean, cov, X, T, G, active, s2) -> quad``, in place (see :func:`update`).
+    marginal_variance : callable
+        ``marginal_variance(post, X) -> (..., n, m)`` :math:`x^\top\Sigma_j x`.
+    draws : callable
+        ``draws(post, eps) -> (S, D, m)`` weights from standard normal ``eps`` ``(S, D, m)``.
+    variances : callable
+        ``variances(cov)``: the variance of every weight (any layout; the cheap health guard).
+    health : callable
+        ``health(post, symmetry_tol) -> CovarianceHealth``.
+    inflate : callable
+        ``inflate(cov, forgetting, process_noise) -> cov``:
+        :math:`\Sigma / \lambda + \operatorname{diag}(q)` (see :func:`inflate`).
+    delta : callable
+        ``delta(prior, post) -> NaturalDelta`` (see :func:`natural_delta`).
+    merge : callable
+        ``merge(prior, deltas) -> (WeightPosterior, quad)``: the prior plus the sum of the
+        deltas, back in covariance form, and :math:`\Delta\sum_j\mu_j^\top\Lambda_j\mu_j` of
+        the result (see :func:`merge`).
+    """
+
+    name: str
+    exact: str
+    prior: Callable[[np.ndarray, int], np.ndarray]
+    update: UpdateFn
+    marginal_variance: Callable[[WeightPosterior, np.ndarray], np.ndarray]
+    draws: Callable[[WeightPosterior, np.ndarray], np.ndarray]
+    variances: Callable[[np.ndarray], np.ndarray]
+    health: Callable[[WeightPosterior, float], CovarianceHealth]
+    inflate: Callable[[np.ndarray, float, np.ndarray], np.ndarray]
+    delta: Callable[[WeightPosterior, WeightPosterior], NaturalDelta]
+    merge: Callable[[WeightPosterior, Sequence[NaturalDelta]], tuple[WeightPosterior, float]]
+
+
+class _Registry(dict[str, Structure]):
+    """Name -> :class:`Structure`; its ``repr`` lists the names, as error messages show it."""
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+def _check_structure(structure: str) -> Structure:
     if structure not in STRUCTURES:
         raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
+    return STRUCTURES[structure]
+
+
+def _record(post: WeightPosterior) -> Structure:
+    if not isinstance(post, WeightPosterior):
+        raise TypeError(f"post must be a WeightPosterior, got {type(post).__name__}")
+    return _check_structure(post.structure)
 
 
 def init(structure: str, mean: np.ndarray, prior_variance: float | np.ndarray) -> WeightPosterior:
@@ -118,7 +266,7 @@ def init(structure: str, mean: np.ndarray, prior_variance: float | np.ndarray) -
         Prior variance of each weight, per input row if an array (e.g. a different variance for
         the bias row).
     """
-    _check_structure(structure)
+    record = _check_structure(structure)
     mean = np.array(mean, copy=True)
     if mean.ndim != 2:
         raise ValueError(f"mean must be a 2-D (D, m) array, got shape {mean.shape}")
@@ -126,13 +274,7 @@ def init(structure: str, mean: np.ndarray, prior_variance: float | np.ndarray) -
     var = np.broadcast_to(np.asarray(prior_variance, dtype=mean.dtype), (n_in,))
     if not np.all(np.isfinite(var)) or np.any(var <= 0):
         raise ValueError("prior_variance must be finite and > 0")
-    if structure == "unit":
-        cov = np.broadcast_to(np.diag(var), (m, n_in, n_in)).copy()
-    elif structure == "shared":
-        cov = np.diag(var)
-    else:
-        cov = np.repeat(var[:, None], m, axis=1)
-    return WeightPosterior(structure, mean, cov)
+    return WeightPosterior(structure, mean, record.prior(var, m))
 
 
 def update(
@@ -172,6 +314,13 @@ def update(
     WeightPosterior, UpdateInfo
         The new posterior and diagnostics.
 
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        If a covariance is (or would become) not positive definite: a factorization failed,
+        or a row exceeded the floating-point bound of the module docstring and the updated
+        covariance has no Cholesky factor.
+
     Notes
     -----
     Cost per batch of ``n`` rows, with :math:`p_j` the rows in which unit ``j`` takes part:
@@ -182,6 +331,7 @@ def update(
     :math:`11 n D m`, less for inputs that are zero (one compiled loop over rows).
     ``float32`` posteriors run the same code in single precision.
     """
+    record = _record(post)
     if not noise > 0:
         raise ValueError(f"noise must be > 0, got {noise}")
     if not 0 < fraction <= 1:
@@ -204,10 +354,415 @@ def update(
     T = np.where(active, T, 0.0)
     mean = post.mean if overwrite else post.mean.copy()
     cov = post.cov if overwrite else post.cov.copy()
-    quad = _UPDATES[post.structure](mean, cov, X, T, G, active, noise / fraction)
+    quad = record.update(mean, cov, X, T, G, active, noise / fraction)
     return WeightPosterior(post.structure, mean, cov), UpdateInfo(n_obs, quad * noise)
 
 
+def marginal_variance(post: WeightPosterior, X: np.ndarray) -> np.ndarray:
+    """Variance :math:`x_i^\\top \\Sigma_j x_i` of :math:`x_i^\\top w_j`, shape ``(..., n, m)``."""
+    return _record(post).marginal_variance(post, np.asarray(X, dtype=post.mean.dtype))
+
+
+def sample(post: WeightPosterior, n_draws: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw weight matrices from the posterior, shape ``(n_draws, D, m)``."""
+    record = _record(post)
+    n_in, m = post.mean.shape
+    eps = rng.standard_normal((n_draws, n_in, m)).astype(post.mean.dtype, copy=False)
+    return record.draws(post, eps)
+
+
+def variances(post: WeightPosterior) -> np.ndarray:
+    """The variance of every weight (the covariances' diagonals), in the structure's layout."""
+    return _record(post).variances(post.cov)
+
+
+def covariance_health(post: WeightPosterior, symmetry_tol: float = 1e-10) -> CovarianceHealth:
+    """Finiteness, symmetry (to ``symmetry_tol`` relative), Cholesky and smallest eigenvalue."""
+    return _record(post).health(post, symmetry_tol)
+
+
+def inflate(
+    post: WeightPosterior, *, forgetting: float = 1.0, process_noise: float | np.ndarray = 0.0
+) -> WeightPosterior:
+    r"""Widen the posterior before new data: forgetting and process noise.
+
+    .. math::
+
+        \Sigma_j \leftarrow \Sigma_j / \lambda + \operatorname{diag}(q), \qquad
+        \mu_j \text{ unchanged},
+
+    with forgetting factor :math:`\lambda` (``forgetting``) and process noise :math:`q`
+    (``process_noise``, per input row if an array). :math:`q` is the Kalman filter's predict
+    step for weights following a random walk :math:`w_t = w_{t-1} + \mathcal N(0,
+    \operatorname{diag}(q))`; :math:`\lambda` scales the precision by :math:`\lambda`, which
+    for :math:`q = 0` is everything learned so far (prior included) raised to the power
+    :math:`\lambda` (exponential forgetting, recursive least squares' :math:`\lambda`). Call it
+    between batches of a drifting stream; ``forgetting=1, process_noise=0`` changes nothing.
+    ``"diag"`` inflates every variance the same way.
+
+    Parameters
+    ----------
+    post : WeightPosterior
+    forgetting : float
+        :math:`\lambda \in (0, 1]`.
+    process_noise : float or ndarray of shape (D,)
+        :math:`q \ge 0`.
+
+    Returns
+    -------
+    WeightPosterior
+        A new posterior (``post`` is not modified).
+    """
+    record = _record(post)
+    if isinstance(forgetting, bool) or not (
+        isinstance(forgetting, int | float | np.number) and 0 < forgetting <= 1
+    ):
+        raise ValueError(f"forgetting must be a number in (0, 1], got {forgetting!r}")
+    n_in = post.mean.shape[0]
+    q = np.asarray(process_noise, dtype=post.mean.dtype)
+    if q.ndim > 1 or (q.ndim == 1 and q.shape != (n_in,)):
+        raise ValueError(f"process_noise must be a number or shape ({n_in},), got {q.shape}")
+    if not (np.all(np.isfinite(q)) and np.all(q >= 0)):
+        raise ValueError("process_noise must be finite and >= 0")
+    q = np.broadcast_to(q, (n_in,))
+    return post._replace(cov=record.inflate(post.cov, float(forgetting), q))
+
+
+def natural_delta(prior: WeightPosterior, post: WeightPosterior) -> NaturalDelta:
+    r"""What ``post`` learned since ``prior``, in natural parameters.
+
+    :math:`\Delta\Lambda_j = \Sigma_{j}^{-1} - \Sigma_{0,j}^{-1}` and
+    :math:`\Delta h_j = \Sigma_j^{-1}\mu_j - \Sigma_{0,j}^{-1}\mu_{0,j}`, each inverse through
+    a Cholesky factor (``"diag"``: elementwise). For exact structures this is the data's
+    sufficient statistic, so deltas of independent data sets add up (:func:`merge`).
+
+    Raises
+    ------
+    ValueError
+        If the two posteriors differ in structure, shape or dtype.
+    numpy.linalg.LinAlgError
+        If a covariance is not positive definite.
+    """
+    record = _record(prior)
+    _check_same(prior, post, "post")
+    return record.delta(prior, post)
+
+
+def merge(
+    prior: WeightPosterior, deltas: Sequence[NaturalDelta | WeightPosterior]
+) -> WeightPosterior:
+    r"""Combine posteriors learned independently from the same prior.
+
+    .. math::
+
+        \Lambda = \Lambda_0 + \sum_k \Delta\Lambda_k, \qquad h = h_0 + \sum_k \Delta h_k,
+        \qquad \Sigma = \Lambda^{-1}, \quad \mu = \Lambda^{-1} h,
+
+    by a Cholesky factor of :math:`\Lambda` (``"diag"``: elementwise). For a structure that is
+    exact on the data (:attr:`Structure.exact`), the result is the posterior of all the data
+    sets together, in any order and split; otherwise it is the usual product-of-experts
+    approximation.
+
+    Parameters
+    ----------
+    prior : WeightPosterior
+    deltas : sequence of NaturalDelta or WeightPosterior
+        Each shard's :func:`natural_delta`, or the shard's posterior itself.
+
+    Returns
+    -------
+    WeightPosterior
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        If the merged precision is not positive definite (nothing is modified).
+    """
+    return _merge(prior, deltas)[0]
+
+
+def _merge(prior: WeightPosterior, deltas) -> tuple[WeightPosterior, float]:
+    """:func:`merge`, also returning :math:`\\Delta\\sum_j\\mu_j^\\top\\Lambda_j\\mu_j`."""
+    record = _record(prior)
+    items = []
+    for k, d in enumerate(deltas):
+        if isinstance(d, WeightPosterior):
+            _check_same(prior, d, f"deltas[{k}]")
+            d = record.delta(prior, d)
+        elif not isinstance(d, NaturalDelta):
+            raise TypeError(
+                f"deltas[{k}] must be a NaturalDelta or WeightPosterior, got {type(d).__name__}"
+            )
+        items.append(d)
+    return record.merge(prior, items)
+
+
+def _check_same(prior: WeightPosterior, post: WeightPosterior, name: str) -> None:
+    if not isinstance(post, WeightPosterior):
+        raise TypeError(f"{name} must be a WeightPosterior, got {type(post).__name__}")
+    if post.structure != prior.structure:
+        raise ValueError(f"{name} has structure {post.structure!r}, the prior {prior.structure!r}")
+    if post.mean.shape != prior.mean.shape or post.cov.shape != prior.cov.shape:
+        raise ValueError(
+            f"{name} has weights of shape {post.mean.shape}, the prior {prior.mean.shape}"
+        )
+    if post.mean.dtype != prior.mean.dtype:
+        raise ValueError(f"{name} has dtype {post.mean.dtype}, the prior {prior.mean.dtype}")
+
+
+# ---------------------------------------------------------------- positive-definiteness guard
+def _pd_bound(dtype: np.dtype, n_in: int) -> float:
+    """:math:`1 / (D \\varepsilon)`: the largest :math:`x^\\top\\Sigma x / s^2` safely downdated."""
+    return 1.0 / (n_in * float(np.finfo(dtype).eps))
+
+
+def _risky_units(X, G, traces, s2) -> tuple[np.ndarray, float]:
+    """Units past the bound, :math:`g^2 \\lVert x\\rVert^2 \\operatorname{tr}\\Sigma_j / s^2`.
+
+    ``traces`` is ``(m,)`` (or a scalar for one shared covariance). Returns the unit indices
+    and the largest bound.
+    """
+    norms = np.einsum("nd,nd->n", X, X)
+    ratio = (G * G * norms[:, None]).max(axis=0) * traces / s2
+    bound = _pd_bound(X.dtype, X.shape[1])
+    largest = float(ratio.max(initial=0.0))
+    if not largest > bound:  # also NaN: left to the finiteness guard
+        return np.empty(0, dtype=np.intp), largest
+    return np.flatnonzero(~(ratio <= bound)), largest
+
+
+def _require_cholesky(covs: np.ndarray, units, largest: float) -> None:
+    """Raise :class:`numpy.linalg.LinAlgError` unless every covariance in ``covs`` factors."""
+    try:
+        np.linalg.cholesky(covs)
+    except np.linalg.LinAlgError:
+        pass
+    else:
+        return
+    bound = _pd_bound(covs.dtype, covs.shape[-1])
+    raise np.linalg.LinAlgError(
+        f"the updated covariance of unit(s) {units} is not positive definite: a row had "
+        f"x^T Sigma x / noise up to {largest:.3g}, beyond what {covs.dtype} can downdate "
+        f"(1 / (D eps) = {bound:.3g}; an outlier row? standardize the inputs or use float64)"
+    )
+
+
+# ------------------------------------------------------------------------- "unit" structure
+def _unit_prior(var: np.ndarray, m: int) -> np.ndarray:
+    return np.broadcast_to(np.diag(var), (m, len(var), len(var))).copy()
+
+
+#: Largest ``D`` for which the "unit" update runs row by row in a compiled loop.
+_KERNEL_MAX_D = 256
+
+
+def _update_unit(mean, cov, X, T, G, active, s2) -> float:
+    """Per-unit exact step: compiled rank-one steps for small ``D``, else BLAS per unit.
+
+    Small covariances stay in cache and the compiled loop (:func:`_kernels.unit_rows`) has no
+    per-call overhead: 2-8x faster than batched LAPACK calls for a 64-100-10 network. A
+    785 x 785 covariance per unit is memory-bound row by row (29 against 20 rows/s at batch
+    1, 36 against 125 at batch 32), so large layers take the Woodbury step on each unit's
+    active rows with BLAS-3 calls. Units past the floating-point bound (module docstring)
+    are checked for a Cholesky factor afterwards.
+    """
+    risky, largest = _risky_units(X, G, np.einsum("mdd->m", cov), s2)
+    if cov.shape[-1] <= _KERNEL_MAX_D:
+        quad = _kernels.unit_rows(mean, cov, X, T, G, s2)
+    else:
+        quad = _update_unit_loop(mean, cov, X, T, G, active, s2)
+    if risky.size:
+        _require_cholesky(cov[risky], risky.tolist(), largest)
+    return quad
+
+
+#: Elements of the ``(m, rows, D)`` temporary in :func:`_unit_marginal_variance`.
+_MARGINAL_BLOCK_ELEMENTS = 1 << 23
+
+
+def _unit_marginal_variance(post: WeightPosterior, X: np.ndarray) -> np.ndarray:
+    """Matrix products (BLAS) over blocks of rows.
+
+    A three-operand ``einsum`` loops in C over all four indices and took 19 s for a 784-100
+    layer and 200 rows, against 0.7 s this way.
+    """
+    lead, (n_in, m) = X.shape[:-1], post.mean.shape
+    rows = X.reshape(-1, n_in)
+    out = np.empty((len(rows), m), dtype=X.dtype)
+    step = max(1, _MARGINAL_BLOCK_ELEMENTS // (m * n_in))
+    for start in range(0, len(rows), step):
+        block = rows[start : start + step]
+        out[start : start + step] = np.einsum("mnd,nd->nm", block @ post.cov, block)
+    return out.reshape(*lead, m)
+
+
+def _unit_draws(post: WeightPosterior, eps: np.ndarray) -> np.ndarray:
+    L = np.linalg.cholesky(post.cov)  # (m, D, D)
+    # (m, D, D) @ (m, D, S) as one batched matmul: 7-9x faster than the equivalent einsum.
+    return post.mean + np.matmul(L, eps.transpose(2, 1, 0)).transpose(2, 1, 0)
+
+
+def _dense_variances(cov: np.ndarray) -> np.ndarray:
+    return np.diagonal(cov, axis1=-2, axis2=-1)
+
+
+def _dense_inflate(cov: np.ndarray, forgetting: float, q: np.ndarray) -> np.ndarray:
+    out = cov / forgetting
+    idx = np.arange(cov.shape[-1])
+    out[..., idx, idx] += q
+    return out
+
+
+def _unit_natural(post: WeightPosterior) -> tuple[np.ndarray, np.ndarray, float]:
+    """:math:`\\Lambda_j`, :math:`h = [\\Lambda_j\\mu_j]_j` and :math:`\\sum_j h_j^\\top\\mu_j`."""
+    eye = np.eye(post.mean.shape[0], dtype=post.mean.dtype)
+    precision = np.empty_like(post.cov)
+    shift = np.empty_like(post.mean)
+    for j, sigma in enumerate(post.cov):
+        factor = _cholesky(sigma, f"the covariance of unit {j}")
+        precision[j] = _symmetric(scipy.linalg.cho_solve(factor, eye, check_finite=False))
+        shift[:, j] = scipy.linalg.cho_solve(factor, post.mean[:, j], check_finite=False)
+    return precision, shift, float(np.sum(shift * post.mean))
+
+
+def _unit_from_natural(precision: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    eye = np.eye(shift.shape[0], dtype=shift.dtype)
+    cov = np.empty_like(precision)
+    mean = np.empty_like(shift)
+    for j, lam in enumerate(precision):
+        factor = _cholesky(lam, f"the merged precision of unit {j}")
+        cov[j] = _symmetric(scipy.linalg.cho_solve(factor, eye, check_finite=False))
+        mean[:, j] = scipy.linalg.cho_solve(factor, shift[:, j], check_finite=False)
+    return mean, cov
+
+
+# ----------------------------------------------------------------------- "shared" structure
+def _shared_prior(var: np.ndarray, m: int) -> np.ndarray:
+    return np.diag(var)
+
+
+def _update_shared(mean, cov, X, T, G, active, s2) -> float:
+    """Exact Kalman step of every column under the shared prior; one shared downdate."""
+    rows_any = active.any(axis=1)
+    risky, largest = _risky_units(X, rows_any[:, None], np.trace(cov), s2)
+    XS = X @ cov  # (n, D)
+    K = XS @ X.T  # (n, n) = X Sigma X^T
+    R = X @ mean  # r_ij = t_ij - g_ij x_i mu_j, transposed to (m, n)
+    R *= G
+    np.subtract(T, R, out=R)
+    R = np.ascontiguousarray(R.T)
+    # (m, n) = S_j^{-1} r_j, S_j = (g_j g_j^T) o K + s2 I: one compiled loop of small Choleskys.
+    v = _kernels.masked_solves(K, G, R, s2).astype(X.dtype, copy=False)
+    mean += XS.T @ (G.T * v).T
+    # Shared covariance: shrink once with the unscaled rows that had any unit taking part.
+    rows = rows_any
+    if rows.all():
+        Sp, XSp = K, XS
+    else:
+        rows = np.flatnonzero(rows)
+        Sp, XSp = K[np.ix_(rows, rows)], XS[rows]
+    Sp.flat[:: len(Sp) + 1] += s2
+    Lp = np.linalg.cholesky(Sp)
+    _downdate(cov, _lower_solve(Lp, XSp))
+    if risky.size:
+        _require_cholesky(cov, "all (shared)", largest)
+    return float(np.einsum("mn,mn->", R, v))
+
+
+def _shared_marginal_variance(post: WeightPosterior, X: np.ndarray) -> np.ndarray:
+    v = np.einsum("...d,...d->...", X @ post.cov, X)
+    return np.repeat(v[..., None], post.mean.shape[1], axis=-1)
+
+
+def _shared_draws(post: WeightPosterior, eps: np.ndarray) -> np.ndarray:
+    L = np.linalg.cholesky(post.cov)
+    return post.mean + L @ eps
+
+
+def _shared_natural(post: WeightPosterior) -> tuple[np.ndarray, np.ndarray, float]:
+    eye = np.eye(post.mean.shape[0], dtype=post.mean.dtype)
+    factor = _cholesky(post.cov, "the shared covariance")
+    precision = _symmetric(scipy.linalg.cho_solve(factor, eye, check_finite=False))
+    shift = scipy.linalg.cho_solve(factor, post.mean, check_finite=False)
+    return precision, shift, float(np.sum(shift * post.mean))
+
+
+def _shared_from_natural(precision: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    eye = np.eye(shift.shape[0], dtype=shift.dtype)
+    factor = _cholesky(precision, "the merged shared precision")
+    cov = _symmetric(scipy.linalg.cho_solve(factor, eye, check_finite=False))
+    return scipy.linalg.cho_solve(factor, shift, check_finite=False), cov
+
+
+def _dense_health(post: WeightPosterior, symmetry_tol: float) -> CovarianceHealth:
+    cov = post.cov
+    if not (np.all(np.isfinite(post.mean)) and np.all(np.isfinite(cov))):
+        return CovarianceHealth(False, False, False, float("nan"))
+    scale = max(float(np.abs(cov).max()), np.finfo(cov.dtype).tiny)
+    symmetric = bool(np.abs(cov - np.swapaxes(cov, -1, -2)).max() <= symmetry_tol * scale)
+    try:
+        scipy.linalg.cholesky(cov, lower=True)
+        cholesky = True
+    except np.linalg.LinAlgError:
+        cholesky = False
+    return CovarianceHealth(True, symmetric, cholesky, float(np.linalg.eigvalsh(cov).min()))
+
+
+# ------------------------------------------------------------------------- "diag" structure
+def _diag_prior(var: np.ndarray, m: int) -> np.ndarray:
+    return np.repeat(var[:, None], m, axis=1)
+
+
+def _update_diag(mean, var, X, T, G, active, s2) -> float:
+    """Row-by-row assumed-density filter under the diagonal prior (:func:`_kernels.diag_rows`).
+
+    Each row gets the exact Kalman step of its scalar observations under the current diagonal
+    prior, and the covariance is projected back onto its diagonal before the next row. So a
+    batch gives the same posterior as its rows one at a time, whatever the batch size. A
+    projection after a whole batch instead costs :math:`O(n^2 D m)` per batch (the rows'
+    pairwise products); this costs :math:`O(D m)` per row, and zero inputs are skipped.
+    """
+    return _kernels.diag_rows(mean, var, X, T, G, s2)
+
+
+def _diag_marginal_variance(post: WeightPosterior, X: np.ndarray) -> np.ndarray:
+    return (X**2) @ post.cov
+
+
+def _diag_draws(post: WeightPosterior, eps: np.ndarray) -> np.ndarray:
+    return post.mean + eps * np.sqrt(post.cov)
+
+
+def _diag_variances(cov: np.ndarray) -> np.ndarray:
+    return cov
+
+
+def _diag_health(post: WeightPosterior, symmetry_tol: float) -> CovarianceHealth:
+    cov = post.cov
+    finite = bool(np.all(np.isfinite(post.mean)) and np.all(np.isfinite(cov)))
+    min_eig = float(cov.min()) if finite else float("nan")
+    return CovarianceHealth(finite, True, finite and min_eig > 0, min_eig)
+
+
+def _diag_inflate(var: np.ndarray, forgetting: float, q: np.ndarray) -> np.ndarray:
+    return var / forgetting + q[:, None]
+
+
+def _diag_natural(post: WeightPosterior) -> tuple[np.ndarray, np.ndarray, float]:
+    if not np.all(post.cov > 0):
+        raise np.linalg.LinAlgError("a variance is not positive")
+    precision = 1.0 / post.cov
+    shift = post.mean * precision
+    return precision, shift, float(np.sum(shift * post.mean))
+
+
+def _diag_from_natural(precision: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if not np.all(precision > 0):
+        raise np.linalg.LinAlgError("a merged precision is not positive")
+    return shift / precision, 1.0 / precision
+
+
+# ------------------------------------------------------------------------ shared helpers
 def _lower_solve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
     """:math:`L^{-1} B` for lower-triangular ``L`` by BLAS ``trsm``, C-ordered like ``B``.
 
@@ -219,23 +774,6 @@ def _lower_solve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
     """
     (trsm,) = scipy.linalg.get_blas_funcs(("trsm",), (L, B))
     return trsm(1.0, L, B.T, side=1, lower=1, trans_a=1).T
-
-
-#: Largest ``D`` for which the "unit" update runs row by row in a compiled loop.
-_KERNEL_MAX_D = 256
-
-
-def _update_unit(mean, cov, X, T, G, active, s2) -> float:
-    """Per-unit exact step: compiled rank-one steps for small ``D``, else BLAS per unit.
-
-    Small covariances stay in cache and the compiled loop (:func:`_kernels.unit_rows`) has no
-    per-call overhead, so they beat batched LAPACK calls. A 785 x 785 covariance per unit is
-    memory-bound row by row, so large layers take the Woodbury step on each unit's active rows
-    with BLAS-3 calls (measurements in ``benchmarks/HISTORY.md``).
-    """
-    if cov.shape[-1] <= _KERNEL_MAX_D:
-        return _kernels.unit_rows(mean, cov, X, T, G, s2)
-    return _update_unit_loop(mean, cov, X, T, G, active, s2)
 
 
 def _update_unit_loop(mean, cov, X, T, G, active, s2) -> float:
@@ -294,80 +832,97 @@ def _downdate(cov: np.ndarray, A: np.ndarray) -> None:
         np.copyto(block, block.T, where=below[: len(block), : len(block)])
 
 
-def _update_shared(mean, cov, X, T, G, active, s2) -> float:
-    """Exact Kalman step of every column under the shared prior; one shared downdate."""
-    XS = X @ cov  # (n, D)
-    K = XS @ X.T  # (n, n) = X Sigma X^T
-    R = X @ mean  # r_ij = t_ij - g_ij x_i mu_j, transposed to (m, n)
-    R *= G
-    np.subtract(T, R, out=R)
-    R = np.ascontiguousarray(R.T)
-    # (m, n) = S_j^{-1} r_j, S_j = (g_j g_j^T) o K + s2 I: one compiled loop of small Choleskys.
-    v = _kernels.masked_solves(K, G, R, s2).astype(X.dtype, copy=False)
-    mean += XS.T @ (G.T * v).T
-    # Shared covariance: shrink once with the unscaled rows that had any unit taking part.
-    rows = active.any(axis=1)
-    if rows.all():
-        Sp, XSp = K, XS
-    else:
-        rows = np.flatnonzero(rows)
-        Sp, XSp = K[np.ix_(rows, rows)], XS[rows]
-    Sp.flat[:: len(Sp) + 1] += s2
-    Lp = np.linalg.cholesky(Sp)
-    _downdate(cov, _lower_solve(Lp, XSp))
-    return float(np.einsum("mn,mn->", R, v))
+def _cholesky(matrix: np.ndarray, what: str):
+    """``cho_factor`` (lower) of ``matrix``, or a :class:`numpy.linalg.LinAlgError` naming it."""
+    try:
+        return scipy.linalg.cho_factor(matrix, lower=True, check_finite=False)
+    except np.linalg.LinAlgError as error:
+        raise np.linalg.LinAlgError(f"{what} is not positive definite ({error})") from error
 
 
-def _update_diag(mean, var, X, T, G, active, s2) -> float:
-    """Row-by-row assumed-density filter under the diagonal prior (:func:`_kernels.diag_rows`).
-
-    Each row gets the exact Kalman step of its scalar observations under the current diagonal
-    prior, and the covariance is projected back onto its diagonal before the next row. So a
-    batch gives the same posterior as its rows one at a time, whatever the batch size. A
-    projection after a whole batch instead costs :math:`O(n^2 D m)` per batch (the rows'
-    pairwise products); this costs :math:`O(D m)` per row, and zero inputs are skipped.
-    """
-    return _kernels.diag_rows(mean, var, X, T, G, s2)
+def _symmetric(a: np.ndarray) -> np.ndarray:
+    return 0.5 * (a + a.T)
 
 
-_UPDATES = {"unit": _update_unit, "shared": _update_shared, "diag": _update_diag}
+def _natural_delta(natural, prior: WeightPosterior, post: WeightPosterior) -> NaturalDelta:
+    p0, h0, q0 = natural(prior)
+    p1, h1, q1 = natural(post)
+    return NaturalDelta(p1 - p0, h1 - h0, q1 - q0)
 
 
-#: Elements of the ``(m, rows, D)`` temporary in :func:`marginal_variance` (bounds its memory).
-_MARGINAL_BLOCK_ELEMENTS = 1 << 23
+def _natural_merge(
+    natural, from_natural, prior: WeightPosterior, deltas: Sequence[NaturalDelta]
+) -> tuple[WeightPosterior, float]:
+    precision, shift, q0 = natural(prior)
+    for k, d in enumerate(deltas):
+        if d.precision.shape != precision.shape or d.shift.shape != shift.shape:
+            raise ValueError(
+                f"deltas[{k}] has shapes {d.precision.shape}, {d.shift.shape}; the prior's "
+                f"natural parameters have {precision.shape}, {shift.shape}"
+            )
+        precision = precision + d.precision
+        shift = shift + d.shift
+    mean, cov = from_natural(precision, shift)
+    mean = mean.astype(prior.mean.dtype, copy=False)
+    cov = cov.astype(prior.cov.dtype, copy=False)
+    return WeightPosterior(prior.structure, mean, cov), float(np.sum(shift * mean)) - q0
 
 
-def marginal_variance(post: WeightPosterior, X: np.ndarray) -> np.ndarray:
-    """Variance :math:`x_i^\\top \\Sigma_j x_i` of :math:`x_i^\\top w_j`, shape ``(..., n, m)``.
-
-    Matrix products (BLAS) over blocks of rows: a three-operand ``einsum`` loops in C over all
-    four indices and is over an order of magnitude slower for a 784-100 layer.
-    """
-    X = np.asarray(X, dtype=post.mean.dtype)
-    lead, (n_in, m) = X.shape[:-1], post.mean.shape
-    if post.structure == "diag":
-        return (X**2) @ post.cov
-    if post.structure == "shared":
-        v = np.einsum("...d,...d->...", X @ post.cov, X)
-        return np.repeat(v[..., None], m, axis=-1)
-    rows = X.reshape(-1, n_in)
-    out = np.empty((len(rows), m), dtype=X.dtype)
-    step = max(1, _MARGINAL_BLOCK_ELEMENTS // (m * n_in))
-    for start in range(0, len(rows), step):
-        block = rows[start : start + step]
-        out[start : start + step] = np.einsum("mnd,nd->nm", block @ post.cov, block)
-    return out.reshape(*lead, m)
+def _record_of(name, exact, prior, upd, marg, draws, var, health, infl, natural, from_natural):
+    return Structure(
+        name,
+        exact,
+        prior,
+        upd,
+        marg,
+        draws,
+        var,
+        health,
+        infl,
+        partial(_natural_delta, natural),
+        partial(_natural_merge, natural, from_natural),
+    )
 
 
-def sample(post: WeightPosterior, n_draws: int, rng: np.random.Generator) -> np.ndarray:
-    """Draw weight matrices from the posterior, shape ``(n_draws, D, m)``."""
-    n_in, m = post.mean.shape
-    eps = rng.standard_normal((n_draws, n_in, m)).astype(post.mean.dtype, copy=False)
-    if post.structure == "diag":
-        return post.mean + eps * np.sqrt(post.cov)
-    if post.structure == "shared":
-        L = np.linalg.cholesky(post.cov)
-        return post.mean + L @ eps
-    L = np.linalg.cholesky(post.cov)  # (m, D, D)
-    # (m, D, D) @ (m, D, S) as one batched matmul: several times faster than the einsum.
-    return post.mean + np.matmul(L, eps.transpose(2, 1, 0)).transpose(2, 1, 0)
+#: The covariance structures by name (``WeightPosterior.structure``).
+STRUCTURES: dict[str, Structure] = _Registry(
+    unit=_record_of(
+        "unit",
+        "always",
+        _unit_prior,
+        _update_unit,
+        _unit_marginal_variance,
+        _unit_draws,
+        _dense_variances,
+        _dense_health,
+        _dense_inflate,
+        _unit_natural,
+        _unit_from_natural,
+    ),
+    shared=_record_of(
+        "shared",
+        "unit_slopes",
+        _shared_prior,
+        _update_shared,
+        _shared_marginal_variance,
+        _shared_draws,
+        _dense_variances,
+        _dense_health,
+        _dense_inflate,
+        _shared_natural,
+        _shared_from_natural,
+    ),
+    diag=_record_of(
+        "diag",
+        "disjoint_rows",
+        _diag_prior,
+        _update_diag,
+        _diag_marginal_variance,
+        _diag_draws,
+        _diag_variances,
+        _diag_health,
+        _diag_inflate,
+        _diag_natural,
+        _diag_from_natural,
+    ),
+)

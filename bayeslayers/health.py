@@ -25,9 +25,8 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
-import scipy.linalg
 
-from bayeslayers import engine
+from bayeslayers import conjugate, engine
 from bayeslayers._validation import check_features
 from bayeslayers.conjugate import WeightPosterior
 
@@ -54,9 +53,8 @@ def posterior_of(state) -> WeightPosterior | None:
 
 
 def _variances(post: WeightPosterior) -> np.ndarray:
-    if post.structure == "diag":
-        return post.cov
-    return np.diagonal(post.cov, axis1=-2, axis2=-1)
+    """Every weight's variance, through the structure's hook (:data:`conjugate.STRUCTURES`)."""
+    return conjugate.variances(post)
 
 
 @contextlib.contextmanager
@@ -172,24 +170,9 @@ class HealthReport(NamedTuple):
         return "\n".join(rows)
 
 
-def _covariance_health(post: WeightPosterior) -> tuple[bool, bool, bool, float]:
-    """``finite, symmetric, cholesky, min_eigenvalue`` of one posterior."""
-    cov = post.cov
-    finite = bool(np.all(np.isfinite(post.mean)) and np.all(np.isfinite(cov)))
-    if post.structure == "diag":
-        min_eig = float(cov.min()) if finite else float("nan")
-        return finite, True, finite and min_eig > 0, min_eig
-    if not finite:
-        return False, False, False, float("nan")
-    scale = max(float(np.abs(cov).max()), np.finfo(cov.dtype).tiny)
-    symmetric = bool(np.abs(cov - np.swapaxes(cov, -1, -2)).max() <= SYMMETRY_TOL * scale)
-    try:
-        scipy.linalg.cholesky(cov, lower=True)
-        cholesky = True
-    except np.linalg.LinAlgError:
-        cholesky = False
-    min_eig = float(np.linalg.eigvalsh(cov).min())
-    return finite, symmetric, cholesky, min_eig
+def _covariance_health(post: WeightPosterior) -> conjugate.CovarianceHealth:
+    """``finite, symmetric, cholesky, min_eigenvalue`` of one posterior (the structure's hook)."""
+    return conjugate.covariance_health(post, SYMMETRY_TOL)
 
 
 def report(net, X=None, Y=None, batch_size: int = 100) -> HealthReport:

@@ -209,7 +209,7 @@ def test_bad_init_arguments():
 
 @settings(max_examples=40, deadline=None)
 @given(
-    structure=st.sampled_from(conjugate.STRUCTURES),
+    structure=st.sampled_from(list(conjugate.STRUCTURES)),
     n=st.integers(1, 6),
     D=st.integers(1, 6),
     m=st.integers(1, 4),
