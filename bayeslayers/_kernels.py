@@ -6,21 +6,49 @@ one compiled loop. numba is a dependency of PyTensor, hence of PyMC, so it costs
 
 Kernels are compiled on first use (about a second each) and cached on disk
 (``cache=True``, in ``__pycache__``); float64 and float32 arrays get their own compiled
-versions. Arrays should be C-contiguous: other layouts work but compile (and run) a slower
-version.
+versions. numba itself is imported on the first call of a kernel, not with this module, so
+``import bayeslayers`` stays fast: each name below is a plain function until its first call,
+which compiles it and puts the compiled dispatcher in its place.
+Arrays should be C-contiguous: other layouts work but compile (and run) a slower version.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
+from collections.abc import Callable
+from typing import Any
 
-import numba
 import numpy as np
 
 __all__ = ["diag_rows", "masked_solves", "unit_rows"]
 
+_COMPILE_LOCK = threading.Lock()
 
-@numba.njit(cache=True, nogil=True)
+
+def _compiled_on_first_call(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``numba.njit(cache=True, nogil=True)(func)``, done (and numba imported) on the first call.
+
+    The compiled dispatcher then replaces the module-level name, so later look-ups
+    (``_kernels.unit_rows``) reach it directly with no wrapper in between.
+    """
+
+    @functools.wraps(func)
+    def first_call(*args: Any) -> Any:
+        with _COMPILE_LOCK:
+            kernel = globals()[func.__name__]
+            if kernel is first_call:
+                import numba
+
+                kernel = numba.njit(cache=True, nogil=True)(func)
+                globals()[func.__name__] = kernel
+        return kernel(*args)
+
+    return first_call
+
+
+@_compiled_on_first_call
 def diag_rows(
     mean: np.ndarray, var: np.ndarray, X: np.ndarray, T: np.ndarray, G: np.ndarray, s2: float
 ) -> float:
@@ -102,7 +130,7 @@ def diag_rows(
     return quad
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled_on_first_call
 def masked_solves(K: np.ndarray, G: np.ndarray, R: np.ndarray, s2: float) -> np.ndarray:
     r"""Solve the ``m`` small systems of the shared update, each on its unit's active rows.
 
@@ -171,7 +199,7 @@ def masked_solves(K: np.ndarray, G: np.ndarray, R: np.ndarray, s2: float) -> np.
     return V
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled_on_first_call
 def unit_rows(
     mean: np.ndarray, cov: np.ndarray, X: np.ndarray, T: np.ndarray, G: np.ndarray, s2: float
 ) -> float:
