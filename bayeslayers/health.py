@@ -213,8 +213,8 @@ def report(net, X=None, Y=None, batch_size: int = 100) -> HealthReport:
             Xc, T = net.encode(X, Y)
             largest = np.zeros(len(net.layers))
             for start in range(0, len(Xc), batch_size):
-                rows = slice(start, start + batch_size)
-                _, info = engine.train_step(spec, state, Xc[rows], T[rows], 1.0)
+                batch = slice(start, start + batch_size)
+                _, info = engine.train_step(spec, state, Xc[batch], T[batch], 1.0)
                 largest = np.maximum(largest, info.corrections)
             corrections = [float(c) for c in largest]
         _, trace = engine.forward(spec, state.hidden, Xc)

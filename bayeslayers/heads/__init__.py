@@ -39,7 +39,7 @@ __all__ = [
     "make_head",
 ]
 
-HEADS: dict[str, type] = {cls.kind: cls for cls in (Gaussian, OneHot, Probit, Logistic)}
+HEADS: dict[str, type[Head]] = {cls.kind: cls for cls in (Gaussian, OneHot, Probit, Logistic)}
 
 #: State types saved by earlier versions under another name (``"module:Name"`` in a model file),
 #: each mapped to a function that builds today's state from the saved fields (as keywords).

@@ -47,7 +47,10 @@ class Head(Protocol):
 
     kind: ClassVar[str]
     is_classifier: ClassVar[bool]
-    covariance: str | None
+
+    @property
+    def covariance(self) -> str | None:
+        """Covariance structure of the head's weights (read-only: heads are frozen)."""
 
     def encode(self, y: np.ndarray, n_classes: int | None = None) -> np.ndarray:
         """Working targets of shape ``(n, k)``."""
