@@ -5,6 +5,8 @@ it."""
 from __future__ import annotations
 
 import copy
+import gc
+import sys
 
 import numpy as np
 import pytest
@@ -248,3 +250,135 @@ def test_failed_factorization_names_the_layer(monkeypatch, k, name):
     with pytest.raises(np.linalg.LinAlgError, match=f"update of {name} failed.*left unchanged"):
         net.partial_fit(X, y, batch_size=4)
     _assert_same_state(before, net)
+
+
+# ------------------------------------------------------------------ interrupts in __exit__
+class _InterruptAtExit:
+    """Raise ``KeyboardInterrupt`` on entry to the ``k``-th ``__exit__`` called (1-based).
+
+    A trace function that raises makes the exception appear inside the called frame, exactly
+    where a Ctrl-C between two bytecodes of a context manager's exit would: e.g. in
+    ``contextlib``'s ``__exit__`` before it resumes its generator, leaving it suspended. Only
+    ``__exit__`` methods written in Python are counted (every manager an update uses is).
+    With ``k=None`` it only counts.
+    """
+
+    def __init__(self, k: int | None) -> None:
+        self.k, self.calls = k, 0
+
+    def _trace(self, frame, event, arg):
+        if event == "call" and frame.f_code.co_name == "__exit__":
+            self.calls += 1
+            if self.calls == self.k:
+                sys.settrace(None)
+                raise KeyboardInterrupt
+        return None
+
+    def __enter__(self):
+        sys.settrace(self._trace)
+        return self
+
+    def __exit__(self, *exc):
+        sys.settrace(None)
+        return False
+
+
+def _count_exits(run) -> int:
+    with _InterruptAtExit(None) as counter:
+        run()
+    return counter.calls
+
+
+def _interrupted(run, k: int):
+    """Run with an interrupt at the k-th ``__exit__``; return the traceback-holding error.
+
+    Keeping the exception (as Jupyter keeps the last traceback) keeps every frame it passed
+    through alive, and with them any context manager suspended by the interrupt.
+    """
+    with pytest.raises(KeyboardInterrupt) as info, _InterruptAtExit(k):
+        run()
+    return info.value
+
+
+def _partial_fit_args():
+    X, y = _data(n=24)
+    return X[:12], y[:12], X[12:], y[12:]
+
+
+def _count_partial_fit_exits() -> int:
+    net = _fitted()[0]
+    return _count_exits(lambda: net.partial_fit(*_partial_fit_args()[:2], batch_size=4))
+
+
+def _count_fit_exits() -> int:
+    net = _fitted()[0]
+    return _count_exits(lambda: _fit_two_passes(net))
+
+
+N_EXITS_PARTIAL_FIT = _count_partial_fit_exits()
+
+
+@pytest.mark.parametrize("k", range(1, N_EXITS_PARTIAL_FIT + 1))
+def test_interrupt_in_any_exit_never_undoes_a_later_update(k):
+    """After an interrupt anywhere in an update's exits the network holds either the old or
+    the new state, and a later update is never undone when the interrupted frames go."""
+    X1, y1, X2, y2 = _partial_fit_args()
+    net, _, _ = _fitted()
+    before = _state(net)
+    done = copy.deepcopy(net).partial_fit(X1, y1, batch_size=4)
+    error = _interrupted(lambda: net.partial_fit(X1, y1, batch_size=4), k)
+    now = _state(net)
+    try:
+        _assert_same_state(before, net)
+        reference = copy.deepcopy(net)  # the interrupted update left nothing behind
+    except AssertionError:
+        _assert_same_state(_state(done), net)  # or it had completed
+        reference = done
+    net.partial_fit(X2, y2, batch_size=4)
+    reference.partial_fit(X2, y2, batch_size=4)
+    later = _state(net)
+    _assert_same_state(_state(reference), net)
+    assert now is not later
+    del error
+    gc.collect()
+    _assert_same_state(later, net)  # nothing restored when the suspended managers are freed
+
+
+def test_interrupt_counter_reaches_the_atomic_exits():
+    """The parametrization above covers the exits that matter: the atomic block's among them."""
+    assert N_EXITS_PARTIAL_FIT >= 2
+
+
+def _fit_two_passes(net):
+    X, y = _data(n=16)
+    return net.fit(X, y, passes=2, batch_size=4)
+
+
+N_EXITS_FIT = _count_fit_exits()
+
+
+@pytest.mark.parametrize("k", range(1, N_EXITS_FIT + 1))
+def test_interrupted_two_pass_fit_is_all_or_nothing_for_good(k):
+    """An interrupt in any exit of a 2-pass fit leaves the old fit or the whole new one, and
+    never 1 of 2 passes later on, when the interrupted frames are collected."""
+    net, _, _ = _fitted()
+    before = _state(net)
+    done = _fit_two_passes(copy.deepcopy(net))
+    error = _interrupted(lambda: _fit_two_passes(net), k)
+    now = _state(net)
+    del error
+    gc.collect()
+    _assert_same_state(now, net)
+    # training_time_ is set after the atomic block; an interrupt there may keep the old one.
+    for snapshot in (before, now):
+        snapshot.pop("training_time_")
+    net.__dict__.pop("training_time_")
+    if net.n_samples_seen_ == done.n_samples_seen_:
+        expected = _state(done)
+        expected.pop("training_time_")
+        assert sorted(expected) == sorted(now)
+        for key in expected:
+            for x, y in zip(_leaves(expected[key]), _leaves(now[key]), strict=True):
+                assert np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y, key
+    else:
+        _assert_same_state(before, net)
