@@ -540,10 +540,11 @@ def _require_cholesky(covs: np.ndarray, units, largest: float) -> None:
     else:
         return
     bound = _pd_bound(covs.dtype, covs.shape[-1])
+    advice = "standardize the inputs" + (", or use float64" if covs.dtype != np.float64 else "")
     raise np.linalg.LinAlgError(
         f"the updated covariance of unit(s) {units} is not positive definite: a row had "
         f"x^T Sigma x / noise up to {largest:.3g}, beyond what {covs.dtype} can downdate "
-        f"(1 / (D eps) = {bound:.3g}; an outlier row? standardize the inputs or use float64)"
+        f"(1 / (D eps) = {bound:.3g}; an outlier row? {advice})"
     )
 
 

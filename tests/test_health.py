@@ -198,3 +198,44 @@ def test_long_stream_stays_healthy_with_flat_memory(structure):
     rep = net.health(X_test[:500], y_test[:500])
     assert rep.ok and all(h.min_eigenvalue > 0 for h in rep.layers)
     assert np.mean(net.predict(X_test) == y_test) > 0.7  # majority class: about 0.5
+
+
+def _posterior_arrays(net) -> list[np.ndarray]:
+    posts = [*net.posteriors_, net.head_state_.post]
+    return [a.copy() for p in posts for a in (p.mean, p.cov)]
+
+
+@pytest.mark.parametrize("structure", STRUCTURES)
+@pytest.mark.parametrize("hidden", [0, 1])
+def test_an_outlier_row_is_refused_or_leaves_every_covariance_positive_definite(structure, hidden):
+    """One row scaled by 1e10 ... 1e150 inside a normal batch (the adversarial sweep).
+
+    Either the update raises an error naming the layer and leaves the model bitwise unchanged,
+    or every covariance still has a Cholesky factor and sampled predictions work.
+    """
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 5))
+    y = X.sum(axis=1) + 0.1 * rng.normal(size=64)
+    body = [layers.ReLU(6)] * hidden
+    refused = 0
+    for exponent in range(10, 151, 20):
+        net = Network(body, covariance=structure, seed=0).fit(X, y, batch_size=8)
+        before = _posterior_arrays(net)
+        seen = net.n_samples_seen_
+        Xo = X[:8].copy()
+        Xo[3] *= 10.0**exponent
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                net.partial_fit(Xo, y[:8], batch_size=8)
+        except (np.linalg.LinAlgError, FloatingPointError) as error:
+            refused += 1
+            assert "head" in str(error) or "hidden layer" in str(error)
+            assert net.n_samples_seen_ == seen
+            for a, b in zip(before, _posterior_arrays(net), strict=True):
+                np.testing.assert_array_equal(a, b)
+            continue
+        assert net.health().ok, f"scale 1e{exponent}: a covariance lost positive definiteness"
+        for post in net.posteriors_:
+            conjugate.sample(post, 2, np.random.default_rng(0))
+    if structure != "diag":
+        assert refused > 0  # the dense downdate cannot represent such a row in float64
