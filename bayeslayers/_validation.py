@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import numpy as np
 
 __all__ = ["as_float_array", "check_count", "check_features", "check_labels", "check_targets"]
 
 
+@overload
+def check_count(value, name: str, allow_none: Literal[False] = False) -> int: ...
+@overload
+def check_count(value, name: str, allow_none: bool) -> int | None: ...
 def check_count(value, name: str, allow_none: bool = False) -> int | None:
     """``value`` as an int >= 1 (``None`` passes if ``allow_none``), else a ``ValueError``.
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import arviz as az
 import numpy as np
@@ -210,7 +210,7 @@ def to_inference_data(
     rows = [np.append(r, p.mean.shape[0] - 1) for r, p in zip(rows, posts, strict=True)]
     cols = [_spread(p.mean.shape[1], max_units) for p in net.posteriors_]
     cols.append(np.arange(head_post.mean.shape[1]))  # the head keeps every output
-    kept = {name: [] for name in var_names}
+    kept: dict[str, list[np.ndarray]] = {name: [] for name in var_names}
     # One generator per weight matrix and one for the predictive draws: the result does not
     # depend on chunk_size.
     *rngs, rng = np.random.default_rng(seed).spawn(len(posts) + 1)
@@ -222,7 +222,8 @@ def to_inference_data(
             kept[names[i]].append(W if whole else W[:, rows[i]][:, :, cols[i]])
         return W
 
-    ll, pp = [], []
+    ll: list[np.ndarray] = []  # empty without observations
+    pp: list[np.ndarray] = []
     xb = with_bias(X)
     mean_xh, cache = forward(net.spec, net.posteriors_, X)
     # linearized: the outputs at the means of the layers' pre-activations, x_l W_l
@@ -231,31 +232,32 @@ def to_inference_data(
     for start in range(0, n_draws, chunk_size):
         c = min(chunk_size, n_draws - start)
         if hidden == "sample":
-            A = None
+            A: np.ndarray | None = None
             for i, layer in enumerate(net.layers):
-                Z = _first_layer(xb, draw(i, c)) if i == 0 else _affine(A, draw(i, c))
+                Z = _first_layer(xb, draw(i, c)) if A is None else _affine(A, draw(i, c))
                 A = layer.activate(Z)
             W = draw(len(posts) - 1, c)
             F = _first_layer(xb, W) if A is None else _affine(A, W)
         else:
             dA = None  # tangent-linear pass: first-order change of each layer's output
-            for i, ((x, _, g, _), post) in enumerate(
+            for i, ((x, _, slope, _), post) in enumerate(
                 zip(cache, net.posteriors_, strict=True) if hidden == "linearized" else ()
             ):
                 dA_next = _first_layer(x, draw(i, c))
                 dA_next -= mean_z[i]
                 if dA is not None:
                     dA_next += dA @ post.mean[:-1]
-                dA_next *= g
+                dA_next *= slope
                 dA = dA_next
             F = _first_layer(mean_xh, draw(len(posts) - 1, c))
             if dA is not None:
                 F += dA @ head_slope
         chunk_ll, chunk_pp = _predictive_draws(net, F, obs, rng)
-        ll.append(chunk_ll)
+        if chunk_ll is not None:
+            ll.append(chunk_ll)
         pp.append(chunk_pp)
 
-    coords = {"obs": np.arange(n)}
+    coords: dict[str, Any] = {"obs": np.arange(n)}
     variables: dict[str, dict[str, tuple[tuple[str, ...], np.ndarray]]] = {}
     if var_names:
         variables["posterior"] = {}
@@ -281,7 +283,7 @@ def to_inference_data(
         variables["posterior_predictive"] = {"y": (y_dims, np.concatenate(pp).squeeze(squeeze))}
     if "log_likelihood" in groups:
         variables["log_likelihood"] = {"y": (("obs",), np.concatenate(ll))}
-    if "observed_data" in groups:
+    if "observed_data" in groups and obs is not None:  # checked above: the group needs y
         variables["observed_data"] = {"y": (y_dims, obs.squeeze(squeeze))}
     attrs = {
         "inference_library": "bayeslayers",
@@ -345,7 +347,7 @@ def _assemble(variables, coords, attrs) -> az.InferenceData:
     axis and get a chain axis of size 1. With ArviZ 1.x this becomes ``xr.DataTree.from_dict``
     over the same datasets.
     """
-    datasets = {}
+    datasets: dict[str, Any] = {}
     for group, entries in variables.items():
         data_vars = {}
         for name, (dims, value) in entries.items():
