@@ -30,6 +30,7 @@ import numpy as np
 
 from bayeslayers import heads as _heads
 from bayeslayers import layers as _layers
+from bayeslayers.engine import NoiseState
 from bayeslayers.network import Network
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "load", "read_metadata", "save"]
@@ -88,7 +89,11 @@ def _decode(desc: dict, arrays: dict[str, np.ndarray]) -> Any:
         cls = getattr(importlib.import_module(module), name, None)
         if cls is None or not hasattr(cls, "_fields"):
             raise ModelFileError(f"state type {desc['namedtuple']!r} no longer exists")
-        if list(cls._fields) != list(desc["fields"]):
+        fields, given = list(cls._fields), list(desc["fields"])
+        # a file from before a field with a default was added: the default fills it in
+        if given != fields[: len(given)] or not set(fields[len(given) :]) <= set(
+            cls._field_defaults
+        ):
             raise ModelFileError(
                 f"state type {desc['namedtuple']!r} has fields {list(cls._fields)}, "
                 f"the file has {list(desc['fields'])}"
@@ -221,6 +226,12 @@ def load(path: str | os.PathLike) -> Network:
         net = Network(layers, head=head, **params)
         for name, desc in meta["state"].items():
             setattr(net, name, _decode(desc, arrays))
+        if net.is_fitted and not hasattr(net, "noise_"):
+            # a file from before the hidden noise was learned: its fixed resolved values
+            net.noise_ = [
+                NoiseState(1.0, layer.noise or net.hidden_noise or net.noise)
+                for layer in net.layers
+            ]
         if meta.get("rng") is not None:
             rng = np.random.default_rng()
             rng.bit_generator.state = meta["rng"]

@@ -9,6 +9,7 @@ end, so an exception anywhere leaves the network exactly as it was.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -22,7 +23,11 @@ from bayeslayers._validation import check_count, check_features, check_labels, c
 from bayeslayers.heads import Gaussian
 from bayeslayers.layers import Layer
 
-__all__ = ["FitProgress", "Network"]
+__all__ = ["AUTO_UNIT_MAX", "FitProgress", "Network"]
+
+#: ``covariance="auto"``: widest design row (inputs plus bias) given per-unit covariances;
+#: up to this width the compiled rank-one kernel keeps a per-unit step cheap.
+AUTO_UNIT_MAX = 257
 
 
 class FitProgress(NamedTuple):
@@ -119,21 +124,24 @@ class Network:
         layers: Sequence[Layer] = (),
         head=None,
         *,
-        covariance: str = "unit",
+        covariance: str = "auto",
         prior_precision: float = 1.0,
-        noise: float = 1.0,
+        noise: float | None = None,
         hidden_noise: float | None = None,
         damping: float = 1e-2,
         clip: float | None = None,
         bias_spread: float = 1.0,
-        init: str = "he",
+        init: str = "samples",
         sweeps: int = 1,
         seed: int = 0,
         dtype: str = "float64",
         blas_threads: int | None = 1,
     ) -> None:
         self.layers = list(layers)
-        self.head = Gaussian() if head is None else head
+        head = Gaussian() if head is None else head
+        if isinstance(head, Gaussian) and head.learn_noise is None:
+            head = dataclasses.replace(head, learn_noise=noise is None)  # learned unless set
+        self.head = head
         self.covariance = covariance
         self.prior_precision = prior_precision
         self.noise = noise
@@ -157,13 +165,16 @@ class Network:
                 )
         for name in ("prior_precision", "noise"):
             value = getattr(self, name)
+            if value is None and name == "noise":
+                continue
             if not (isinstance(value, int | float) and np.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         if self.hidden_noise is not None and not self.hidden_noise > 0:
             raise ValueError(f"hidden_noise must be > 0 or None, got {self.hidden_noise!r}")
-        if self.covariance not in conjugate.STRUCTURES:
+        if self.covariance != "auto" and self.covariance not in conjugate.STRUCTURES:
             raise ValueError(
-                f"covariance must be one of {conjugate.STRUCTURES}, got {self.covariance!r}"
+                f"covariance must be 'auto' or one of {tuple(conjugate.STRUCTURES)}, "
+                f"got {self.covariance!r}"
             )
         if not (self.damping >= 0):
             raise ValueError(f"damping must be >= 0, got {self.damping!r}")
@@ -188,14 +199,36 @@ class Network:
         return engine.NetSpec(
             layers=tuple(self.layers),
             head=self.head,
-            structures=tuple(layer.covariance or self.covariance for layer in self.layers),
-            head_structure=self.head.covariance or self.covariance,
+            structures=tuple(
+                layer.covariance or self._structure(fan_in)
+                for layer, fan_in in zip(self.layers, self._fan_ins(), strict=True)
+            ),
+            head_structure=self.head.covariance or self._structure(None),
             noises=tuple(
                 self.hidden_noise if layer.noise is None else layer.noise for layer in self.layers
             ),
             damping=self.damping,
             clip=self.clip,
         )
+
+    def _fan_ins(self) -> list[int | None]:
+        """Inputs of each hidden layer (the first one's is known once fitted)."""
+        first = getattr(self, "n_features_in_", None)
+        return [first, *(layer.units for layer in self.layers[:-1])][: len(self.layers)]
+
+    def _structure(self, fan_in: int | None) -> str:
+        """The covariance structure of a layer with ``fan_in`` inputs (None: the head).
+
+        ``covariance="auto"``: exact per-unit covariances where a layer's design rows have at
+        most :data:`AUTO_UNIT_MAX` entries (bias included), mean-field ``"diag"`` for wider
+        layers (per-unit memory and time grow with the square of the width); the head is
+        always per-unit.
+        """
+        if self.covariance != "auto":
+            return self.covariance
+        if fan_in is None or fan_in + 1 <= AUTO_UNIT_MAX:
+            return "unit"
+        return "diag"
 
     @property
     def state(self) -> engine.NetState:
@@ -205,12 +238,13 @@ class Network:
 
     def _init_state(self, n_features: int, n_outputs: int, X: np.ndarray) -> None:
         rng = np.random.default_rng(self.seed)
+        self.n_features_in_ = n_features  # the first layer's structure may depend on it
         state = engine.init_state(
             self.spec,
             n_features,
             n_outputs,
             prior_precision=self.prior_precision,
-            head_noise=self.noise,
+            head_noise=1.0 if self.noise is None else self.noise,
             hidden_noise=1.0,
             bias_spread=self.bias_spread,
             rng=rng,

@@ -25,6 +25,7 @@ def test_leaky_relu_network_with_slope_one_equals_linear_network():
     b.partial_fit(X[:1], y[:1])
     b.posteriors_ = a.posteriors_  # align the prior means (the init gains differ by design)
     b.head_state_ = a.head_state_
+    b.noise_ = a.noise_
     a.partial_fit(X[1:], y[1:], batch_size=7)
     b.partial_fit(X[1:], y[1:], batch_size=7)
     np.testing.assert_allclose(a.predict(X), b.predict(X), rtol=1e-12)
@@ -81,7 +82,14 @@ def sine_problem(n=200, seed=0):
 def test_every_layer_and_structure_learns(kind, structure):
     """Contract: shapes, finite values, and the test error falls as data arrive."""
     X, y, Xt, yt = sine_problem()
-    net = Network([layers.make_layer(kind, units=16)], covariance=structure, noise=0.01, seed=0)
+    net = Network(  # the prior mean ignores the data, so "early" is the untrained network
+        [layers.make_layer(kind, units=16)],
+        covariance=structure,
+        noise=0.01,
+        hidden_noise=0.01,
+        init="he",
+        seed=0,
+    )
     net.partial_fit(X[:3], y[:3])
     early = np.sqrt(np.mean((net.predict(Xt) - yt) ** 2))
     net.partial_fit(X[3:], y[3:])

@@ -144,7 +144,7 @@ def test_bad_input_raises_and_leaves_the_model_unchanged(X, Y, kwargs, error, ma
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"covariance": "full"}, ValueError, "covariance must be one of"),
+        ({"covariance": "full"}, ValueError, "covariance must be"),
         ({"noise": 0.0}, ValueError, "noise must be a finite number > 0"),
         ({"prior_precision": float("nan")}, ValueError, "prior_precision"),
         ({"damping": -1.0}, ValueError, "damping"),

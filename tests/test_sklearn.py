@@ -184,7 +184,7 @@ BAD_PARAMS = [
     (BayesLayersRegressor, {"activation": "sigmoid"}, ValueError, "activation must be one of"),
     (BayesLayersRegressor, {"head": 3}, TypeError, "head must be a name in"),
     (BayesLayersClassifier, {"head": heads.Gaussian()}, ValueError, "not a classification"),
-    (BayesLayersRegressor, {"covariance": "full"}, ValueError, "covariance must be one of"),
+    (BayesLayersRegressor, {"covariance": "full"}, ValueError, "covariance must be"),
     (BayesLayersRegressor, {"prior_precision": 0.0}, ValueError, "prior_precision must be"),
     (BayesLayersRegressor, {"noise": -1.0}, ValueError, "noise must be"),
     (BayesLayersRegressor, {"hidden_noise": 0.0}, ValueError, "hidden_noise must be"),

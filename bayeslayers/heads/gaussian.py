@@ -13,6 +13,24 @@ r"""Gaussian heads: linear regression outputs through the conjugate core.
 
     with :math:`\tilde S_j = I / c + \Phi_j \tilde\Sigma_j \Phi_j^\top` (Bishop PRML 3.3,
     Murphy MLPP 7.6.3). The noise estimate is :math:`b / a`.
+
+    Early in a pass the body is still untrained, so its residuals overstate the noise. With
+    ``noise_memory="evidence"`` (the default) several copies of :math:`(a, b)` are kept side
+    by side, each forgetting old residuals with its own memory :math:`M` (in scalar
+    observations: before a batch of :math:`n`, :math:`a, b \leftarrow e^{-n/M} (a, b)`),
+    and each scores its own one-step-ahead predictive of every batch, the multivariate
+    Student-t
+
+    .. math::
+
+        \log p(r) = \log\Gamma(a + \tfrac n2) - \log\Gamma(a) - \tfrac n2 \log(2\pi b)
+            - \tfrac12 \log|\tilde S| - (a + \tfrac n2) \log\Big(1 + \frac{q}{2b}\Big),
+
+    :math:`q = \sum_j r_j^\top \tilde S_j^{-1} r_j` (the :math:`\log|\tilde S|` term is
+    the same for every copy). The copy with the highest accumulated (prequential) evidence
+    gives the noise in use: a stationary stream keeps the full memory, one whose residuals
+    shrink as the body learns picks a shorter one. The weights' posterior does not depend on
+    the noise in this model, so the copies cost a few scalars per batch.
 ``OneHot``
     The ``Gaussian`` head regressing one-hot class indicators (the original post's MNIST
     set-up). Class probabilities are :math:`P(k = \arg\max_j f_j)` under the independent
@@ -21,15 +39,21 @@ r"""Gaussian heads: linear regression outputs through the conjugate core.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
 import numpy as np
+from scipy.special import gammaln
 
 from bayeslayers import conjugate
 from bayeslayers.heads.argmax import argmax_log_proba, argmax_probabilities
 
-__all__ = ["Gaussian", "GaussianState", "OneHot"]
+__all__ = ["NOISE_MEMORIES", "Gaussian", "GaussianState", "OneHot"]
+
+#: Memories (scalar observations) of the noise statistics compared by evidence: a geometric
+#: grid from "keep everything" down to a short window.
+NOISE_MEMORIES = (math.inf, 4096.0, 1024.0, 256.0, 64.0)
 
 
 class GaussianState(NamedTuple):
@@ -40,13 +64,17 @@ class GaussianState(NamedTuple):
     post : WeightPosterior
         Weight posterior (covariance relative to :math:`\\sigma^2` when the noise is learned).
     a, b : float
-        Inverse-Gamma shape and scale of the noise variance. With a fixed noise ``a = inf``
-        is not used; ``b / a`` is always the noise variance in use.
+        Inverse-Gamma shape and scale of the noise variance in use; ``b / a`` is always the
+        noise variance in use (with a fixed noise ``a = 1``).
+    memory : ndarray of shape (len(NOISE_MEMORIES), 3) or (0, 3)
+        With ``noise_memory="evidence"``: per candidate memory its ``a``, ``b`` and
+        accumulated log evidence; empty otherwise.
     """
 
     post: conjugate.WeightPosterior
     a: float
     b: float
+    memory: np.ndarray = np.zeros((0, 3))
 
 
 @dataclass(frozen=True)
@@ -55,19 +83,26 @@ class Gaussian:
 
     Parameters
     ----------
-    learn_noise : bool
+    learn_noise : bool, optional
         Learn the noise variance with the conjugate Normal-Inverse-Gamma extension. The
-        network's ``noise`` is then the prior guess, held with ``noise_strength`` pseudo
-        observations, and ``prior_precision`` is relative to the noise.
+        network's ``noise`` is then the prior guess (1 if unset), held with
+        ``noise_strength`` pseudo observations, and ``prior_precision`` is relative to the
+        noise. Omitted: learned unless the network's ``noise`` is set (``Network`` resolves
+        it when built).
     noise_strength : float
         Prior weight (in observations) of the noise guess when ``learn_noise`` is set.
     covariance : str, optional
         Covariance structure of the head's weights; the network's default if omitted.
+    noise_memory : {"evidence", None}
+        With a learned noise: ``"evidence"`` picks the memory of the noise statistics by
+        prequential evidence among :data:`NOISE_MEMORIES` (see the module docstring);
+        ``None`` keeps every residual (plain Normal-Inverse-Gamma).
     """
 
-    learn_noise: bool = False
+    learn_noise: bool | None = None
     noise_strength: float = 2.0
     covariance: str | None = None
+    noise_memory: str | None = "evidence"
 
     kind: ClassVar[str] = "gaussian"
     is_classifier: ClassVar[bool] = False
@@ -79,13 +114,19 @@ class Gaussian:
             raise ValueError(
                 f"covariance must be one of {conjugate.STRUCTURES} or None, got {self.covariance!r}"
             )
+        if self.noise_memory not in ("evidence", None):
+            raise ValueError(f"noise_memory must be 'evidence' or None, got {self.noise_memory!r}")
 
     def encode(self, y: np.ndarray, n_classes: int | None = None) -> np.ndarray:
         return y.reshape(len(y), -1)
 
     def init(self, mean, prior_variance, structure, noise) -> GaussianState:
         a = self.noise_strength / 2 if self.learn_noise else 1.0
-        return GaussianState(conjugate.init(structure, mean, prior_variance), a, a * noise)
+        post = conjugate.init(structure, mean, prior_variance)
+        if not (self.learn_noise and self.noise_memory == "evidence"):
+            return GaussianState(post, a, a * noise)
+        memory = np.tile([a, a * noise, 0.0], (len(NOISE_MEMORIES), 1))
+        return GaussianState(post, a, a * noise, memory)
 
     def noise_variance(self, state: GaussianState) -> float:
         """Current noise variance estimate :math:`b / a`."""
@@ -94,11 +135,15 @@ class Gaussian:
     def update(self, state: GaussianState, X, T, fraction) -> GaussianState:
         if self.learn_noise:
             post, info = conjugate.update(state.post, X, T, noise=1.0, fraction=fraction)
-            return GaussianState(post, state.a + info.n_obs / 2, state.b + info.quad / 2)
+            if not len(state.memory):
+                return GaussianState(post, state.a + info.n_obs / 2, state.b + info.quad / 2)
+            memory = _score_memories(state.memory, info.n_obs, info.quad)
+            a, b, _ = memory[int(np.argmax(memory[:, 2]))]
+            return GaussianState(post, float(a), float(b), memory)
         post, _ = conjugate.update(
             state.post, X, T, noise=self.noise_variance(state), fraction=fraction
         )
-        return GaussianState(post, state.a, state.b)
+        return GaussianState(post, state.a, state.b, state.memory)
 
     def residual(self, state: GaussianState, X, T) -> tuple[np.ndarray, np.ndarray]:
         W = state.post.mean
@@ -139,6 +184,20 @@ class Gaussian:
         """One outcome per predictor: ``F + sigma * noise``."""
         sd = np.sqrt(self.noise_variance(state))
         return F + sd * rng.standard_normal(F.shape)
+
+
+def _score_memories(memory: np.ndarray, n: float, quad: float) -> np.ndarray:
+    """Each candidate's Student-t log evidence of a batch, then its forgetting and update.
+
+    ``memory`` rows are ``(a, b, log evidence)`` per :data:`NOISE_MEMORIES` entry; ``n``
+    scalar observations with scaled squared innovations ``quad`` (module docstring).
+    """
+    decay = np.exp(-n / np.asarray(NOISE_MEMORIES))
+    a, b = memory[:, 0] * decay, memory[:, 1] * decay
+    a, b = np.maximum(a, 1e-300), np.maximum(b, 1e-300)  # no underflow to 0 in a huge batch
+    gain = gammaln(a + n / 2) - gammaln(a) - n / 2 * np.log(2 * np.pi * b)
+    gain -= (a + n / 2) * np.log1p(quad / (2 * b))
+    return np.column_stack([a + n / 2, b + quad / 2, memory[:, 2] + gain])
 
 
 @dataclass(frozen=True)
