@@ -301,3 +301,28 @@ def test_logistic_structured_solves_match_the_dense_hessian(floor):
         np.einsum("nc,nc->n", g, np.linalg.solve(H_floor, g[..., None])[..., 0]),
         rtol=1e-8,
     )
+
+
+@pytest.mark.parametrize("head", [Probit(), Logistic()], ids=["probit", "logistic"])
+def test_glm_heads_train_and_predict_1000_classes_without_dense_hessians(head):
+    """O(C) per row: a dense (n, C, C) Hessian alone would be 8 MB per row here."""
+    import time
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    K, n = 1000, 64
+    state = head.init(np.zeros((6, K)), 1.0, "diag", 1.0)
+    X = np.c_[rng.normal(size=(n, 5)), np.ones(n)]
+    T = head.encode(rng.integers(0, K, n), K)
+    start = time.perf_counter()
+    tracemalloc.start()
+    try:
+        state = head.update(state, X, T, 1.0)
+        E, J = head.residual(state, X, T)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 20
+    assert peak < 200 * 2**20  # dense Hessians: n C^2 x 8 bytes = 512 MB, several times over
+    assert E.shape == (n, head.n_columns(K)) and J.shape == (n, 5, head.n_columns(K))
+    assert np.all(np.isfinite(E)) and np.all(np.isfinite(J))

@@ -219,3 +219,63 @@ def test_argmax_log_proba_exact_cases():
         np.testing.assert_allclose(
             heads.argmax_log_proba(np.zeros(K), 1.0), np.log(1 / K), atol=1e-5
         )
+
+
+@pytest.mark.parametrize(
+    ("spread", "var_range"),
+    [(0.1, (0.01, 0.01)), (1.0, (0.05, 0.5)), (3.0, (0.01, 0.3)), (0.5, (0.001, 0.04))],
+)
+def test_many_classes_shared_grid_matches_adaptive_quadrature(spread, var_range):
+    """Above MANY_CLASSES the shared grid gives every class; checked on the leading classes."""
+    from bayeslayers.heads.argmax import MANY_CLASSES
+
+    rng = np.random.default_rng(1)
+    K = MANY_CLASSES + 8
+    m, s = rng.normal(0, spread, K), np.sqrt(rng.uniform(*var_range, K))
+    p = heads.argmax_probabilities(m, s**2)
+    assert p.shape == (K,) and abs(p.sum() - 1) < 1e-12
+    for k in np.argsort(-m)[:4]:
+        others_m, others_s = np.delete(m, k), np.delete(s, k)
+
+        def f(x, k=k, om=others_m, os=others_s):
+            return stats.norm.pdf(x, m[k], s[k]) * np.prod(stats.norm.cdf((x - om) / os))
+
+        exact, _ = integrate.quad(
+            f, m[k] - 12 * s[k], m[k] + 12 * s[k], epsabs=1e-15, epsrel=1e-13, limit=500
+        )
+        assert abs(p[k] - exact) < 1e-9
+
+
+def _many_class_onehot(n_classes: int, n_in: int = 5):
+    """A fixed OneHot head state with ``n_classes`` outputs (no training)."""
+    rng = np.random.default_rng(0)
+    head = heads.OneHot()
+    state = head.init(rng.normal(0, 0.3, (n_in + 1, n_classes)), 0.01, "diag", 0.05)
+    X = np.c_[rng.normal(size=(1000, n_in)), np.ones(1000)]
+    return head, state, X
+
+
+def test_onehot_predict_proba_with_many_classes_has_bounded_memory():
+    import tracemalloc
+
+    head, state, X = _many_class_onehot(1000)
+    tracemalloc.start()
+    try:
+        p = head.proba(state, X[:100])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert p.shape == (100, 1000)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-12)
+    assert peak < 300 * 2**20  # the per-class quadrature: about 145 bytes x rows x K^2 (14 GiB)
+
+
+@pytest.mark.slow
+def test_onehot_predicts_1000_rows_of_1000_classes_in_seconds():
+    import time
+
+    head, state, X = _many_class_onehot(1000)
+    start = time.perf_counter()
+    p = head.proba(state, X)
+    assert time.perf_counter() - start < 30  # shared 2-core runner; about 5 s alone
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-12)
