@@ -214,6 +214,8 @@ class OneHot(Gaussian):
     is_classifier: ClassVar[bool] = True
 
     def encode(self, y: np.ndarray, n_classes: int | None = None) -> np.ndarray:
+        if n_classes is None:
+            raise ValueError(f"n_classes is required for a {self.kind} head")
         return np.eye(n_classes)[y]
 
     def proba(self, state: GaussianState, X) -> np.ndarray:
