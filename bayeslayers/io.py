@@ -147,7 +147,7 @@ def save(net: Network, path: str | os.PathLike, config: dict | None = None) -> P
         raise ValueError("cannot save an unfitted Network: call fit or partial_fit first")
     from bayeslayers import __version__
 
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, Any] = {}  # np.ndarray values; Any for savez's keyword stub
     state = {k: _encode(v, k, arrays) for k, v in _fitted_attributes(net).items()}
     rng = getattr(net, "_rng", None)
     meta = {
