@@ -19,15 +19,25 @@ import numpy as np
 from bayeslayers import conjugate, engine, health, predictive
 from bayeslayers._atomic import unchanged_on_error
 from bayeslayers._threads import blas_threads, one_at_a_time
-from bayeslayers._validation import check_count, check_features, check_labels, check_targets
-from bayeslayers.heads import Gaussian
+from bayeslayers._validation import (
+    check_count,
+    check_features,
+    check_labels,
+    check_real,
+    check_seed,
+    check_targets,
+)
+from bayeslayers.heads import Gaussian, Head
 from bayeslayers.layers import Layer
 
-__all__ = ["AUTO_UNIT_MAX", "FitProgress", "Network"]
+__all__ = ["AUTO_UNIT_MAX", "CLASSIFIER_HIDDEN_NOISE", "FitProgress", "Network"]
 
 #: ``covariance="auto"``: widest design row (inputs plus bias) given per-unit covariances;
 #: up to this width the compiled rank-one kernel keeps a per-unit step cheap.
 AUTO_UNIT_MAX = 257
+#: Default pseudo-noise variance of hidden layers under a classification head (the hidden
+#: activations are on a unit scale by construction of the prior mean).
+CLASSIFIER_HIDDEN_NOISE = 1.0
 
 
 class FitProgress(NamedTuple):
@@ -69,9 +79,10 @@ class Network:
     noise : float
         Observation noise variance :math:`\\sigma^2` of the head.
     hidden_noise : float, optional
-        Noise variance of the hidden layers' pseudo-observations. Omitted (the default): learned
-        per layer from its own innovations during the pass
-        (:func:`bayeslayers.engine.learn_noise`). A layer's own ``noise`` overrides it.
+        Noise variance of the hidden layers' pseudo-observations. Omitted (the default): under
+        a regression head, learned per layer from its own innovations during the pass
+        (:func:`bayeslayers.engine.learn_noise`); under a classification head
+        :data:`CLASSIFIER_HIDDEN_NOISE`. A layer's own ``noise`` overrides it.
     damping : float
         :math:`\\lambda` of the target solve; 0 gives the original post's pseudo-inverse.
     clip : float, optional
@@ -163,25 +174,25 @@ class Network:
                 raise TypeError(
                     f"layers[{i}] must be a Layer (e.g. layers.ReLU(100)), got {layer!r}"
                 )
-        for name in ("prior_precision", "noise"):
-            value = getattr(self, name)
-            if value is None and name == "noise":
-                continue
-            if not (isinstance(value, int | float) and np.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        if self.hidden_noise is not None and not self.hidden_noise > 0:
-            raise ValueError(f"hidden_noise must be > 0 or None, got {self.hidden_noise!r}")
+        if not isinstance(self.head, Head):
+            hint = (
+                f"; build it with heads.make_head({self.head!r})"
+                if isinstance(self.head, str)
+                else ""
+            )
+            raise TypeError(f"head must be a Head (e.g. heads.Probit()), got {self.head!r}{hint}")
+        check_real(self.prior_precision, "prior_precision", 0, low_open=True)
+        for name in ("noise", "hidden_noise"):  # None: learned
+            check_real(getattr(self, name), name, 0, allow_none=True, low_open=True)
+        check_seed(self.seed)
         if self.covariance != "auto" and self.covariance not in conjugate.STRUCTURES:
             raise ValueError(
                 f"covariance must be 'auto' or one of {tuple(conjugate.STRUCTURES)}, "
                 f"got {self.covariance!r}"
             )
-        if not (self.damping >= 0):
-            raise ValueError(f"damping must be >= 0, got {self.damping!r}")
-        if self.clip is not None and not self.clip > 0:
-            raise ValueError(f"clip must be > 0 or None, got {self.clip!r}")
-        if not self.bias_spread >= 0:
-            raise ValueError(f"bias_spread must be >= 0, got {self.bias_spread!r}")
+        check_real(self.damping, "damping", 0)
+        check_real(self.clip, "clip", 0, allow_none=True, low_open=True)
+        check_real(self.bias_spread, "bias_spread", 0)
         check_count(self.blas_threads, "blas_threads", allow_none=True)
         if self.init not in ("samples", "he"):
             raise ValueError(f"init must be 'samples' or 'he', got {self.init!r}")
@@ -205,11 +216,21 @@ class Network:
             ),
             head_structure=self.head.covariance or self._structure(None),
             noises=tuple(
-                self.hidden_noise if layer.noise is None else layer.noise for layer in self.layers
+                self._hidden_noise() if layer.noise is None else layer.noise
+                for layer in self.layers
             ),
             damping=self.damping,
             clip=self.clip,
         )
+
+    def _hidden_noise(self) -> float | None:
+        """``hidden_noise``, or its default: learned (None) under a regression head, 1.0 under
+        a classification head (whose residuals are structural misfit of the link, not noise:
+        calibrating the pseudo-noise on them makes the hidden layers overfit).
+        """
+        if self.hidden_noise is not None:
+            return self.hidden_noise
+        return CLASSIFIER_HIDDEN_NOISE if self.head.is_classifier else None
 
     def _fan_ins(self) -> list[int | None]:
         """Inputs of each hidden layer (the first one's is known once fitted)."""
@@ -277,6 +298,13 @@ class Network:
                 self._init_state(X.shape[1], Y.shape[1], X)
             return X, self.head.encode(Y)
         y = check_labels(Y, X.shape[0])
+        if self.is_fitted and classes is not None:
+            given = np.unique(check_labels(classes, len(classes), "classes"))
+            if not np.array_equal(given, self.classes_):
+                raise ValueError(
+                    f"classes={given.tolist()} differs from the classes "
+                    f"{self.classes_.tolist()} this network was first fitted with"
+                )
         if not self.is_fitted:
             known = np.unique(y) if classes is None else np.unique(np.asarray(classes))
             if len(known) < 2:
@@ -347,8 +375,7 @@ class Network:
             raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not 0 < fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        check_real(fraction, "fraction", 0, 1, low_open=True)
         with self._atomic(), blas_threads(self.blas_threads):
             X, T = self.encode(X, Y, classes)
             self._run_pass(X, T, batch_size, fraction, progress, shuffle, _callback, _pass_index)
@@ -427,6 +454,7 @@ class Network:
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
         check_count(passes, "passes")
+        check_real(fraction, "fraction", 0, 1, allow_none=True, low_open=True)
         c = 1.0 / passes if fraction is None else fraction
         start = time.perf_counter()
         with self._atomic():
@@ -496,6 +524,11 @@ class Network:
             if return_std:
                 raise ValueError("return_std is for regression heads; use predict_proba")
             return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        if hidden == "sample" and not return_std:
+            raise ValueError(
+                "hidden='sample' applies with return_std=True; the point prediction is the "
+                "forward pass at the posterior means (predict_moments gives the sampled mean)"
+            )
         X, draws = self._prepare(X, hidden, n_samples)
         if return_std:
             mean, var = predictive.moments(self.spec, self.state, X, hidden, draws, self.seed)

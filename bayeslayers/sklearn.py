@@ -31,7 +31,24 @@ from bayeslayers._atomic import unchanged_on_error
 from bayeslayers.layers import LAYERS, make_layer
 from bayeslayers.network import Network
 
-__all__ = ["BayesLayersClassifier", "BayesLayersRegressor"]
+__all__ = ["BayesLayersClassifier", "BayesLayersRegressor", "auto_batch_size"]
+
+
+def auto_batch_size(n_rows: int) -> int:
+    """Rows per update for ``batch_size="auto"``: 1 up to 2,000 rows, then growing to 32.
+
+    Smaller batches relinearize the network more often (better one-pass fits); larger ones
+    spread each step's fixed cost over more rows. One row per update until the pass has a
+    few thousand rows, then :math:`\\lfloor n / 1000 \rfloor`, at most 32.
+    """
+    return 1 if n_rows <= 2000 else min(32, n_rows // 1000)
+
+
+def _moments(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and scales of ``A`` (scale 1 for a constant column)."""
+    mean = A.mean(axis=0)
+    scale = A.std(axis=0)
+    return mean, np.where(scale > 0, scale, 1.0)
 
 
 class _BayesLayersBase(BaseEstimator):
@@ -48,14 +65,23 @@ class _BayesLayersBase(BaseEstimator):
     head : str or Head
         Output layer: a name from :data:`bayeslayers.heads.HEADS` (see each estimator for the
         allowed names) or a head object such as ``heads.Gaussian(learn_noise=True)``.
-    covariance : {"unit", "shared", "diag"}
-        Covariance structure of every weight posterior.
+    random_state : int, RandomState instance or None
+        Seed of the network (prior mean, shuffling, posterior draws).
+
+    Everything else is an optional, keyword-only prior or setting; the defaults need no
+    tuning (every noise is learned, the structure follows the width):
+
+    covariance : {"auto", "unit", "shared", "diag"}
+        Covariance structure of the weight posteriors (``"auto"``: per-unit up to
+        :data:`bayeslayers.network.AUTO_UNIT_MAX`-wide rows, diagonal above).
     prior_precision : float
-        Prior precision of every weight.
-    noise : float
-        Observation noise variance :math:`\sigma^2` of the head.
+        Prior precision of every weight (relative to the noise where it is learned), on the
+        standardized scale.
+    noise : float, optional
+        Observation noise variance :math:`\sigma^2` of the head, fixed; omitted: learned.
     hidden_noise : float, optional
-        Pseudo-observation noise variance of the hidden layers (``noise`` if None).
+        Pseudo-observation noise variance of the hidden layers, fixed; omitted: learned per
+        layer.
     damping : float
         Damping :math:`\lambda` of the target correction.
     clip : float, optional
@@ -69,15 +95,19 @@ class _BayesLayersBase(BaseEstimator):
         Updates per batch, each tempered by ``1 / sweeps`` (an iterated EKF step).
     passes : int
         Passes over the data in ``fit``, each tempered by ``1 / passes``.
-    batch_size : int
+    batch_size : int or "auto"
         Rows per conjugate update; 1 is the original post's sample-by-sample update.
+        ``"auto"``: :func:`auto_batch_size` of the first call's row count.
     shuffle : bool
         Visit the rows in a seeded random order in ``fit`` (``partial_fit`` keeps the order
         it is given: a stream is learned in stream order).
+    standardize : bool
+        Centre and scale every feature (and, for regression, every target) with the first
+        call's statistics, so that predictions do not depend on the units of the data; the
+        network works on the standardized scale and predictions come back in the data's
+        units. Constant features are only centred.
     dtype : {"float64", "float32"}
         Floating point type of the parameters.
-    random_state : int, RandomState instance or None
-        Seed of the network (prior mean, shuffling, posterior draws).
     """
 
     #: Head names that stand for a registry kind (e.g. a classifier's "gaussian" head is the
@@ -90,24 +120,27 @@ class _BayesLayersBase(BaseEstimator):
         hidden: tuple[int, ...] = (100,),
         activation: str = "relu",
         head="gaussian",
-        covariance: str = "unit",
+        random_state=None,
+        *,
+        covariance: str = "auto",
         prior_precision: float = 1.0,
-        noise: float = 1.0,
+        noise: float | None = None,
         hidden_noise: float | None = None,
         damping: float = 1e-2,
         clip: float | None = None,
         bias_spread: float = 1.0,
-        init: str = "he",
+        init: str = "samples",
         sweeps: int = 1,
         passes: int = 1,
-        batch_size: int = 1,
+        batch_size: int | str = "auto",
         shuffle: bool = True,
+        standardize: bool = True,
         dtype: str = "float64",
-        random_state=None,
     ) -> None:
         self.hidden = hidden
         self.activation = activation
         self.head = head
+        self.random_state = random_state
         self.covariance = covariance
         self.prior_precision = prior_precision
         self.noise = noise
@@ -120,8 +153,8 @@ class _BayesLayersBase(BaseEstimator):
         self.passes = passes
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.standardize = standardize
         self.dtype = dtype
-        self.random_state = random_state
 
     # ------------------------------------------------------------------ set-up
     def _allowed_heads(self) -> list[str]:
@@ -193,22 +226,41 @@ class _BayesLayersBase(BaseEstimator):
             dtype=self.dtype,
         )
 
+    def _batch(self, n_rows: int) -> int:
+        if isinstance(self.batch_size, str):
+            if self.batch_size != "auto":
+                raise ValueError(f"batch_size must be an int or 'auto', got {self.batch_size!r}")
+            return auto_batch_size(n_rows)
+        return self.batch_size
+
+    def _scale_X(self, X: np.ndarray, first: bool) -> np.ndarray:
+        """Standardized features; the first call sets the statistics."""
+        if not isinstance(self.standardize, bool | np.bool_):
+            raise TypeError(f"standardize must be a bool, got {type(self.standardize).__name__}")
+        if first:
+            self.x_mean_, self.x_scale_ = _moments(X) if self.standardize else (0.0, 1.0)
+        return (X - self.x_mean_) / self.x_scale_
+
     def _fit_network(self, X: np.ndarray, y: np.ndarray) -> None:
         self.network_ = self._make_network().fit(
-            X, y, passes=self.passes, batch_size=self.batch_size, shuffle=bool(self.shuffle)
+            self._scale_X(X, first=True),
+            y,
+            passes=self.passes,
+            batch_size=self._batch(len(X)),
+            shuffle=bool(self.shuffle),
         )
 
     def health(self, X=None, y=None):
         """Numerical health of the fitted posteriors (:func:`bayeslayers.health.report`)."""
         check_is_fitted(self)
         if X is not None:
-            X = validate_data(self, X, reset=False)
+            X = self._scale_X(validate_data(self, X, reset=False), first=False)
         if y is not None:
             y = self._network_targets(y)
         return self.network_.health(X, y)
 
     def _network_targets(self, y) -> np.ndarray:
-        return y
+        return (np.asarray(y, dtype=float) - self.y_mean_) / self.y_scale_
 
 
 class BayesLayersRegressor(RegressorMixin, _BayesLayersBase):
@@ -237,7 +289,8 @@ class BayesLayersRegressor(RegressorMixin, _BayesLayersBase):
         """Train from the prior on ``(X, y)``; ``y`` of shape ``(n,)`` or ``(n, k)``."""
         with unchanged_on_error(self):
             X, y = validate_data(self, X, y, multi_output=True, y_numeric=True)
-            self._fit_network(X, y)
+            self._scale_y(y)
+            self._fit_network(X, self._network_targets(y))
             self.n_outputs_ = self.network_.n_outputs_
         return self
 
@@ -246,8 +299,12 @@ class BayesLayersRegressor(RegressorMixin, _BayesLayersBase):
         first = not hasattr(self, "network_")
         with unchanged_on_error(self):
             X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, reset=first)
+            if first:
+                self._scale_y(y)
             network = self._make_network() if first else self.network_
-            network.partial_fit(X, y, batch_size=self.batch_size)
+            network.partial_fit(
+                self._scale_X(X, first), self._network_targets(y), batch_size=self._batch(len(X))
+            )
             self.network_ = network
             self.n_outputs_ = network.n_outputs_
         return self
@@ -265,8 +322,25 @@ class BayesLayersRegressor(RegressorMixin, _BayesLayersBase):
         uncertainty (``hidden``, see :mod:`bayeslayers.predictive`) and the observation noise.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False)
-        return self.network_.predict(X, return_std=return_std, hidden=hidden, n_samples=n_samples)
+        X = self._scale_X(validate_data(self, X, reset=False), first=False)
+        out = self.network_.predict(X, return_std=return_std, hidden=hidden, n_samples=n_samples)
+        if return_std:
+            mean, std = out
+            return mean * self._y_out_scale() + self._y_out_mean(), std * self._y_out_scale()
+        return out * self._y_out_scale() + self._y_out_mean()
+
+    def _scale_y(self, y: np.ndarray) -> None:
+        """Target statistics from the first call (identity without ``standardize``)."""
+        if self.standardize:
+            self.y_mean_, self.y_scale_ = _moments(np.asarray(y, dtype=float))
+        else:
+            self.y_mean_, self.y_scale_ = 0.0, 1.0
+
+    def _y_out_scale(self):
+        return np.squeeze(self.y_scale_) if self.network_.n_outputs_ == 1 else self.y_scale_
+
+    def _y_out_mean(self):
+        return np.squeeze(self.y_mean_) if self.network_.n_outputs_ == 1 else self.y_mean_
 
 
 class BayesLayersClassifier(ClassifierMixin, _BayesLayersBase):
@@ -332,7 +406,10 @@ class BayesLayersClassifier(ClassifierMixin, _BayesLayersBase):
             index = self._network_targets(y)
             network = self._make_network() if first else self.network_
             network.partial_fit(
-                X, index, batch_size=self.batch_size, classes=np.arange(len(self.classes_))
+                self._scale_X(X, first),
+                index,
+                batch_size=self._batch(len(X)),
+                classes=np.arange(len(self.classes_)),
             )
             self.network_ = network
         return self
@@ -354,7 +431,7 @@ class BayesLayersClassifier(ClassifierMixin, _BayesLayersBase):
         ``hidden`` says (``"mean"``, ``"linearized"`` or ``"sample"`` with ``n_samples`` draws).
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False)
+        X = self._scale_X(validate_data(self, X, reset=False), first=False)
         return self.network_.predict_proba(X, hidden=hidden, n_samples=n_samples)
 
     def predict(self, X) -> np.ndarray:
