@@ -1,0 +1,337 @@
+r"""Data-parallel training on Dask: broadcast, one pass per shard, natural-parameter merge.
+
+:func:`fit` trains a :class:`~bayeslayers.Network` on data split into partitions (a Dask array
+or DataFrame, or NumPy arrays it splits). The partitions are taken in ``rounds`` consecutive
+groups; in each round
+
+1. the driver broadcasts the current network to the workers;
+2. the round's partitions are dealt, in order, into ``n_shards`` contiguous shards, and each
+   shard is one task: a copy of the broadcast network makes the single pass
+   (``Network.partial_fit``) over the shard's partitions, one after the other, and returns
+   what it learned in natural parameters (:func:`bayeslayers.merging.network_delta`);
+3. the driver adds the changes up (:func:`bayeslayers.merging.apply_deltas`):
+
+.. math::
+
+    \Lambda \leftarrow \Lambda + \sum_k \Delta\Lambda_k, \qquad h \leftarrow h + \sum_k \Delta h_k .
+
+For a network without hidden layers (a Gaussian or one-hot head on fixed features, with a
+fixed or plain Normal-Inverse-Gamma noise) this is exactly the sequential posterior whatever
+the partitioning, the number of shards and rounds (:mod:`bayeslayers.merging`). With hidden
+layers each shard's targets come from its own copy of the body, so the merge is exact given
+those targets: more shards per round means each shard sees less data before the merge; more
+rounds synchronize more often.
+
+The network is changed only after the last round: if a worker fails, a partition does not
+match, or a merged covariance is not positive definite, ``fit`` raises and the network is as
+it was.
+
+Clusters
+--------
+``client=None`` uses the current Dask client (:func:`distributed.get_client`), or starts a
+``LocalCluster`` of single-threaded worker processes on this machine for the call. The same
+code runs on any Dask cluster: pass a ``distributed.Client`` connected to it, e.g.
+``Client("tcp://scheduler:8786")`` for an existing scheduler, a ``dask_jobqueue.SLURMCluster``
+(or PBS, SGE, ...) for a batch system, or a ``dask_kubernetes`` cluster. Workers need
+bayeslayers installed; the network travels to them by pickle (Dask's own serialization;
+model files written by :func:`bayeslayers.io.save` remain pickle-free).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from bayeslayers._validation import check_count
+from bayeslayers.merging import NetworkDelta, apply_deltas, network_delta
+from bayeslayers.network import Network
+
+__all__ = ["ShardError", "fit"]
+
+
+class ShardError(RuntimeError):
+    """A shard's task failed on a worker (the network was left unchanged)."""
+
+
+def _dask():
+    try:
+        import dask
+        import distributed
+    except ImportError as error:  # pragma: no cover - the extra is part of [dev]
+        raise ImportError(
+            "bayeslayers.distributed needs Dask: pip install 'bayeslayers[distributed]'"
+        ) from error
+    return dask, distributed
+
+
+def fit(
+    network: Network,
+    X,
+    y,
+    *,
+    client=None,
+    n_shards: int | None = None,
+    rounds: int = 1,
+    partitions: int | None = None,
+    batch_size: int = 1,
+    fraction: float = 1.0,
+    classes=None,
+    progress: bool = False,
+) -> Network:
+    """Train ``network`` with one pass over partitioned data on a Dask cluster.
+
+    Parameters
+    ----------
+    network : Network
+        Trained further if fitted (like ``partial_fit``); otherwise its prior is set from the
+        first partition (``Network.initialize``: shapes and, with ``init="samples"``, that
+        partition's inputs) and the classes from all partitions' labels.
+    X : dask array, dask DataFrame or array-like of shape (n, d)
+        Inputs. A Dask array is rechunked to whole rows; a NumPy array is split into
+        ``partitions`` parts.
+    y : dask array, dask Series/DataFrame or array-like of shape (n,) or (n, k)
+        Targets or labels, partitioned like ``X`` (a NumPy ``y`` with a Dask ``X`` is chunked
+        like it).
+    client : distributed.Client, optional
+        The cluster to use (module docstring). None: the current client, or a temporary
+        ``LocalCluster``.
+    n_shards : int, optional
+        Tasks per round; the number of workers if omitted (at most the round's partitions).
+    rounds : int
+        Consecutive groups of partitions, with a broadcast and a merge after each.
+    partitions : int, optional
+        Parts a NumPy ``X`` is split into (``n_shards * rounds`` if omitted); not for Dask
+        inputs, whose own partitions are used.
+    batch_size : int
+        Rows per update inside each partition (``Network.partial_fit``).
+    fraction : float
+        Tempering fraction :math:`c \\in (0, 1]`.
+    classes : array-like, optional
+        All class labels (classification heads); found from the labels if omitted.
+    progress : bool
+        A progress bar over the shards of each round (tqdm).
+
+    Returns
+    -------
+    Network
+        ``network``, trained.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For bad arguments or partitions that do not match (features, rows, classes), before
+        the network is changed.
+    ShardError
+        If a shard's task failed on a worker for another reason (a lost worker, a failed
+        factorization); the network is unchanged.
+    numpy.linalg.LinAlgError
+        If a merged covariance is not positive definite; the network is unchanged.
+    """
+    if not isinstance(network, Network):
+        raise TypeError(f"network must be a Network, got {type(network).__name__}")
+    check_count(rounds, "rounds")
+    check_count(n_shards, "n_shards", allow_none=True)
+    check_count(partitions, "partitions", allow_none=True)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
+    check_count(batch_size, "batch_size")
+    if isinstance(fraction, bool) or not (
+        isinstance(fraction, int | float | np.number) and 0 < fraction <= 1
+    ):
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    _, distributed = _dask()
+    own = None
+    if client is None:
+        try:
+            client = distributed.get_client()
+        except ValueError:
+            own = distributed.Client(
+                distributed.LocalCluster(threads_per_worker=1, dashboard_address=None)
+            )
+            client = own
+    elif not isinstance(client, distributed.Client):
+        raise TypeError(f"client must be a distributed.Client or None, got {client!r}")
+    try:
+        return _fit(
+            network,
+            X,
+            y,
+            client,
+            n_shards,
+            rounds,
+            partitions,
+            batch_size,
+            fraction,
+            classes,
+            progress,
+        )
+    finally:
+        if own is not None:
+            cluster = own.cluster
+            own.close()
+            cluster.close()
+
+
+def _fit(
+    network, X, y, client, n_shards, rounds, partitions, batch_size, fraction, classes, progress
+) -> Network:
+    start = time.perf_counter()
+    if n_shards is None:
+        n_shards = max(1, len(client.scheduler_info().get("workers", {})))
+    n_parts = partitions or n_shards * rounds
+    parts_X, parts_y, n_features = _partitions(X, y, n_parts, partitions is not None)
+    if network.is_fitted and n_features != network.n_features_in_:
+        raise ValueError(
+            f"X has {n_features} features, but the model expects {network.n_features_in_}"
+        )
+    if len(parts_X) < rounds:
+        raise ValueError(f"rounds={rounds} needs at least as many partitions, got {len(parts_X)}")
+    futures_X = client.compute(parts_X)
+    futures_y = client.compute(parts_y)
+    current = copy.deepcopy(network)
+    if not current.is_fitted:
+        if current.head.is_classifier and classes is None:
+            labels = client.gather(client.map(_unique_labels, futures_y, pure=False))
+            classes = np.unique(np.concatenate(labels))
+        x0, y0 = client.gather([futures_X[0], futures_y[0]])
+        current.initialize(_as_array(x0), _as_array(y0), classes=classes)
+    current.head_state_ = current.head.flush(current.head_state_)
+    groups = np.array_split(np.arange(len(parts_X)), rounds)
+    for r, group in enumerate(groups):
+        shards = [s for s in np.array_split(group, min(n_shards, len(group))) if len(s)]
+        broadcast = client.scatter(current, broadcast=True, hash=False)
+        tasks = [
+            client.submit(
+                _train_shard,
+                broadcast,
+                [futures_X[i] for i in shard],
+                [futures_y[i] for i in shard],
+                [int(i) for i in shard],
+                batch_size,
+                fraction,
+                pure=False,
+            )
+            for shard in shards
+        ]
+        deltas = _gather(client, tasks, shards, progress, f"round {r + 1}/{rounds}")
+        current = apply_deltas(current, deltas)
+    current.training_time_ = time.perf_counter() - start
+    vars(network).clear()
+    vars(network).update(vars(current))
+    return network
+
+
+def _gather(client, tasks, shards, progress: bool, desc: str) -> list[NetworkDelta]:
+    """The shards' deltas in shard order; a failure cancels the rest and is re-raised."""
+    _, distributed = _dask()
+    pending = distributed.as_completed(tasks)
+    if progress:
+        from tqdm.auto import tqdm
+
+        pending = tqdm(pending, total=len(tasks), desc=f"bayeslayers {desc}", unit="shard")
+    try:
+        for future in pending:
+            if future.status == "error":
+                future.result()  # raises the worker's exception
+    except Exception as error:
+        client.cancel(tasks)
+        index = next((k for k, t in enumerate(tasks) if t.status == "error"), None)
+        where = (
+            "a shard" if index is None else (f"shard {index} (partitions {shards[index].tolist()})")
+        )
+        if type(error) in (ValueError, TypeError):
+            raise type(error)(f"{where}: {error}; the network was left unchanged") from error
+        raise ShardError(
+            f"{where} failed on a worker ({type(error).__name__}: {error}); "
+            "the network was left unchanged"
+        ) from error
+    return client.gather(tasks)
+
+
+def _train_shard(
+    net: Network,
+    xs: Sequence,
+    ys: Sequence,
+    index: Sequence[int],
+    batch_size: int,
+    fraction: float,
+) -> NetworkDelta:
+    """On a worker: one pass of a copy of ``net`` over the partitions, then its delta."""
+    trained = copy.deepcopy(net)
+    for i, x, yv in zip(index, xs, ys, strict=True):
+        try:
+            trained.partial_fit(
+                _as_array(x), _as_array(yv), batch_size=batch_size, fraction=fraction
+            )
+        except Exception as error:
+            error.add_note(f"in partition {i}")
+            raise
+    return network_delta(net, trained, name="the shard's network")
+
+
+def _unique_labels(y) -> np.ndarray:
+    return np.unique(_as_array(y))
+
+
+def _as_array(part) -> np.ndarray:
+    """A partition (NumPy, pandas) as a NumPy array; pandas string labels as ``str``."""
+    if hasattr(part, "to_numpy"):
+        part = part.to_numpy()
+    arr = np.asarray(part)
+    if arr.dtype == object and arr.size and all(isinstance(v, str) for v in arr.ravel()):
+        arr = arr.astype(str)
+    return arr
+
+
+def _partitions(X, y, n_parts: int, explicit: bool) -> tuple[list[Any], list[Any], int]:
+    """Delayed partitions of ``X`` and ``y`` (row-aligned) and the number of features."""
+    dask, _ = _dask()
+    import dask.array as da
+    import dask.dataframe as dd
+
+    lazy_X, lazy_y = dask.is_dask_collection(X), dask.is_dask_collection(y)
+    if not lazy_X and not lazy_y:
+        X, y = np.asarray(X), np.asarray(y)
+        if X.ndim != 2:
+            raise ValueError(f"X must be a 2-D array (n_samples, n_features), got shape {X.shape}")
+        if len(y) != len(X):
+            raise ValueError(f"y has {len(y)} rows but X has {len(X)}")
+        if n_parts > len(X):
+            raise ValueError(f"cannot split {len(X)} rows into {n_parts} partitions")
+        edges = np.linspace(0, len(X), n_parts + 1).round().astype(int)
+        parts = list(itertools.pairwise(edges))
+        delayed = dask.delayed
+        return (
+            [delayed(X[a:b]) for a, b in parts],
+            [delayed(y[a:b]) for a, b in parts],
+            X.shape[1],
+        )
+    if explicit:
+        raise ValueError("partitions applies to NumPy inputs only; Dask inputs keep their own")
+    if isinstance(X, dd.DataFrame):
+        if not isinstance(y, dd.DataFrame | dd.Series):
+            raise TypeError(
+                f"y must be a Dask Series or DataFrame with a Dask DataFrame X, "
+                f"got {type(y).__name__}"
+            )
+        if X.npartitions != y.npartitions:
+            raise ValueError(f"X has {X.npartitions} partitions but y has {y.npartitions}")
+        return list(X.to_delayed()), list(y.to_delayed()), len(X.columns)
+    if not isinstance(X, da.Array):
+        X = da.from_array(np.asarray(X), chunks=(y.chunks[0], -1))
+    if X.ndim != 2:
+        raise ValueError(f"X must be a 2-D array (n_samples, n_features), got shape {X.shape}")
+    X = X.rechunk({1: -1})
+    if not isinstance(y, da.Array):
+        y = da.from_array(
+            np.asarray(y), chunks=X.chunks[0] if np.ndim(y) == 1 else (X.chunks[0], -1)
+        )
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"y has {y.shape[0]} rows but X has {X.shape[0]}")
+    y = y.rechunk({0: X.chunks[0], **({1: -1} if y.ndim == 2 else {})})
+    return list(X.to_delayed().ravel()), list(y.to_delayed().ravel()), X.shape[1]

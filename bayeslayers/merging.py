@@ -1,0 +1,338 @@
+r"""Merging networks trained independently from one prior (federated and data-parallel steps).
+
+Conjugate updates add up in natural parameters. A weight column with prior
+:math:`\mathcal N(\mu_0, \Sigma_0)` conditioned on data sets :math:`k = 1..K` separately gives
+posteriors with precisions :math:`\Lambda_k = \Sigma_k^{-1}` and precision-weighted means
+:math:`h_k = \Lambda_k \mu_k`; the posterior given all of them is
+
+.. math::
+
+    \Lambda = \Lambda_0 + \sum_k (\Lambda_k - \Lambda_0), \qquad
+    h = h_0 + \sum_k (h_k - h_0),
+
+exactly, for any split and order, when the update is exact Bayesian linear regression given
+the targets (the structures' :attr:`~bayeslayers.conjugate.Structure.exact`). So a network
+without hidden layers (a Gaussian or one-hot head on fixed features) merges to the posterior of
+one sequential fit. With hidden layers each shard's targets depend on the body it trained, so
+the merge is exact given those targets only: the product of the shards' experts.
+
+Each head state type has a :class:`HeadMerge` record in :data:`HEAD_MERGES`:
+
+``GaussianState``
+    Weights by the structure's merge hook. A learned noise (Normal-Inverse-Gamma, covariance
+    relative to :math:`\sigma^2`) has :math:`a = a_0 + N/2` and
+    :math:`b = b_0 + \tfrac12 (S_{tt} + q_0 - q)`, :math:`S_{tt} = c \sum t^2`,
+    :math:`q = \sum_j \mu_j^\top \Lambda_j \mu_j`, so with :math:`\Delta q = q - q_0`
+
+    .. math::
+
+        a = a_0 + \sum_k \Delta a_k, \qquad
+        b = b_0 + \sum_k \Delta b_k + \tfrac12 \Big(\sum_k \Delta q_k - \Delta q\Big),
+
+    exact (the last term is the part of the residual sum of squares between shards). With
+    ``noise_memory="evidence"`` the full-memory copy merges this way and its prequential
+    log evidence, which telescopes to
+    :math:`\log\Gamma(a) - \log\Gamma(a_0) - \tfrac N2 \log 2\pi + a_0 \log b_0 - a \log b`, is
+    recomputed exactly. A copy with finite memory :math:`M` is approximate (and depends on the
+    order of the rows even in one sequential fit): it keeps the prior's statistics decayed by
+    all :math:`N` observations plus each shard's own, decayed by the observations of the
+    shards after it as if they had run one after the other, and adds the shards' evidence
+    gains. So merged and sequential fits can pick different memories, and differ in the
+    predictive standard deviation.
+``GLMState``
+    Weights by the structure's merge hook (for the Laplace / ADF fits this is the usual
+    product-of-experts approximation, not the sequential result); an ADVI head is flushed
+    first, so no buffered rows are counted twice.
+
+Hidden layers' pseudo-noise statistics (``Network.noise_``) and ``n_samples_seen_`` add up as
+deltas.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+from scipy.special import gammaln
+
+from bayeslayers import conjugate
+from bayeslayers.conjugate import NaturalDelta
+from bayeslayers.heads import GaussianState, GLMState
+from bayeslayers.heads.gaussian import NOISE_MEMORIES
+from bayeslayers.network import Network
+
+__all__ = [
+    "HEAD_MERGES",
+    "HeadMerge",
+    "NetworkDelta",
+    "apply_deltas",
+    "merge",
+    "network_delta",
+]
+
+
+class NetworkDelta(NamedTuple):
+    """What one shard learned since the prior, in additive (natural) form.
+
+    Attributes
+    ----------
+    hidden : tuple of NaturalDelta
+        Per hidden layer, input side first.
+    head : object
+        The head state's delta (:attr:`HeadMerge.delta`).
+    noise : tuple of (float, float)
+        Per hidden layer, the change of its pseudo-noise statistics ``(a, b)``.
+    n_samples : int
+        Rows the shard trained on.
+    """
+
+    hidden: tuple[NaturalDelta, ...]
+    head: Any
+    noise: tuple[tuple[float, float], ...]
+    n_samples: int
+
+
+class HeadMerge(NamedTuple):
+    """How one head state type is merged.
+
+    Attributes
+    ----------
+    delta : callable
+        ``delta(prior_state, state) -> object`` (picklable; what a worker sends back).
+    apply : callable
+        ``apply(prior_state, deltas) -> state``; raises :class:`numpy.linalg.LinAlgError` if
+        the merged posterior is not positive definite.
+    """
+
+    delta: Callable[[Any, Any], Any]
+    apply: Callable[[Any, Sequence[Any]], Any]
+
+
+# --------------------------------------------------------------------------- Gaussian heads
+class _GaussianDelta(NamedTuple):
+    post: NaturalDelta
+    a: float
+    b: float
+    memory: np.ndarray  # the shard's memory rows (a, b, evidence); (0, 3) without memories
+
+
+def _gaussian_delta(prior: GaussianState, state: GaussianState) -> _GaussianDelta:
+    return _GaussianDelta(
+        conjugate.natural_delta(prior.post, state.post),
+        float(state.a - prior.a),
+        float(state.b - prior.b),
+        np.array(state.memory, dtype=np.float64, copy=True),
+    )
+
+
+def _gaussian_apply(prior: GaussianState, deltas: Sequence[_GaussianDelta]) -> GaussianState:
+    record = conjugate.STRUCTURES[prior.post.structure]
+    post, dq = record.merge(prior.post, [d.post for d in deltas])
+    between = 0.5 * (sum(d.post.quad for d in deltas) - dq)
+    learned = any(d.a != 0 for d in deltas)  # a fixed noise keeps a (and b) unchanged
+    memory = np.asarray(prior.memory, dtype=np.float64)
+    if not len(memory):
+        a = prior.a + sum(d.a for d in deltas)
+        b = prior.b + sum(d.b for d in deltas) + (between if learned else 0.0)
+        return prior._replace(post=post, a=float(a), b=float(b))
+    memory = _merge_memories(memory, [d.memory for d in deltas], between)
+    a, b, _ = memory[int(np.argmax(memory[:, 2]))]
+    return prior._replace(post=post, a=float(a), b=float(b), memory=memory)
+
+
+def _merge_memories(prior: np.ndarray, shards: Sequence[np.ndarray], between: float):
+    """Rows ``(a, b, log evidence)`` per memory of :data:`NOISE_MEMORIES` (module docstring)."""
+    for k, s in enumerate(shards):
+        if s.shape != prior.shape:
+            raise ValueError(f"shard {k} has noise memories of shape {s.shape}, not {prior.shape}")
+    memories = np.asarray(NOISE_MEMORIES, dtype=np.float64)
+    if len(memories) != len(prior) or not np.isinf(memories).any():
+        raise ValueError("the head's noise memories do not match NOISE_MEMORIES")
+    full = int(np.flatnonzero(np.isinf(memories))[0])
+    counts = [2.0 * (s[full, 0] - prior[full, 0]) for s in shards]  # tempered observations
+    total = sum(counts)
+    out = np.empty_like(prior)
+    later = np.cumsum(counts[::-1])[::-1] - counts  # observations in the shards after k
+    for i, M in enumerate(memories):
+        out[i, :2] = prior[i, :2] * math.exp(-total / M)
+        for s, n, after in zip(shards, counts, later, strict=True):
+            out[i, :2] += (s[i, :2] - prior[i, :2] * math.exp(-n / M)) * math.exp(-after / M)
+        out[i, 1] += between
+        out[i, 2] = prior[i, 2] + sum(s[i, 2] - prior[i, 2] for s in shards)
+    a0, b0 = prior[full, :2]
+    a, b = out[full, :2]
+    out[full, 2] = prior[full, 2] + (
+        gammaln(a)
+        - gammaln(a0)
+        - (a - a0) * math.log(2 * math.pi)
+        + a0 * math.log(b0)
+        - a * math.log(b)
+    )
+    return out
+
+
+# ------------------------------------------------------------------------------- GLM heads
+class _GLMDelta(NamedTuple):
+    post: NaturalDelta
+    n_refits: int
+
+
+def _glm_delta(prior: GLMState, state: GLMState) -> _GLMDelta:
+    refits = getattr(state.fit, "n_refits", 0) - getattr(prior.fit, "n_refits", 0)
+    return _GLMDelta(conjugate.natural_delta(prior.post, state.post), int(refits))
+
+
+def _glm_apply(prior: GLMState, deltas: Sequence[_GLMDelta]) -> GLMState:
+    record = conjugate.STRUCTURES[prior.post.structure]
+    post, _ = record.merge(prior.post, [d.post for d in deltas])
+    fit = prior.fit
+    if fit is not None and hasattr(fit, "n_buffered"):  # ADVI: the merged post is the new prior
+        if fit.n_buffered:
+            raise ValueError("the prior's ADVI head has buffered rows: flush it before merging")
+        fit = fit._replace(prior=post, n_refits=fit.n_refits + sum(d.n_refits for d in deltas))
+    return prior._replace(post=post, before=post, fit=fit)
+
+
+#: Merge rules by head state type; a third-party head registers its state type here.
+HEAD_MERGES: dict[type, HeadMerge] = {
+    GaussianState: HeadMerge(_gaussian_delta, _gaussian_apply),
+    GLMState: HeadMerge(_glm_delta, _glm_apply),
+}
+
+
+def _head_merge(state) -> HeadMerge:
+    rule = HEAD_MERGES.get(type(state))
+    if rule is None:
+        raise TypeError(
+            f"no merge rule for head state {type(state).__name__}: register a HeadMerge in "
+            "bayeslayers.merging.HEAD_MERGES"
+        )
+    return rule
+
+
+# --------------------------------------------------------------------------------- networks
+def _check_compatible(prior: Network, net: Network, name: str) -> None:
+    if not isinstance(net, Network):
+        raise TypeError(f"{name} must be a Network, got {type(net).__name__}")
+    if not net.is_fitted:
+        raise ValueError(f"{name} is not fitted")
+    if type(net.head) is not type(prior.head) or net.head != prior.head:
+        raise ValueError(f"{name} has head {net.head!r}, the prior {prior.head!r}")
+    if len(net.layers) != len(prior.layers) or any(
+        type(a) is not type(b) or a.units != b.units
+        for a, b in zip(net.layers, prior.layers, strict=True)
+    ):
+        raise ValueError(f"{name} has layers {net.layers!r}, the prior {prior.layers!r}")
+    if net.n_features_in_ != prior.n_features_in_:
+        raise ValueError(
+            f"{name} has {net.n_features_in_} features, the prior {prior.n_features_in_}"
+        )
+    if net.n_outputs_ != prior.n_outputs_:
+        raise ValueError(f"{name} has {net.n_outputs_} outputs, the prior {prior.n_outputs_}")
+    classes, prior_classes = getattr(net, "classes_", None), getattr(prior, "classes_", None)
+    if (classes is None) != (prior_classes is None) or (
+        classes is not None and not np.array_equal(classes, prior_classes)
+    ):
+        raise ValueError(f"{name} has classes {classes}, the prior {prior_classes}")
+    if net.n_samples_seen_ < prior.n_samples_seen_:
+        raise ValueError(
+            f"{name} has seen {net.n_samples_seen_} rows, fewer than the prior's "
+            f"{prior.n_samples_seen_}: it was not trained from this prior"
+        )
+
+
+def network_delta(prior: Network, trained: Network, *, name: str = "trained") -> NetworkDelta:
+    """What ``trained`` (a copy of the fitted ``prior``, trained further) learned since ``prior``.
+
+    A head with pending work (an ADVI buffer) is flushed first, on a copy.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If the networks do not share architecture, features, outputs and classes.
+    numpy.linalg.LinAlgError
+        If a covariance is not positive definite.
+    """
+    _check_compatible(prior, prior, "prior")
+    _check_compatible(prior, trained, name)
+    head_state = trained.head.flush(trained.head_state_)
+    hidden = tuple(
+        conjugate.natural_delta(p, t)
+        for p, t in zip(prior.posteriors_, trained.posteriors_, strict=True)
+    )
+    noise = tuple(
+        (float(t.a - p.a), float(t.b - p.b))
+        for p, t in zip(prior.noise_, trained.noise_, strict=True)
+    )
+    head = _head_merge(prior.head_state_).delta(prior.head_state_, head_state)
+    return NetworkDelta(hidden, head, noise, int(trained.n_samples_seen_ - prior.n_samples_seen_))
+
+
+def apply_deltas(prior: Network, deltas: Sequence[NetworkDelta]) -> Network:
+    """A new network: ``prior`` plus the sum of the shards' deltas (``prior`` is not changed).
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        If a merged covariance is not positive definite (nothing is changed).
+    """
+    _check_compatible(prior, prior, "prior")
+    for k, d in enumerate(deltas):
+        if not isinstance(d, NetworkDelta):
+            raise TypeError(f"deltas[{k}] must be a NetworkDelta, got {type(d).__name__}")
+        if len(d.hidden) != len(prior.posteriors_) or len(d.noise) != len(prior.noise_):
+            raise ValueError(
+                f"deltas[{k}] has {len(d.hidden)} hidden layers, the prior {len(prior.posteriors_)}"
+            )
+    hidden = [
+        conjugate.merge(post, [d.hidden[i] for d in deltas])
+        for i, post in enumerate(prior.posteriors_)
+    ]
+    head_state = _head_merge(prior.head_state_).apply(prior.head_state_, [d.head for d in deltas])
+    noise = [
+        n._replace(
+            a=n.a + sum(d.noise[i][0] for d in deltas), b=n.b + sum(d.noise[i][1] for d in deltas)
+        )
+        for i, n in enumerate(prior.noise_)
+    ]
+    out = copy.deepcopy(prior)
+    out.posteriors_, out.head_state_, out.noise_ = hidden, head_state, noise
+    out.n_samples_seen_ = prior.n_samples_seen_ + sum(d.n_samples for d in deltas)
+    return out
+
+
+def merge(prior: Network, networks: Sequence[Network]) -> Network:
+    r"""Combine networks trained independently from the same fitted ``prior`` (a federated step).
+
+    Each network in ``networks`` is a copy of ``prior`` trained further (``partial_fit`` on its
+    own data); the result is ``prior`` plus the sum of what each learned, in natural parameters
+    (module docstring). For a network without hidden layers this is exactly the posterior of
+    training one network on all the data (with a plain or fixed noise); with hidden layers, the
+    product of the shards' posteriors given their own targets.
+
+    Parameters
+    ----------
+    prior : Network
+        The common starting point (fitted, or initialized with ``Network.initialize``).
+    networks : sequence of Network
+        Networks trained from copies of ``prior``.
+
+    Returns
+    -------
+    Network
+        A new network; ``prior`` and ``networks`` are not changed.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If a network does not match the prior (architecture, features, outputs, classes).
+    numpy.linalg.LinAlgError
+        If a merged covariance is not positive definite.
+    """
+    if isinstance(networks, str) or not isinstance(networks, Sequence):
+        raise TypeError(f"networks must be a sequence of Network, got {type(networks).__name__}")
+    deltas = [network_delta(prior, net, name=f"networks[{k}]") for k, net in enumerate(networks)]
+    return apply_deltas(prior, deltas)
