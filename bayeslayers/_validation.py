@@ -6,7 +6,96 @@ from typing import Literal, overload
 
 import numpy as np
 
-__all__ = ["as_float_array", "check_count", "check_features", "check_labels", "check_targets"]
+__all__ = [
+    "as_float_array",
+    "check_count",
+    "check_features",
+    "check_labels",
+    "check_real",
+    "check_seed",
+    "check_targets",
+]
+
+_INF = float("inf")
+
+
+def _is_real(value) -> bool:
+    """A real number: Python or NumPy int/float, not a bool (nor a string, array, complex)."""
+    return not isinstance(value, bool | np.bool_) and isinstance(
+        value, int | float | np.integer | np.floating
+    )
+
+
+def check_real(
+    value,
+    name: str,
+    low: float = -_INF,
+    high: float = _INF,
+    allow_none: bool = False,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float | None:
+    """``value`` as a finite float in ``[low, high]`` (open ends as asked), else a ``ValueError``.
+
+    NumPy scalars (``np.float32(0.5)``) are accepted; booleans, strings (``"0.5"``), NaN and
+    infinities are refused. ``None`` passes if ``allow_none``. The message names ``name`` and
+    the range, e.g. ``"damping must be a finite number >= 0, got inf"``.
+    """
+    if value is None and allow_none:
+        return None
+    ok = _is_real(value) and bool(np.isfinite(value))
+    if ok:
+        x = float(value)
+        ok = (x > low if low_open else x >= low) and (x < high if high_open else x <= high)
+    if not ok:
+        if low > -_INF and high < _INF:
+            bounds = f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        elif low > -_INF:
+            bounds = f" {'>' if low_open else '>='} {low:g}"
+        else:
+            bounds = f" {'<' if high_open else '<='} {high:g}" if high < _INF else ""
+        expected = "a finite number" + bounds
+        expected += " or None" if allow_none else ""
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return x
+
+
+def check_seed(value, name: str = "seed") -> int:
+    """``value`` as an int >= 0 (a NumPy integer too), else a ``ValueError`` naming ``name``.
+
+    ``None`` is refused: predictions and the export derive their random streams from the seed,
+    so a model must have one to be repeatable.
+    """
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    return int(value)
+
+
+def _unmasked(x, name: str):
+    """``x`` itself, or the data of a masked array without masked entries (else an error).
+
+    A masked array's mask would otherwise be dropped silently by ``np.asarray``.
+    """
+    if isinstance(x, np.ma.MaskedArray):
+        masked = int(np.ma.getmaskarray(x).sum())
+        if masked:
+            raise ValueError(
+                f"{name} is a masked array with {masked} masked entries; the mask cannot be "
+                "honoured: fill them (x.filled(...)) or drop those rows first"
+            )
+        return np.ma.getdata(x)
+    return x
+
+
+def _as_strings(arr: np.ndarray) -> np.ndarray:
+    """An object array whose entries are all ``str`` as a NumPy string array, else itself.
+
+    pandas gives object arrays for ``dtype=object`` Series and for its ``str`` dtype.
+    """
+    if arr.dtype == object and arr.size and all(isinstance(v, str) for v in arr.ravel()):
+        return arr.astype(str)
+    return arr
 
 
 @overload
@@ -28,7 +117,12 @@ def check_count(value, name: str, allow_none: bool = False) -> int | None:
 
 def as_float_array(x, name: str, dtype) -> np.ndarray:
     """A real, finite float array of ``dtype`` (TypeError for non-numeric, ValueError for NaN)."""
-    arr = np.asarray(x)
+    arr = _as_strings(np.asarray(_unmasked(x, name)))
+    if arr.dtype.kind in "US":
+        raise TypeError(
+            f"{name} must be numeric, got strings (dtype {arr.dtype}); class labels need a "
+            "classification head (heads.OneHot(), heads.Probit() or heads.Logistic())"
+        )
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
     ):
@@ -73,7 +167,7 @@ def check_targets(Y, n_samples: int, n_outputs: int | None, dtype, name: str = "
 
 def check_labels(y, n_samples: int, name: str = "y") -> np.ndarray:
     """1-D class labels (integers, strings or booleans; not floats with fractional parts)."""
-    arr = np.asarray(y)
+    arr = _as_strings(np.asarray(_unmasked(y, name)))
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 1:

@@ -27,6 +27,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from bayeslayers._validation import check_real
 from bayeslayers.conjugate import STRUCTURES
 
 __all__ = ["LAYERS", "Layer", "LeakyReLU", "Linear", "ReLU", "TaylorTanh", "make_layer"]
@@ -80,8 +81,7 @@ class _Base:
             raise ValueError(
                 f"covariance must be one of {STRUCTURES} or None, got {self.covariance!r}"
             )
-        if self.noise is not None and not self.noise > 0:
-            raise ValueError(f"noise must be > 0, got {self.noise}")
+        check_real(self.noise, "noise", 0, allow_none=True, low_open=True)
 
 
 @dataclass(frozen=True)

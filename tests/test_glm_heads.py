@@ -261,16 +261,27 @@ def test_unseen_class_and_single_class_raise(head):
         (Probit, {"chunk_size": 0}, "chunk_size must be an int >= 1"),
         (Probit, {"n_steps": 2.5}, "n_steps must be an int >= 1"),
         (Logistic, {"n_mc": True}, "n_mc must be an int >= 1"),
-        (Probit, {"learning_rate": -1.0}, "learning_rate must be a number > 0"),
+        (Probit, {"learning_rate": -1.0}, "learning_rate must be a finite number > 0"),
         (Logistic, {"covariance": "full"}, "covariance must be one of"),
         (Logistic, {"n_draws": 0}, "n_draws must be an int >= 1"),
         (Probit, {"body_target": "middle"}, "body_target must be 'before' or 'after'"),
-        (Logistic, {"curvature_floor": -0.1}, "curvature_floor must be a number >= 0"),
+        (Logistic, {"curvature_floor": -0.1}, "curvature_floor must be a finite number >= 0"),
+        (Logistic, {"curvature_floor": np.inf}, "curvature_floor must be a finite number >= 0"),
+        (Probit, {"learning_rate": float("inf")}, "learning_rate must be a finite number > 0"),
+        (Probit, {"learning_rate": True}, "learning_rate must be a finite number > 0"),
+        (Probit, {"seed": -1}, "seed must be an int >= 0"),
+        (Probit, {"seed": 1.5}, "seed must be an int >= 0"),
+        (Logistic, {"seed": None}, "seed must be an int >= 0"),
     ],
 )
 def test_bad_parameters_raise(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
         cls(**kwargs)
+
+
+def test_numpy_scalars_are_numbers():
+    head = Probit(learning_rate=np.float32(0.05), curvature_floor=np.float64(0.1), seed=np.int64(3))
+    assert head.seed == 3
 
 
 def test_encode_needs_two_classes():

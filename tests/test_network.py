@@ -130,7 +130,7 @@ X_GOOD, Y_GOOD = linear_data(n=20)
         (X_GOOD[0], Y_GOOD[:1], {}, ValueError, "X must be a 2-D array"),
         (X_GOOD, np.ones((20, 2)), {}, ValueError, "Y has 2 outputs, but the model expects 1"),
         (X_GOOD, Y_GOOD, {"batch_size": 0}, ValueError, "batch_size must be >= 1"),
-        (X_GOOD, Y_GOOD, {"fraction": 2.0}, ValueError, "fraction must be in"),
+        (X_GOOD, Y_GOOD, {"fraction": 2.0}, ValueError, "fraction must be a finite number in"),
     ],
 )
 def test_bad_input_raises_and_leaves_the_model_unchanged(X, Y, kwargs, error, match):

@@ -75,7 +75,7 @@ import numpy as np
 from scipy.special import log_ndtr, log_softmax, softmax
 
 from bayeslayers import conjugate
-from bayeslayers._validation import check_count
+from bayeslayers._validation import check_count, check_real, check_seed
 
 __all__ = ["FITS", "ADVIBuffer", "Fit", "GLMState", "Logistic", "Probit", "state_from_legacy"]
 
@@ -391,12 +391,11 @@ class _GLMHead:
             raise ValueError(f"fit {self.fit!r} does not support the {self.link} link")
         if self.body_target not in ("before", "after"):
             raise ValueError(f"body_target must be 'before' or 'after', got {self.body_target!r}")
-        if not (isinstance(self.curvature_floor, int | float) and self.curvature_floor >= 0):
-            raise ValueError(f"curvature_floor must be a number >= 0, got {self.curvature_floor!r}")
+        check_real(self.curvature_floor, "curvature_floor", 0)
         for name in ("chunk_size", "n_steps", "n_mc"):
             check_count(getattr(self, name), name)
-        if not (isinstance(self.learning_rate, int | float) and self.learning_rate > 0):
-            raise ValueError(f"learning_rate must be a number > 0, got {self.learning_rate!r}")
+        check_real(self.learning_rate, "learning_rate", 0, low_open=True)
+        check_seed(self.seed)
         if self.covariance is not None and self.covariance not in conjugate.STRUCTURES:
             raise ValueError(
                 f"covariance must be one of {conjugate.STRUCTURES} or None, got {self.covariance!r}"
