@@ -24,7 +24,11 @@ network once per draw (by default linearized around the posterior means, the pre
     ``y``: the observations (class indices ``0..K-1`` for classification, the labels being the
     ``output`` coordinate of ``head_w``).
 
-There is one chain (draws are independent, not a Markov chain). :func:`elpd` turns the
+The :math:`S` draws are independent (not a Markov chain); they are laid out as ``chains``
+chains of :math:`S / \text{chains}` draws (4 by default), so that ``az.summary`` and
+``az.rhat`` get the layout they check: :math:`\hat R` near 1 and an effective sample size
+near :math:`S` are what independent draws give, and a departure (a bug that repeats or
+correlates draws) shows there. :func:`elpd` turns the
 ``log_likelihood`` group of an export on held-out data into the expected log pointwise
 predictive density
 
@@ -53,7 +57,13 @@ import xarray as xr
 from scipy.special import logsumexp
 
 from bayeslayers import conjugate
-from bayeslayers._validation import check_count, check_features, check_labels, check_targets
+from bayeslayers._validation import (
+    check_count,
+    check_features,
+    check_labels,
+    check_seed,
+    check_targets,
+)
 from bayeslayers.engine import forward, with_bias
 
 __all__ = ["ELPD", "GROUPS", "HIDDEN", "compare", "elpd", "to_inference_data"]
@@ -105,6 +115,7 @@ def to_inference_data(
     chunk_size: int = 100,
     hidden: str = "linearized",
     seed: int = 0,
+    chains: int = 4,
 ) -> az.InferenceData:
     r"""Export a fitted network's posterior and predictions on ``X`` as ArviZ ``InferenceData``.
 
@@ -118,7 +129,8 @@ def to_inference_data(
         Observations for ``X`` (targets, or class labels for a classifier); needed for
         ``log_likelihood`` and ``observed_data``, which are left out without it.
     n_draws : int
-        Number of independent posterior draws :math:`S`.
+        Number of independent posterior draws :math:`S`, over all chains (a multiple of
+        ``chains``).
     groups : sequence of str, optional
         Subset of :data:`GROUPS` to build; all that ``y`` allows by default.
     var_names : sequence of str, optional
@@ -167,6 +179,9 @@ def to_inference_data(
     seed : int
         Seeds the draws (the network's own generator is not touched); the export does not
         depend on ``chunk_size``.
+    chains : int
+        Chains the draws are split into (in order: draw ``s`` is draw ``s mod (S / chains)``
+        of chain ``s // (S / chains)``); ``chains=1`` gives the layout of earlier versions.
 
     Returns
     -------
@@ -177,6 +192,10 @@ def to_inference_data(
     if not getattr(net, "is_fitted", False):
         raise ValueError("net must be a fitted Network: call fit or partial_fit first")
     n_draws = check_count(n_draws, "n_draws")
+    chains = check_count(chains, "chains")
+    if n_draws % chains:
+        raise ValueError(f"n_draws={n_draws} must be a multiple of chains={chains}")
+    seed = check_seed(seed)
     chunk_size = check_count(chunk_size, "chunk_size")
     max_units = check_count(max_units, "max_units", allow_none=True)
     max_inputs = check_count(max_inputs, "max_inputs", allow_none=True)
@@ -290,11 +309,12 @@ def to_inference_data(
         "head": net.head.kind,
         "covariance": [p.structure for p in posts],
         "n_draws": n_draws,
+        "chains": chains,
         "hidden": hidden,
     }
     if net.head.is_classifier:
         attrs["classes"] = [str(c) for c in net.classes_]
-    return _assemble(variables, coords, attrs)
+    return _assemble(variables, coords, attrs, chains)
 
 
 def _predictive_draws(net, F, obs, rng) -> tuple[np.ndarray | None, np.ndarray]:
@@ -340,25 +360,26 @@ def _head_columns(net, n_columns: int) -> tuple[str, np.ndarray]:
     return "head_column", labels[:n_columns]
 
 
-def _assemble(variables, coords, attrs) -> az.InferenceData:
+def _assemble(variables, coords, attrs, chains: int = 1) -> az.InferenceData:
     """The one ArviZ-version-specific step: named arrays -> ``InferenceData`` (ArviZ 0.x).
 
     ``variables[group][name] = (dims, array)``; arrays of sampled groups have a leading draw
-    axis and get a chain axis of size 1. With ArviZ 1.x this becomes ``xr.DataTree.from_dict``
-    over the same datasets.
+    axis of length ``S``, split into ``(chains, S / chains)``. With ArviZ 1.x this becomes
+    ``xr.DataTree.from_dict`` over the same datasets.
     """
     datasets: dict[str, Any] = {}
     for group, entries in variables.items():
         data_vars = {}
         for name, (dims, value) in entries.items():
             if group != "observed_data":
-                dims, value = ("chain", "draw", *dims), value[None]
+                dims = ("chain", "draw", *dims)
+                value = value.reshape(chains, value.shape[0] // chains, *value.shape[1:])
             data_vars[name] = (dims, value)
         used = {d for dims, _ in data_vars.values() for d in dims}
         group_coords = {k: v for k, v in coords.items() if k in used}
         if group != "observed_data":
             n_draws = next(iter(data_vars.values()))[1].shape[1]
-            group_coords |= {"chain": [0], "draw": np.arange(n_draws)}
+            group_coords |= {"chain": np.arange(chains), "draw": np.arange(n_draws)}
         datasets[group] = xr.Dataset(data_vars, coords=group_coords, attrs=dict(attrs))
     return az.InferenceData(**datasets)
 

@@ -36,7 +36,7 @@ def classifier():
 
 # ------------------------------------------------------------------------------ export
 def test_regression_export_dims_and_coords(regressor):
-    idata = to_inference_data(regressor, X, Y2, n_draws=50, chunk_size=16)
+    idata = to_inference_data(regressor, X, Y2, n_draws=48, chunk_size=16)
     assert set(idata.groups()) == {
         "posterior",
         "posterior_predictive",
@@ -45,15 +45,15 @@ def test_regression_export_dims_and_coords(regressor):
     }
     post = idata.posterior
     assert post["layer0_w"].dims == ("chain", "draw", "in0", "unit0")
-    assert post["layer0_w"].shape == (1, 50, 3, 4)
-    assert post["layer1_w"].shape == (1, 50, 5, 3)
+    assert post["layer0_w"].shape == (4, 12, 3, 4)
+    assert post["layer1_w"].shape == (4, 12, 5, 3)
     assert post["head_w"].dims == ("chain", "draw", "in_head", "output")
-    assert post["head_w"].shape == (1, 50, 4, 2)
+    assert post["head_w"].shape == (4, 12, 4, 2)
     assert post["in0"].values.tolist() == ["0", "1", "bias"]
     assert post["unit1"].values.tolist() == [0, 1, 2]
     assert idata.posterior_predictive["y"].dims == ("chain", "draw", "obs", "output")
-    assert idata.posterior_predictive["y"].shape == (1, 50, 30, 2)
-    assert idata.log_likelihood["y"].shape == (1, 50, 30)
+    assert idata.posterior_predictive["y"].shape == (4, 12, 30, 2)
+    assert idata.log_likelihood["y"].shape == (4, 12, 30)
     np.testing.assert_array_equal(idata.observed_data["y"].values, Y2)
     assert idata.posterior.attrs["covariance"] == ["unit", "unit", "unit"]
     assert idata.posterior.attrs["hidden"] == "linearized"
@@ -76,7 +76,7 @@ def test_classifier_export(classifier):
         idata.observed_data["y"].values, np.searchsorted(["a", "b", "c"], LABELS)
     )
     pp = idata.posterior_predictive["y"].values
-    assert pp.shape == (1, 40, 30) and set(np.unique(pp)) <= {0, 1, 2}
+    assert pp.shape == (4, 10, 30) and set(np.unique(pp)) <= {0, 1, 2}
     assert np.all(idata.log_likelihood["y"].values <= 0)
     assert idata.posterior.attrs["classes"] == ["a", "b", "c"]
 
@@ -90,26 +90,26 @@ def test_classifier_export(classifier):
 )
 def test_export_of_heads_with_fewer_columns_than_classes(head, labels, columns):
     net = Network([layers.ReLU(5)], head=head, seed=2).fit(X, labels, batch_size=5)
-    idata = to_inference_data(net, X, labels, n_draws=10)
+    idata = to_inference_data(net, X, labels, n_draws=12)
     assert idata.posterior["head_w"].dims == ("chain", "draw", "in_head", "head_column")
     assert idata.posterior["head_column"].values.tolist() == columns
-    assert idata.log_likelihood["y"].shape == (1, 10, 30)
+    assert idata.log_likelihood["y"].shape == (4, 3, 30)
 
 
 def test_selection_keeps_bias_row_and_spreads_units():
     Xw = RNG.standard_normal((20, 10))
     net = Network([layers.ReLU(8)], seed=0).fit(Xw, Xw[:, 0], batch_size=10)
-    idata = to_inference_data(net, Xw, n_draws=10, max_units=3, max_inputs=4)
+    idata = to_inference_data(net, Xw, n_draws=12, max_units=3, max_inputs=4)
     assert idata.posterior["in0"].values.tolist() == ["0", "3", "6", "9", "bias"]
     assert idata.posterior["unit0"].values.tolist() == [0, 4, 7]
-    assert idata.posterior["layer0_w"].shape == (1, 10, 5, 3)
+    assert idata.posterior["layer0_w"].shape == (4, 3, 5, 3)
     # max_inputs thins the head's inputs too; the head keeps every output
-    assert idata.posterior["head_w"].shape == (1, 10, 5, 1)
-    full = to_inference_data(net, Xw, n_draws=10).posterior["layer0_w"].values
+    assert idata.posterior["head_w"].shape == (4, 3, 5, 1)
+    full = to_inference_data(net, Xw, n_draws=12).posterior["layer0_w"].values
     np.testing.assert_array_equal(
         idata.posterior["layer0_w"].values, full[:, :, [0, 3, 6, 9, 10]][..., [0, 4, 7]]
     )
-    only_head = to_inference_data(net, Xw, n_draws=5, var_names=["head_w"])
+    only_head = to_inference_data(net, Xw, n_draws=8, var_names=["head_w"])
     assert list(only_head.posterior.data_vars) == ["head_w"]
     # without y: the groups that need it are left out
     assert set(only_head.groups()) == {"posterior", "posterior_predictive"}
@@ -130,7 +130,9 @@ def test_draws_have_the_posterior_mean_and_covariance(structure):
     idata = to_inference_data(
         net, Xs[:1], n_draws=n, groups=["posterior"], var_names=["layer0_w"], seed=5
     )
-    draws = idata.posterior["layer0_w"].values[0]  # (n, D=3, m=2)
+    draws = (
+        idata.posterior["layer0_w"].stack(s=("chain", "draw")).transpose("s", ...).values
+    )  # (n, D=3, m=2)
     flat = draws.transpose(0, 2, 1).reshape(n, -1)  # columns w_0 then w_1
     if structure == "unit":
         cov = np.zeros((6, 6))
@@ -169,7 +171,13 @@ def test_log_likelihood_averages_to_the_analytic_predictive(head, labels):
     """
     Xs, y = X[:12], (Y2[:12, 0] if labels is None else labels[:12])
     net = Network([], head=head, noise=0.5, seed=0).fit(Xs, y)
-    ll = to_inference_data(net, Xs, y, n_draws=4000, seed=1).log_likelihood["y"].values[0]
+    ll = (
+        to_inference_data(net, Xs, y, n_draws=4000, seed=1)
+        .log_likelihood["y"]
+        .stack(s=("chain", "draw"))
+        .transpose("s", ...)
+        .values
+    )
     assert np.all(ll.std(axis=0) > 0)
     p = np.exp(ll)
     if head.is_classifier:
@@ -187,13 +195,24 @@ def test_linearized_draws_have_the_linearized_predictive_moments(regressor):
     S = 4000
     idata = to_inference_data(regressor, X[:8], Y2[:8], n_draws=S, seed=3)
     assert list(idata.posterior.data_vars) == ["layer0_w", "layer1_w", "head_w"]
-    y = idata.posterior_predictive["y"].values[0]  # (S, 8, 2): f_s + noise
+    y = (
+        idata.posterior_predictive["y"].stack(s=("chain", "draw")).transpose("s", ...).values
+    )  # (S, 8, 2): f_s + noise
     mean, var = regressor.predict_moments(X[:8])
     assert np.all(np.abs(y.mean(axis=0) - mean) < 5 * np.sqrt(var / S))
     np.testing.assert_allclose(y.var(axis=0) / var, 1.0, atol=5 * np.sqrt(2 / S))
     # the nonlinear forward pass with sampled hidden weights differs (here: wider)
     sampled = to_inference_data(regressor, X[:8], Y2[:8], n_draws=S, hidden="sample", seed=3)
-    assert np.median(sampled.posterior_predictive["y"].values[0].var(axis=0) / var) > 1.2
+    assert (
+        np.median(
+            sampled.posterior_predictive["y"]
+            .stack(s=("chain", "draw"))
+            .transpose("s", ...)
+            .values.var(axis=0)
+            / var
+        )
+        > 1.2
+    )
 
 
 def test_hidden_mean_draws_only_the_head(regressor):
@@ -201,7 +220,7 @@ def test_hidden_mean_draws_only_the_head(regressor):
     idata = to_inference_data(regressor, X[:8], Y2[:8], n_draws=4000, hidden="mean", seed=2)
     assert list(idata.posterior.data_vars) == ["head_w"]
     assert idata.posterior.attrs["hidden"] == "mean"
-    p = np.exp(idata.log_likelihood["y"].values[0])
+    p = np.exp(idata.log_likelihood["y"].stack(s=("chain", "draw")).transpose("s", ...).values)
     mean, sd = regressor.predict(X[:8], return_std=True, hidden="mean")
     exact = stats.norm.pdf(Y2[:8], mean, sd).prod(axis=1)
     tol = 5 * p.std(axis=0) / np.sqrt(len(p))
@@ -210,6 +229,25 @@ def test_hidden_mean_draws_only_the_head(regressor):
         to_inference_data(regressor, X, hidden="mean", var_names=["layer0_w"])
     with pytest.raises(ValueError, match="hidden must be"):
         to_inference_data(regressor, X, hidden="median")
+
+
+def test_export_has_several_chains_and_summary_warns_of_nothing(classifier):
+    """Independent draws in 4 chains: az.summary's shape check passes and r_hat is near 1."""
+    import warnings
+
+    idata = to_inference_data(classifier, X, LABELS, n_draws=400, max_units=2, max_inputs=1)
+    assert (idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]) == (4, 100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ArviZ warns "Shape validation failed" for one chain
+        summary = az.summary(idata, var_names=["layer0_w", "head_w"])
+    assert np.all(np.abs(summary["r_hat"] - 1) < 0.05)
+    one = to_inference_data(classifier, X, LABELS, n_draws=400, chains=1, max_units=2, max_inputs=1)
+    np.testing.assert_array_equal(  # the same draws, laid out in one chain
+        one.posterior["layer0_w"].values.reshape(400, -1),
+        idata.posterior["layer0_w"].values.reshape(400, -1),
+    )
+    with pytest.raises(ValueError, match="n_draws=10 must be a multiple of chains=4"):
+        to_inference_data(classifier, X, LABELS, n_draws=10)
 
 
 def test_arviz_functions_work_on_the_export(classifier):
