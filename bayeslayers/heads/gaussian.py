@@ -47,6 +47,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from bayeslayers import conjugate
+from bayeslayers.evidence import mackay_prior
 from bayeslayers.heads.argmax import argmax_log_proba, argmax_probabilities
 
 __all__ = ["NOISE_MEMORIES", "Gaussian", "GaussianState", "OneHot"]
@@ -69,12 +70,19 @@ class GaussianState(NamedTuple):
     memory : ndarray of shape (len(NOISE_MEMORIES), 3) or (0, 3)
         With ``noise_memory="evidence"``: per candidate memory its ``a``, ``b`` and
         accumulated log evidence; empty otherwise.
+    alpha : float
+        Prior precision of the weights in use (relative to the noise where it is learned);
+        NaN if the state predates the field.
+    seen : float
+        Tempered rows seen (schedules the evidence updates of ``alpha``).
     """
 
     post: conjugate.WeightPosterior
     a: float
     b: float
     memory: np.ndarray = np.zeros((0, 3))
+    alpha: float = float("nan")
+    seen: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -97,12 +105,18 @@ class Gaussian:
         With a learned noise: ``"evidence"`` picks the memory of the noise statistics by
         prequential evidence among :data:`NOISE_MEMORIES` (see the module docstring);
         ``None`` keeps every residual (plain Normal-Inverse-Gamma).
+    prior_evidence : bool
+        With a learned noise: re-estimate the weights' prior precision by type-II maximum
+        likelihood (:func:`bayeslayers.evidence.mackay_prior`) each time the rows seen
+        double from 32 on, and at the end of ``fit``; the network's ``prior_precision`` is
+        the starting value.
     """
 
     learn_noise: bool | None = None
     noise_strength: float = 2.0
     covariance: str | None = None
     noise_memory: str | None = "evidence"
+    prior_evidence: bool = True
 
     kind: ClassVar[str] = "gaussian"
     is_classifier: ClassVar[bool] = False
@@ -123,10 +137,11 @@ class Gaussian:
     def init(self, mean, prior_variance, structure, noise) -> GaussianState:
         a = self.noise_strength / 2 if self.learn_noise else 1.0
         post = conjugate.init(structure, mean, prior_variance)
+        alpha = 1.0 / float(np.max(prior_variance))
         if not (self.learn_noise and self.noise_memory == "evidence"):
-            return GaussianState(post, a, a * noise)
+            return GaussianState(post, a, a * noise, alpha=alpha)
         memory = np.tile([a, a * noise, 0.0], (len(NOISE_MEMORIES), 1))
-        return GaussianState(post, a, a * noise, memory)
+        return GaussianState(post, a, a * noise, memory, alpha)
 
     def noise_variance(self, state: GaussianState) -> float:
         """Current noise variance estimate :math:`b / a`."""
@@ -135,15 +150,20 @@ class Gaussian:
     def update(self, state: GaussianState, X, T, fraction) -> GaussianState:
         if self.learn_noise:
             post, info = conjugate.update(state.post, X, T, noise=1.0, fraction=fraction)
+            seen = state.seen + fraction * len(X)
             if not len(state.memory):
-                return GaussianState(post, state.a + info.n_obs / 2, state.b + info.quad / 2)
-            memory = _score_memories(state.memory, info.n_obs, info.quad)
-            a, b, _ = memory[int(np.argmax(memory[:, 2]))]
-            return GaussianState(post, float(a), float(b), memory)
+                a, b, memory = state.a + info.n_obs / 2, state.b + info.quad / 2, state.memory
+            else:
+                memory = _score_memories(state.memory, info.n_obs, info.quad)
+                a, b, _ = memory[int(np.argmax(memory[:, 2]))]
+            new = GaussianState(post, float(a), float(b), memory, state.alpha, seen)
+            if seen >= 32 and np.floor(np.log2(seen)) > np.floor(np.log2(max(state.seen, 1))):
+                new = self._evidence_prior(new)
+            return new
         post, _ = conjugate.update(
             state.post, X, T, noise=self.noise_variance(state), fraction=fraction
         )
-        return GaussianState(post, state.a, state.b, state.memory)
+        return state._replace(post=post, seen=state.seen + fraction * len(X))
 
     def residual(self, state: GaussianState, X, T) -> tuple[np.ndarray, np.ndarray]:
         W = state.post.mean
@@ -155,9 +175,16 @@ class Gaussian:
         s2 = self.noise_variance(state)
         return mean, (var * s2 if self.learn_noise else var) + s2
 
+    def _evidence_prior(self, state: GaussianState) -> GaussianState:
+        """``state`` re-based on the evidence-maximizing prior precision (if enabled)."""
+        if not (self.prior_evidence and self.learn_noise and np.isfinite(state.alpha)):
+            return state
+        post, alpha = mackay_prior(state.post, state.alpha, self.noise_variance(state))
+        return state._replace(post=post, alpha=alpha)
+
     def flush(self, state: GaussianState) -> GaussianState:
-        """Nothing is pending in a conjugate head: ``state`` unchanged."""
-        return state
+        """End of ``fit``: a last evidence update of the prior precision (if enabled)."""
+        return self._evidence_prior(state)
 
     def weight_posterior(self, state: GaussianState) -> conjugate.WeightPosterior:
         """The weight posterior on the scale of the weights.

@@ -1,0 +1,227 @@
+"""The library's defaults on data nobody tuned for, against the usual baselines.
+
+Every bayeslayers model here is an estimator with no argument but its layer sizes
+(``BayesLayersRegressor(hidden=...)`` / ``BayesLayersClassifier(hidden=...)``): noise, pseudo
+noise, structure, initialization, batch size and standardization are the defaults. Per dataset
+and seed (the seed draws the random split and every model's initialization):
+
+* ``bayeslayers``: the defaults, one pass;
+* ``tuned variant``: the shipped ``variants/*.toml`` for the dataset, where one exists;
+* ``mlp-1epoch``: scikit-learn's MLP, same hidden sizes, batch size 1, one epoch (Adam);
+* ``mlp-converged``: the same MLP with its default batch, up to 2,000 epochs with
+  ``tol=1e-6`` and ``n_iter_no_change=20``;
+* ``linear``: ``BayesianRidge`` (regression) or ``LogisticRegression`` (classification).
+
+Protocol: random splits (``--test-fraction``), the baselines' features standardized with the
+training statistics (bayeslayers standardizes internally), regression metrics in the target's
+own units. RMSE and the Gaussian log-likelihood per row (the MLPs' from their training
+residual variance; BayesianRidge's own ``return_std``); accuracy, NLL and ECE for classifiers.
+``fit s`` is training time in the same process. Means over seeds, with standard errors, go to
+a Markdown table on stdout and every row to JSON (``--out``).
+
+``python benchmarks/tuning_free.py --seeds 5`` runs everything; ``--datasets`` picks some.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from sklearn import datasets as skdata
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import BayesianRidge, LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.preprocessing import StandardScaler
+
+from bayeslayers import config, metrics
+from bayeslayers.datasets import load_dataset
+from bayeslayers.sklearn import BayesLayersClassifier, BayesLayersRegressor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Dataset -> (task, hidden sizes, tuned variant or None).
+DATASETS = {
+    "sine-1d": ("regression", (50, 50), "sine-relu"),
+    "wave-2d": ("regression", (50, 50), "wave-relu"),
+    "diabetes": ("regression", (100,), None),
+    "breast_cancer": ("classification", (100,), None),
+    "wine": ("classification", (100,), None),
+    "digits": ("classification", (100,), "digits-relu"),
+    "mnist-5k": ("classification", (100,), "mnist-5k-relu"),
+}
+SKLEARN = {
+    "diabetes": skdata.load_diabetes,
+    "breast_cancer": skdata.load_breast_cancer,
+    "wine": skdata.load_wine,
+}
+
+
+def load(name: str, seed: int, test_fraction: float):
+    """Raw (unstandardized) train/test split of a dataset."""
+    if name in SKLEARN:
+        X, y = SKLEARN[name](return_X_y=True)
+        stratify = y if DATASETS[name][0] == "classification" else None
+        return train_test_split(X, y, test_size=test_fraction, random_state=seed, stratify=stratify)
+    data = load_dataset(name, seed=seed, test_fraction=test_fraction, standardize=False)
+    return data.X_train, data.X_test, data.y_train, data.y_test
+
+
+def regression_scores(y, mean, std) -> dict:
+    return {
+        "rmse": metrics.rmse(y, mean),
+        "loglik": -metrics.nll_gaussian(y, mean, std),
+        "coverage90": metrics.interval_coverage(y, *metrics.central_interval(mean, std, 0.9)),
+        "mean_sd": float(np.mean(std)),
+    }
+
+
+def classification_scores(y, proba, classes) -> dict:
+    return {
+        "accuracy": metrics.accuracy(y, proba, classes=classes),
+        "nll": metrics.nll_classification(y, proba, classes=classes),
+        "ece": metrics.ece(y, proba, classes=classes),
+    }
+
+
+def timed(fit):
+    start = time.perf_counter()
+    model = fit()
+    return model, time.perf_counter() - start
+
+
+def run_models(name: str, seed: int, test_fraction: float) -> list[dict]:
+    task, hidden, variant = DATASETS[name]
+    Xtr, Xte, ytr, yte = load(name, seed, test_fraction)
+    scaler = StandardScaler().fit(Xtr)
+    Str, Ste = scaler.transform(Xtr), scaler.transform(Xte)
+    rows = []
+
+    def add(model_name, score, seconds, **extra):
+        rows.append(
+            {"dataset": name, "seed": seed, "model": model_name, "fit_s": seconds, **score, **extra}
+        )
+
+    if task == "regression":
+        net, t = timed(lambda: BayesLayersRegressor(hidden, random_state=seed).fit(Xtr, ytr))
+        add(
+            "bayeslayers",
+            regression_scores(yte, *net.predict(Xte, return_std=True)),
+            t,
+            log_evidence_per_row=net.network_.log_evidence_ / len(Xtr)
+            if hasattr(net.network_, "log_evidence_")
+            else float("nan"),
+        )
+        for label, kwargs in (
+            ("mlp-1epoch", {"batch_size": 1, "max_iter": 1}),
+            ("mlp-converged", {"max_iter": 2000, "tol": 1e-6, "n_iter_no_change": 20}),
+        ):
+            mlp, t = timed(
+                lambda kw=kwargs: MLPRegressor(
+                    hidden_layer_sizes=hidden, random_state=seed, **kw
+                ).fit(Str, ytr)
+            )
+            sd = np.full(len(yte), np.std(ytr - mlp.predict(Str)))
+            add(label, regression_scores(yte, mlp.predict(Ste), sd), t, n_iter=mlp.n_iter_)
+        br, t = timed(lambda: BayesianRidge().fit(Str, ytr))
+        add("linear", regression_scores(yte, *br.predict(Ste, return_std=True)), t)
+    else:
+        classes = np.unique(ytr)
+        net, t = timed(lambda: BayesLayersClassifier(hidden, random_state=seed).fit(Xtr, ytr))
+        add("bayeslayers", classification_scores(yte, net.predict_proba(Xte), classes), t)
+        for label, kwargs in (
+            ("mlp-1epoch", {"batch_size": 1, "max_iter": 1}),
+            ("mlp-converged", {"max_iter": 2000, "tol": 1e-6, "n_iter_no_change": 20}),
+        ):
+            mlp, t = timed(
+                lambda kw=kwargs: MLPClassifier(
+                    hidden_layer_sizes=hidden, random_state=seed, **kw
+                ).fit(Str, ytr)
+            )
+            add(
+                label,
+                classification_scores(yte, mlp.predict_proba(Ste), classes),
+                t,
+                n_iter=mlp.n_iter_,
+            )
+        lr, t = timed(lambda: LogisticRegression(max_iter=5000).fit(Str, ytr))
+        add("linear", classification_scores(yte, lr.predict_proba(Ste), classes), t)
+    if variant is not None:
+        rows.append(run_variant(variant, name, seed, test_fraction))
+    return rows
+
+
+def run_variant(variant: str, name: str, seed: int, test_fraction: float) -> dict:
+    """The shipped tuned variant on the same split (its own data preparation)."""
+    cfg = config.load(ROOT / "variants" / f"{variant}.toml")
+    data_kwargs = {k: v for k, v in cfg.data.items() if k not in ("name", "seed", "test_fraction")}
+    data = load_dataset(name, seed=seed, test_fraction=test_fraction, **data_kwargs)
+    net = config.build_network(cfg)
+    net.seed = seed
+    _, t = timed(
+        lambda: net.fit(
+            data.X_train,
+            data.y_train,
+            passes=cfg.train["passes"],
+            batch_size=cfg.train["batch_size"],
+        )
+    )
+    if data.task == "regression":
+        # the variant's loader standardizes y; scores are in that variant's units
+        score = regression_scores(data.y_test, *net.predict(data.X_test, return_std=True))
+    else:
+        score = classification_scores(data.y_test, net.predict_proba(data.X_test), net.classes_)
+    return {"dataset": name, "seed": seed, "model": "tuned variant", "fit_s": t, **score}
+
+
+def table(rows: list[dict]) -> str:
+    keys = ["rmse", "loglik", "coverage90", "mean_sd", "accuracy", "nll", "ece", "fit_s"]
+    lines = ["| dataset | model | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["model"]), []).append(r)
+    for (ds, model), rs in groups.items():
+        cells = []
+        for k in keys:
+            vals = np.array([r[k] for r in rs if k in r], dtype=float)
+            if not len(vals):
+                cells.append("")
+                continue
+            se = vals.std(ddof=1) / np.sqrt(len(vals)) if len(vals) > 1 else 0.0
+            cells.append(f"{vals.mean():.4g} ± {se:.2g}")
+        lines.append(f"| {ds} | {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--test-fraction", type=float, default=0.25)
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "out" / "tuning_free.json"
+    )
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    rows = []
+    for name in args.datasets:
+        for seed in range(args.seeds):
+            rows.extend(run_models(name, seed, args.test_fraction))
+            print(f"{name} seed {seed} done", file=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=1))
+    print(
+        f"`python benchmarks/tuning_free.py {' '.join(argv or sys.argv[1:])}` "
+        f"({args.seeds} seeds, means ± standard errors)\n"
+    )
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
