@@ -279,3 +279,22 @@ def test_onehot_predicts_1000_rows_of_1000_classes_in_seconds():
     p = head.proba(state, X)
     assert time.perf_counter() - start < 30  # shared 2-core runner; about 5 s alone
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-12)
+
+
+@pytest.mark.slow  # imports PyMC in a fresh process
+def test_pytensor_blas_notice_is_one_line_once():
+    """PyTensor's four-line 'could not link to a BLAS' warning becomes at most one line."""
+    import subprocess
+    import sys
+
+    code = (
+        "from bayeslayers.heads.advi import check_blas\n"
+        "check_blas(); check_blas()\n"
+        "import pymc, pytensor\n"
+        "pytensor.config.blas__ldflags\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "could not link to a BLAS" not in out.stderr
+    assert out.stderr.count("PyTensor found no BLAS") <= 1

@@ -28,12 +28,42 @@ The likelihoods use the numerically stable forms: probit :math:`\log\Phi(s\,\eta
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["LINKS", "ADVIResult", "ChunkADVI", "get_fitter"]
+__all__ = ["LINKS", "ADVIResult", "ChunkADVI", "check_blas", "get_fitter"]
+
+_NO_BLAS = (
+    "PyTensor found no BLAS to link its compiled code against (the OpenBLAS inside the NumPy "
+    "and SciPy wheels exports renamed symbols), so its compiled matrix products take slower "
+    "fallback paths; the fit itself is unaffected. A system BLAS (e.g. apt install libopenblas-dev) or "
+    "PyTensor from conda-forge removes this message."
+)
+
+
+@lru_cache(maxsize=1)
+def check_blas() -> bool:
+    """Whether PyTensor links to a BLAS; resolves its BLAS flags once per process.
+
+    Without one PyTensor warns, in four lines, whenever its flags are first needed (which is
+    the middle of a training pass, under the progress bar). This resolves them up front
+    (called when an ADVI head's state is built), with that warning replaced by one line
+    saying what it means here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="PyTensor could not link to a BLAS", category=UserWarning
+        )
+        import pytensor
+
+        flags = pytensor.config.blas__ldflags
+    if not flags:
+        warnings.warn(_NO_BLAS, UserWarning, stacklevel=2)
+    return bool(flags)
+
 
 LINKS = ("probit", "logistic")
 
@@ -92,6 +122,7 @@ class ChunkADVI:
     ) -> None:
         if link not in LINKS:
             raise ValueError(f"link must be one of {LINKS}, got {link!r}")
+        check_blas()
         import pymc as pm
         from pymc.pytensorf import compile as pm_compile
         from pytensor.tensor.random.type import RandomGeneratorType

@@ -184,6 +184,9 @@ def _identity(head: _GLMHead, state: GLMState) -> GLMState:
 
 
 def _advi_init(head: _GLMHead, post, n_in: int, n_classes: int, dtype) -> ADVIBuffer:
+    from bayeslayers.heads.advi import check_blas
+
+    check_blas()  # PyTensor's BLAS notice now, not under the progress bar of the first refit
     rows = head.chunk_size
     return ADVIBuffer(
         post,
