@@ -16,13 +16,16 @@ groups; in each round
     \Lambda \leftarrow \Lambda + \sum_k \Delta\Lambda_k, \qquad h \leftarrow h + \sum_k \Delta h_k .
 
 For a network without hidden layers (a Gaussian or one-hot head on fixed features, with a
-fixed or plain Normal-Inverse-Gamma noise) this is exactly the sequential posterior whatever
+fixed noise, or a plain Normal-Inverse-Gamma one: ``noise_memory=None, prior_evidence=False``)
+this is exactly the sequential posterior whatever
 the partitioning, the number of shards and rounds (:mod:`bayeslayers.merging`). With hidden
 layers each shard's targets come from its own copy of the body, so the merge is exact given
 those targets: more shards per round means each shard sees less data before the merge; more
 rounds synchronize more often.
 
-The network is changed only after the last round: if a worker fails, a partition does not
+At the end the head finishes pending work (``head.flush``, as at the end of ``Network.fit``:
+an ADVI refit, an evidence update of a Gaussian head's prior precision). The network is
+changed only after the last round: if a worker fails, a partition does not
 match, or a merged covariance is not positive definite, ``fit`` raises and the network is as
 it was.
 
@@ -220,6 +223,7 @@ def _fit(
         ]
         deltas = _gather(client, tasks, shards, progress, f"round {r + 1}/{rounds}")
         current = apply_deltas(current, deltas)
+    current.head_state_ = current.head.flush(current.head_state_)  # as at the end of fit
     current.training_time_ = time.perf_counter() - start
     vars(network).clear()
     vars(network).update(vars(current))
@@ -234,23 +238,24 @@ def _gather(client, tasks, shards, progress: bool, desc: str) -> list[NetworkDel
         from tqdm.auto import tqdm
 
         pending = tqdm(pending, total=len(tasks), desc=f"bayeslayers {desc}", unit="shard")
-    try:
-        for future in pending:
-            if future.status == "error":
-                future.result()  # raises the worker's exception
-    except Exception as error:
-        client.cancel(tasks)
-        index = next((k for k, t in enumerate(tasks) if t.status == "error"), None)
-        where = (
-            "a shard" if index is None else (f"shard {index} (partitions {shards[index].tolist()})")
-        )
-        if type(error) in (ValueError, TypeError):
-            raise type(error)(f"{where}: {error}; the network was left unchanged") from error
-        raise ShardError(
-            f"{where} failed on a worker ({type(error).__name__}: {error}); "
-            "the network was left unchanged"
-        ) from error
-    return client.gather(tasks)
+    failed = None
+    for future in pending:
+        if future.status == "error":
+            failed = future
+            break
+    if failed is None:
+        return client.gather(tasks)
+    error = failed.exception()
+    client.cancel(tasks)
+    k = tasks.index(failed)
+    notes = "".join(f", {note}" for note in getattr(error, "__notes__", ()))
+    where = f"shard {k} (partitions {shards[k].tolist()}{notes})"
+    if type(error) in (ValueError, TypeError):
+        raise type(error)(f"{where}: {error}; the network was left unchanged") from error
+    raise ShardError(
+        f"{where} failed on a worker ({type(error).__name__}: {error}); "
+        "the network was left unchanged"
+    ) from error
 
 
 def _train_shard(

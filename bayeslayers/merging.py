@@ -44,6 +44,16 @@ Each head state type has a :class:`HeadMerge` record in :data:`HEAD_MERGES`:
     product-of-experts approximation, not the sequential result); an ADVI head is flushed
     first, so no buffered rows are counted twice.
 
+A head that re-estimates its prior precision :math:`\alpha` by evidence (``prior_evidence``)
+re-bases its posterior, :math:`\Lambda \leftarrow \Lambda + (\alpha' - \alpha) I`; each
+shard's delta leaves its own re-basing out, so the merged posterior counts the prior once and
+the shards' data once; it is re-based on the shards' :math:`\alpha` averaged by rows seen (one
+network merged gives it back), and ``distributed.fit`` then re-estimates :math:`\alpha` on the
+merged posterior, as ``Network.fit`` does at its end. The noise statistics accumulated under
+a changing :math:`\alpha` depend on when it changed, even in one sequential fit, so with
+``prior_evidence`` (or ``noise_memory="evidence"``) the merged noise is close to, not equal
+to, the sequential one.
+
 Hidden layers' pseudo-noise statistics (``Network.noise_``) and ``n_samples_seen_`` add up as
 deltas.
 """
@@ -117,30 +127,73 @@ class _GaussianDelta(NamedTuple):
     a: float
     b: float
     memory: np.ndarray  # the shard's memory rows (a, b, evidence); (0, 3) without memories
+    alpha: float  # the shard's prior precision (NaN for states without one)
+    seen: float
 
 
 def _gaussian_delta(prior: GaussianState, state: GaussianState) -> _GaussianDelta:
+    post = conjugate.natural_delta(prior.post, state.post)
+    alpha0 = float(getattr(prior, "alpha", np.nan))
+    alpha = float(getattr(state, "alpha", np.nan))
+    if np.isfinite(alpha0) and np.isfinite(alpha) and alpha != alpha0:
+        # The shard re-based its prior precision (Lambda += (alpha - alpha0) I): keep only
+        # what its data added, so the merge counts the prior once.
+        post = post._replace(
+            precision=post.precision - _rebase(prior.post, alpha0, alpha).precision
+        )
     return _GaussianDelta(
-        conjugate.natural_delta(prior.post, state.post),
+        post,
         float(state.a - prior.a),
         float(state.b - prior.b),
         np.array(state.memory, dtype=np.float64, copy=True),
+        alpha,
+        float(getattr(state, "seen", 0.0) - getattr(prior, "seen", 0.0)),
     )
 
 
 def _gaussian_apply(prior: GaussianState, deltas: Sequence[_GaussianDelta]) -> GaussianState:
     record = conjugate.STRUCTURES[prior.post.structure]
-    post, dq = record.merge(prior.post, [d.post for d in deltas])
+    parts = [d.post for d in deltas]
+    alpha0 = float(getattr(prior, "alpha", np.nan))
+    alpha = _merged_alpha(alpha0, deltas)
+    if alpha != alpha0:
+        parts.append(_rebase(prior.post, alpha0, alpha))
+    post, dq = record.merge(prior.post, parts)
     between = 0.5 * (sum(d.post.quad for d in deltas) - dq)
     learned = any(d.a != 0 for d in deltas)  # a fixed noise keeps a (and b) unchanged
     memory = np.asarray(prior.memory, dtype=np.float64)
     if not len(memory):
         a = prior.a + sum(d.a for d in deltas)
         b = prior.b + sum(d.b for d in deltas) + (between if learned else 0.0)
-        return prior._replace(post=post, a=float(a), b=float(b))
-    memory = _merge_memories(memory, [d.memory for d in deltas], between)
-    a, b, _ = memory[int(np.argmax(memory[:, 2]))]
-    return prior._replace(post=post, a=float(a), b=float(b), memory=memory)
+    else:
+        memory = _merge_memories(memory, [d.memory for d in deltas], between)
+        a, b, _ = memory[int(np.argmax(memory[:, 2]))]
+    out = prior._replace(post=post, a=float(a), b=float(b), memory=memory)
+    if "seen" in type(prior)._fields:
+        out = out._replace(seen=prior.seen + sum(d.seen for d in deltas), alpha=alpha)
+    return out
+
+
+def _merged_alpha(alpha0: float, deltas: Sequence[_GaussianDelta]) -> float:
+    """The shards' prior precisions averaged by rows seen (``alpha0`` if none changed it)."""
+    changed = [d for d in deltas if np.isfinite(d.alpha) and d.alpha != alpha0]
+    if not np.isfinite(alpha0) or not changed:
+        return alpha0
+    weight = sum(d.seen for d in deltas)
+    if weight <= 0:
+        return alpha0
+    return float(
+        sum(d.seen * (d.alpha if np.isfinite(d.alpha) else alpha0) for d in deltas) / weight
+    )
+
+
+def _rebase(post: conjugate.WeightPosterior, alpha0: float, alpha: float) -> NaturalDelta:
+    """:math:`(\alpha - \alpha_0) I` in the structure's natural-parameter layout."""
+    zeros = np.zeros_like(post.mean)
+    return conjugate.natural_delta(
+        conjugate.init(post.structure, zeros, 1.0 / alpha0),
+        conjugate.init(post.structure, zeros, 1.0 / alpha),
+    )
 
 
 def _merge_memories(prior: np.ndarray, shards: Sequence[np.ndarray], between: float):
@@ -308,7 +361,8 @@ def merge(prior: Network, networks: Sequence[Network]) -> Network:
     r"""Combine networks trained independently from the same fitted ``prior`` (a federated step).
 
     Each network in ``networks`` is a copy of ``prior`` trained further (``partial_fit`` on its
-    own data); the result is ``prior`` plus the sum of what each learned, in natural parameters
+    own data), whose head finishes pending work first (``head.flush``, on a copy: an ADVI
+    refit, a Gaussian head's evidence update of its prior precision); the result is ``prior`` plus the sum of what each learned, in natural parameters
     (module docstring). For a network without hidden layers this is exactly the posterior of
     training one network on all the data (with a plain or fixed noise); with hidden layers, the
     product of the shards' posteriors given their own targets.

@@ -1,0 +1,154 @@
+"""Data-parallel fit on Dask: exact for models without hidden layers, all-or-nothing."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+dask = pytest.importorskip("dask")
+distributed = pytest.importorskip("distributed")
+import dask.array as da  # noqa: E402
+import dask.dataframe as dd  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bayeslayers import Network, heads, layers  # noqa: E402
+from bayeslayers import distributed as bd  # noqa: E402
+
+TOL = 1e-9
+
+
+@pytest.fixture(scope="module")
+def client():
+    """Two single-threaded worker processes, started and stopped by this module."""
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 5))
+    y = X @ rng.normal(size=5) + 0.3 * rng.normal(size=600)
+    labels = np.argmax(X[:, :3] + 0.5 * rng.normal(size=(600, 3)), axis=1)
+    return X, y, labels, rng.normal(size=(50, 5))
+
+
+def _posteriors(net):
+    return [a.copy() for p in [*net.posteriors_, net.head_state_.post] for a in (p.mean, p.cov)]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        heads.Gaussian(learn_noise=True, noise_memory=None, prior_evidence=False),
+        heads.Gaussian(learn_noise=False),
+    ],
+)
+def test_without_hidden_layers_six_partitions_on_two_processes_equal_sequential(client, data, head):
+    X, y, _, Xt = data
+    sequential = Network([], head=head).fit(X, y, batch_size=8)
+    net = bd.fit(Network([], head=head), X, y, client=client, partitions=6, batch_size=8)
+    m1, s1 = sequential.predict(Xt, return_std=True)
+    m2, s2 = net.predict(Xt, return_std=True)
+    np.testing.assert_allclose(m2, m1, rtol=TOL, atol=TOL)
+    np.testing.assert_allclose(s2, s1, rtol=TOL, atol=TOL)
+    assert net.n_samples_seen_ == len(X)
+
+
+def test_one_hot_head_on_a_dask_dataframe_in_rounds_equals_sequential(client, data):
+    X, _, labels, Xt = data
+    head = heads.OneHot(noise_memory=None, prior_evidence=False)
+    sequential = Network([], head=head).fit(X, labels, batch_size=8)
+    frame = dd.from_pandas(pd.DataFrame(X, columns=list("abcde")), npartitions=6)
+    target = dd.from_pandas(pd.Series(labels), npartitions=6)
+    net = bd.fit(Network([], head=head), frame, target, client=client, rounds=3, batch_size=8)
+    np.testing.assert_allclose(net.predict_proba(Xt), sequential.predict_proba(Xt), atol=TOL)
+    np.testing.assert_array_equal(net.classes_, [0, 1, 2])
+
+
+def test_dask_arrays_give_the_numpy_result_and_continue_a_fitted_network(client, data):
+    X, y, _, Xt = data
+    head = heads.Gaussian(learn_noise=True, noise_memory=None, prior_evidence=False)
+    from_numpy = bd.fit(Network([], head=head), X, y, client=client, partitions=4)
+    from_dask = bd.fit(Network([], head=head), da.from_array(X, chunks=(150, 2)), y, client=client)
+    np.testing.assert_allclose(from_dask.predict(Xt), from_numpy.predict(Xt), rtol=1e-12)
+    # A fitted network keeps learning (like partial_fit): two halves equal the whole.
+    half = bd.fit(Network([], head=head), X[:300], y[:300], client=client, partitions=2)
+    bd.fit(half, X[300:], y[300:], client=client, partitions=2)
+    np.testing.assert_allclose(
+        half.predict(Xt, return_std=True)[1], from_numpy.predict(Xt, return_std=True)[1], rtol=TOL
+    )
+
+
+def test_hidden_layers_train_and_the_current_client_is_used(client, data, capsys):
+    X, _, labels, _ = data
+    net = Network([layers.ReLU(16)], head=heads.OneHot(), seed=0)
+    sequential = copy.deepcopy(net).fit(X, labels, batch_size=4)
+    bd.fit(net, X, labels, partitions=4, batch_size=4, progress=True)  # client=None
+    assert "round 1/1" in capsys.readouterr().err
+    assert net.health().ok
+    acc = [np.mean(n.predict(X) == labels) for n in (sequential, net)]
+    assert acc[1] > acc[0] - 0.05
+
+
+def test_bad_arguments_fail_before_any_work(client, data):
+    X, y, _, _ = data
+    with pytest.raises(TypeError, match="network must be a Network"):
+        bd.fit("net", X, y, client=client)
+    with pytest.raises(ValueError, match="rounds must be"):
+        bd.fit(Network([]), X, y, client=client, rounds=0)
+    with pytest.raises(TypeError, match="client must be"):
+        bd.fit(Network([]), X, y, client="tcp://nowhere")
+    with pytest.raises(ValueError, match="y has 599 rows but X has 600"):
+        bd.fit(Network([]), X, y[:-1], client=client)
+    frame = dd.from_pandas(pd.DataFrame(X), npartitions=3)
+    with pytest.raises(ValueError, match="X has 3 partitions but y has 2"):
+        bd.fit(Network([]), frame, dd.from_pandas(pd.Series(y), npartitions=2), client=client)
+    fitted = Network([]).fit(X[:20], y[:20])
+    with pytest.raises(ValueError, match="X has 4 features, but the model expects 5"):
+        bd.fit(fitted, X[:, :4], y, client=client)
+
+
+def test_a_failing_shard_leaves_the_network_unchanged(client, data):
+    X, _, labels, _ = data
+    net = Network([layers.ReLU(4)], head=heads.OneHot()).fit(X[:50], labels[:50].clip(0, 1))
+    before = _posteriors(net)
+    with pytest.raises(
+        ValueError,
+        match=r"shard \d \(partitions \[[\d, ]+\], in partition \d\): y contains labels \[2\]",
+    ):
+        bd.fit(net, X, labels, client=client, partitions=4)
+    for a, b in zip(before, _posteriors(net), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    def broken(block):
+        raise RuntimeError("disk gone")
+
+    bad = da.from_array(X, chunks=(150, 5)).map_blocks(
+        lambda b, block_info=None: broken(b) if block_info[0]["chunk-location"][0] == 2 else b,
+        dtype=float,
+    )
+    with pytest.raises(bd.ShardError, match="disk gone"):
+        bd.fit(net, bad, labels.clip(0, 1), client=client)
+    for a, b in zip(before, _posteriors(net), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert net.n_samples_seen_ == 50
+
+
+@pytest.mark.slow
+def test_digits_on_four_partitions_is_within_a_point_of_one_sequential_pass(client):
+    from bayeslayers.datasets import load_dataset
+
+    ds = load_dataset("digits")
+    make = lambda: Network([layers.ReLU(100)], head=heads.OneHot(), seed=0)  # noqa: E731
+    sequential = make().fit(ds.X_train, ds.y_train, batch_size=1, shuffle=False)
+    net = bd.fit(make(), ds.X_train, ds.y_train, client=client, partitions=4)
+    acc = [np.mean(n.predict(ds.X_test) == ds.y_test) for n in (sequential, net)]
+    assert acc[1] >= acc[0] - 0.01
