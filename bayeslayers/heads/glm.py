@@ -5,8 +5,9 @@ and the classes follow from a link:
 
 ``Probit``
     Two classes: one column, :math:`P(y = 1) = \Phi(\eta)`. More classes: one-vs-rest probit,
-    one column per class, :math:`P(y_k = 1) = \Phi(\eta_k)`, probabilities renormalized over
-    the classes at prediction.
+    one column per class, independent indicators :math:`P(y_k = 1) = \Phi(\eta_k)`; a class
+    label is the event that exactly one indicator is on, so class probabilities condition on
+    it: :math:`P(k) \propto \Phi(\eta_k) / \Phi(-\eta_k)`.
 ``Logistic``
     Multinomial logit with the last class as the reference (its logit pinned to 0, which makes
     the weights identifiable): ``K - 1`` columns, :math:`P(y = k) = \operatorname{softmax}
@@ -513,8 +514,12 @@ class Probit(_GLMHead):
     """Probit head: binary probit, or one-vs-rest probit for more than two classes.
 
     Class probabilities integrate the weights' Gaussian posterior in closed form,
-    :math:`P(y_k = 1) = \\Phi\\big(m_k / \\sqrt{1 + v_k}\\big)` with ``m, v`` the mean and
-    variance of :math:`\\eta_k`; one-vs-rest probabilities are renormalized over the classes.
+    :math:`p_k = P(y_k = 1) = \\Phi\\big(m_k / \\sqrt{1 + v_k}\\big)` with ``m, v`` the mean
+    and variance of :math:`\\eta_k` (the columns are independent a posteriori, so are the
+    indicators); with more than two classes they are conditioned on exactly one indicator
+    being on, :math:`P(k) = \\frac{p_k / (1 - p_k)}{\\sum_j p_j / (1 - p_j)}`. (Dividing by
+    :math:`\\sum_j p_j` instead leaves the mass of the other classes' small :math:`p_j` in
+    the answer and is badly underconfident: benchmarks/RESULTS.md, GLM heads calibration.)
     See :mod:`bayeslayers.heads.glm` for the parameters and the fits.
     """
 
@@ -565,18 +570,22 @@ class Probit(_GLMHead):
     def log_proba_given(self, eta: np.ndarray) -> np.ndarray:
         """Log class probabilities ``(..., K)`` for fixed predictors ``eta`` ``(..., C)``.
 
-        Binary: :math:`[\\log\\Phi(-\\eta), \\log\\Phi(\\eta)]`; one-vs-rest:
-        :math:`\\log \\Phi(\\eta_k) - \\log \\sum_j \\Phi(\\eta_j)`.
+        Binary: :math:`[\\log\\Phi(-\\eta), \\log\\Phi(\\eta)]`; one-vs-rest: the
+        independent indicators conditioned on exactly one being on,
+        :math:`P(k) \\propto \\Phi(\\eta_k) \\prod_{j \\ne k} \\Phi(-\\eta_j) \\propto
+        \\Phi(\\eta_k) / \\Phi(-\\eta_k)`, i.e. ``log_softmax`` of
+        :math:`\\log\\Phi(\\eta_k) - \\log\\Phi(-\\eta_k)`.
         """
         if eta.shape[-1] == 1:
             return np.concatenate([log_ndtr(-eta), log_ndtr(eta)], axis=-1)
-        return log_softmax(log_ndtr(eta), axis=-1)
+        return log_softmax(log_ndtr(eta) - log_ndtr(-eta), axis=-1)
 
     def proba_from_moments(self, m: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Class probabilities ``(..., K)`` for Gaussian latents :math:`\\eta \\sim N(m, v)`.
 
         :math:`E\\,\\Phi(\\eta_k) = \\Phi(m_k / \\sqrt{1 + v_k})`, then
-        :meth:`log_proba_given` at those predictors.
+        :meth:`log_proba_given` at those predictors (the conditioning on exactly one class
+        needs only the marginals of the independent indicators).
         """
         return np.exp(self.log_proba_given(m / np.sqrt(1.0 + v)))
 
