@@ -2,18 +2,23 @@ r"""The ``bayeslayers`` command: run, compare and list TOML variants.
 
 ::
 
-    bayeslayers run [CONFIG] [--out DIR] [--seed N]   # default: the embedded digits variant
-    bayeslayers compare CONFIG_OR_RUN_DIR...            # one table across variants
-    bayeslayers list                                    # variants and datasets
+    bayeslayers run [CONFIG] [--out DIR] [--seed N] [--force]  # default: embedded digits variant
+    bayeslayers compare CONFIG_OR_RUN_DIR... [--out DIR]         # one table per dataset
+    bayeslayers list                                             # variants and datasets
 
-``run`` trains one variant with a progress bar, evaluating the test split at ``eval_points``
-checkpoints (the learning curve), then writes into ``DIR`` (``runs/<variant>`` by default):
-``config.toml`` (the resolved variant), ``model.npz`` (:func:`bayeslayers.io.save`),
-``metrics.json`` and plots (``learning_curve.png``; ``confusion_matrix.png`` and
-``reliability.png`` for classification; ``fit.png`` for regression on 1 or 2 inputs: the
-prediction at the posterior means with the predictive 90% band (1-D) or beside a map of the
-predictive standard deviation (2-D)). ``--seed`` overrides the model's and the training
-order's seeds; the data split keeps its own seed, so seeds share one test set.
+``run`` trains one variant through :func:`bayeslayers.config.fit_variant` (the same
+``Network.fit`` call a Python user makes, so the model is bitwise the one
+``fit_variant(cfg)`` returns), scoring the test split on copies of the network at
+``eval_points`` checkpoints and at the end of every pass (the learning curve), then writes
+into ``DIR`` (``runs/<variant>`` by default): ``config.toml`` (the resolved variant),
+``model.npz`` (:func:`bayeslayers.io.save`), ``metrics.json`` and plots drawn by
+:mod:`bayeslayers.plots`: ``learning_curve.png``; ``confusion_matrix.png`` and
+``reliability.png`` for classification; ``fit.png`` for regression on 1 or 2 inputs (in the
+data's own units, on a grid reaching a quarter of the training range beyond it). The folder
+is checked (and created) before any data is loaded; a folder that already holds files is
+refused unless ``--force`` is given. ``--seed`` sets ``model.seed``, which seeds the prior,
+the order of the rows in every pass and the predictive draws; ``data.seed`` stays, so seeds
+share one test set.
 
 Held-out comparison uses the pointwise log predictive density on the test split,
 
@@ -24,10 +29,13 @@ Held-out comparison uses the pointwise log predictive density on the test split,
 
 and, between two variants on the same test set, the paired difference with
 :math:`\mathrm{SE}_\Delta = \sqrt{n \operatorname{Var}_i(\ell^A_i - \ell^B_i)}` (the
-``elpd_diff`` / ``dse`` columns of ArviZ's ``compare``).
+``elpd_diff`` / ``dse`` columns of ArviZ's ``compare``). ``compare`` groups the variants by
+test set (the whole ``[data]`` table) and pairs them only within a group: a regression log
+density and classification log probabilities are never ranked against each other.
 
-Exit codes: 0 success, 2 bad usage or bad config, 1 any other failure. Errors print one line;
-``--debug`` shows the traceback.
+Exit codes: 0 success, 2 bad usage, bad config or unusable output folder, 1 any other
+failure. Errors print one line; ``--debug`` shows the traceback. The command imports the
+numerical libraries only once it has a command to run, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -35,30 +43,50 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    from matplotlib.figure import Figure
 
-from bayeslayers import config as _config
-from bayeslayers import io as _io
-from bayeslayers import metrics
-from bayeslayers.datasets import DATASETS, Dataset, load_dataset
+    from bayeslayers.config import Config
+    from bayeslayers.datasets import Dataset
+    from bayeslayers.network import FitProgress, Network
 
-__all__ = ["evaluate", "main", "run_variant"]
+__all__ = ["CommandError", "evaluate", "main", "run_variant"]
+
+_STARTED = time.perf_counter()  # when the command's module was imported
+OUTPUTS = (
+    "config.toml",
+    "model.npz",
+    "metrics.json",
+    "learning_curve.png",
+    "confusion_matrix.png",
+    "reliability.png",
+    "fit.png",
+)
+
+
+class CommandError(ValueError):
+    """Bad use of the command itself (output folder, duplicate names): exit code 2."""
 
 
 # ---------------------------------------------------------------------------- evaluation
-def evaluate(net, data: Dataset) -> tuple[dict[str, float], np.ndarray]:
+def evaluate(net: Network, data: Dataset) -> tuple[dict[str, float], np.ndarray]:
     """Test-split metrics and the pointwise log predictive density ``(n,)``.
 
     Classification: accuracy, NLL, Brier, ECE from ``predict_proba``. Regression: RMSE of
     ``predict`` (posterior means), and NLL, CRPS and 90% interval coverage of the predictive
-    distribution ``predict(return_std=True)`` (hidden weights sampled). Both add ``elpd`` and
-    ``elpd_se`` (module docstring).
+    distribution ``predict(return_std=True)``. Both add ``elpd`` and ``elpd_se`` (module
+    docstring).
     """
+    from bayeslayers import metrics
+
     if data.task == "classification":
         proba = net.predict_proba(data.X_test)
         out = metrics.classification_metrics(data.y_test, proba, classes=net.classes_)
@@ -66,9 +94,6 @@ def evaluate(net, data: Dataset) -> tuple[dict[str, float], np.ndarray]:
     else:
         mean, std = net.predict(data.X_test, return_std=True)
         out = metrics.regression_metrics(data.y_test, mean, std)
-        # RMSE of the point prediction (forward pass at the posterior means), as ``predict``
-        # returns it; the Monte Carlo predictive mean can sit far from it when the hidden
-        # layers' posteriors are wide.
         out["rmse"] = metrics.rmse(data.y_test, net.predict(data.X_test))
         lpd = metrics.log_density_gaussian(data.y_test, mean, std)
         lpd = lpd.sum(axis=1) if lpd.ndim == 2 else lpd
@@ -77,193 +102,213 @@ def evaluate(net, data: Dataset) -> tuple[dict[str, float], np.ndarray]:
     return out, lpd
 
 
-def _quick_score(net, data: Dataset) -> float:
+def _quick_score(net: Network, data: Dataset) -> float:
     """The learning-curve metric: accuracy (classification) or RMSE of the mean (regression)."""
+    import numpy as np
+
+    from bayeslayers import metrics
+
     if data.task == "classification":
         return float(np.mean(net.predict(data.X_test) == data.y_test))
     return metrics.rmse(data.y_test, net.predict(data.X_test))
 
 
-def _train(net, cfg: _config.Config, data: Dataset, progress: bool):
-    """Train with ``partial_fit`` in chunks, scoring the test split after each chunk.
+class _Checkpoints:
+    """The ``fit`` callback of ``run``: learning curve on snapshots, progress bar, its own time.
 
-    Returns the learning curve ``[(samples_seen, score), ...]`` and the training time (seconds,
-    checkpoint scoring excluded).
+    Checkpoints are ``eval_points`` evenly spaced counts of rows seen (over all passes) plus
+    the end of every pass; at each, the test split is scored on ``progress.snapshot()`` (a
+    copy), so the training itself is not touched.
     """
-    train = cfg.train
-    passes, batch = train["passes"], train["batch_size"]
-    fraction = train.get("fraction", 1.0 / passes)
-    n = len(data.X_train)
-    chunk = max(batch, math.ceil(passes * n / train["eval_points"] / batch) * batch)
-    classes = np.unique(data.y_train) if data.task == "classification" else None
-    rng = np.random.default_rng(train["seed"])
-    curve, elapsed = [], 0.0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=passes * n, desc="bayeslayers", unit="sample", file=sys.stderr)
-    try:
-        for _ in range(passes):
-            order = rng.permutation(n)
-            for start in range(0, n, chunk):
-                rows = order[start : start + chunk]
-                t0 = time.perf_counter()
-                net.partial_fit(
-                    data.X_train[rows],
-                    data.y_train[rows],
-                    batch_size=batch,
-                    fraction=fraction,
-                    classes=classes,
-                )
-                elapsed += time.perf_counter() - t0
-                curve.append((int(net.n_samples_seen_), _quick_score(net, data)))
-                if bar is not None:
-                    bar.update(len(rows))
-        flush = getattr(net.head, "flush", None)  # e.g. an ADVI head's last partial chunk
-        if flush is not None:
-            t0 = time.perf_counter()
-            net.head_state_ = flush(net.head_state_)
-            elapsed += time.perf_counter() - t0
-    finally:
-        if bar is not None:
-            bar.close()
-    net.training_time_ = elapsed
-    return curve, elapsed
+    def __init__(self, data: Dataset, passes: int, eval_points: int, progress: bool) -> None:
+        n = len(data.X_train)
+        total = passes * n
+        marks = {math.ceil(total * k / eval_points) for k in range(1, eval_points + 1)}
+        self.marks = sorted(marks | {n * (p + 1) for p in range(passes)})
+        self.data = data
+        self.curve: list[tuple[int, float]] = []
+        self.seconds = 0.0  # spent in this callback (scoring, the bar), not training
+        self._next = 0
+        self._shown = 0
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="bayeslayers", unit="row", file=sys.stderr)
+
+    def __call__(self, progress: FitProgress) -> None:
+        t0 = time.perf_counter()
+        seen = progress.pass_index * progress.n_rows + progress.rows_done
+        if self.bar is not None:
+            self.bar.update(seen - self._shown)
+            self._shown = seen
+        if self._next < len(self.marks) and seen >= self.marks[self._next]:
+            self.curve.append((seen, _quick_score(progress.snapshot(), self.data)))
+            while self._next < len(self.marks) and self.marks[self._next] <= seen:
+                self._next += 1
+        self.seconds += time.perf_counter() - t0
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 # ---------------------------------------------------------------------------------- plots
-def _plot_learning_curve(curve, task: str, path: Path) -> None:
-    import matplotlib.pyplot as plt
+def _title(variant: str, data: Dataset) -> str:
+    return f"{variant} on {Path(data.name).name}"
+
+
+def _plot_fit(net: Network, data: Dataset, cfg: Config, variant: str, path: Path) -> Figure:
+    """``fit.png``: a 1-D band or 2-D maps in the data's units, a grid wider than the data."""
+    import numpy as np
+
+    from bayeslayers import metrics, plots
+    from bayeslayers.datasets import DATASETS
+
+    spec = DATASETS.get(data.name)
+    truth = spec.truth if spec is not None else None
+    X_train, X_test = data.unstandardize(data.X_train), data.unstandardize(data.X_test)
+    lo, hi = X_train.min(axis=0), X_train.max(axis=0)
+    pad = np.where(hi > lo, 0.25 * (hi - lo), 1.0)
+    names = data.feature_names
+    units = " (data units)" if data.x_mean is not None else ""
+    target = str(cfg.data.get("target", "y"))
+    rmse = metrics.rmse(data.y_test, net.predict(data.X_test))
+    title = f"{_title(variant, data)}: test RMSE {rmse:.3f}"
+    if X_train.shape[1] == 1:
+        grid = np.linspace(lo[0] - pad[0], hi[0] + pad[0], 400)
+        inputs = data.standardize(grid[:, None])
+        lower, upper = net.predict_quantiles(inputs, [0.05, 0.95])
+        return plots.plot_fit_1d(
+            grid,
+            net.predict(inputs),
+            lower,
+            upper,
+            x_obs=X_test[:, 0],
+            y_obs=data.y_test,
+            obs_label="test data",
+            truth=None if truth is None else truth(grid[:, None]),
+            train_range=(float(lo[0]), float(hi[0])),
+            xlabel=f"{names[0]}{units}",
+            ylabel=target,
+            title=title,
+            path=path,
+        )
+    x1 = np.linspace(lo[0] - pad[0], hi[0] + pad[0], 90)
+    x2 = np.linspace(lo[1] - pad[1], hi[1] + pad[1], 90)
+    g1, g2 = np.meshgrid(x1, x2)
+    points = np.column_stack([g1.ravel(), g2.ravel()])
+    inputs = data.standardize(points)
+    _, std = net.predict(inputs, return_std=True)
+    return plots.plot_fit_2d(
+        x1,
+        x2,
+        net.predict(inputs).reshape(g1.shape),
+        std.reshape(g1.shape),
+        truth=None if truth is None else truth(points).reshape(g1.shape),
+        x_obs=X_train,
+        train_box=(float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])),
+        xlabel=f"{names[0]}{units}",
+        ylabel=f"{names[1]}{units}",
+        zlabel=target,
+        title=title,
+        path=path,
+    )
+
+
+def _write_plots(
+    net: Network, data: Dataset, cfg: Config, curve, variant: str, out: Path
+) -> list[str]:
+    import numpy as np
+
+    from bayeslayers import plots
 
     seen, score = zip(*curve, strict=True)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(seen, score, marker="o", ms=3)
-    ax.set_xlabel("training samples seen")
-    ax.set_ylabel("test accuracy" if task == "classification" else "test RMSE")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _plot_confusion(net, data: Dataset, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    classes = net.classes_
-    pred = np.searchsorted(classes, net.predict(data.X_test))
-    true = np.searchsorted(classes, data.y_test)
-    counts = np.zeros((len(classes), len(classes)), dtype=int)
-    np.add.at(counts, (true, pred), 1)
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.imshow(counts, cmap="Blues")
-    for (i, j), c in np.ndenumerate(counts):
-        if c:
-            ax.text(j, i, str(c), ha="center", va="center", fontsize=7)
-    ticks = np.arange(len(classes))
-    ax.set_xticks(ticks, [str(c) for c in classes])
-    ax.set_yticks(ticks, [str(c) for c in classes])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _plot_reliability(net, data: Dataset, path: Path) -> None:
-    """Top-label accuracy against confidence (:func:`bayeslayers.metrics.reliability_curve`)."""
-    import matplotlib.pyplot as plt
-
-    proba = net.predict_proba(data.X_test)
-    conf, acc, count = metrics.reliability_curve(
-        data.y_test, proba, n_bins=10, classes=net.classes_
+    classify = data.task == "classification"
+    floor = (
+        {}
+        if data.noise_sd is None
+        else {f"noise floor (noise sd {data.noise_sd:g})": data.noise_sd}
     )
-    full = count > 0
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
-    ax.plot(conf[full], acc[full], marker="o", label="model")
-    ax.set_xlabel("confidence (top class)")
-    ax.set_ylabel("accuracy")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _plot_fit_1d(net, data: Dataset, path: Path) -> None:
-    """Point prediction and the 90% band of the predictive distribution, test points on top."""
-    import matplotlib.pyplot as plt
-
-    lo, hi = data.X_train.min(), data.X_train.max()
-    grid = np.linspace(lo, hi, 300)[:, None]
-    mean, std = net.predict(grid, return_std=True)
-    z = 1.6448536269514722  # 95th percentile of N(0, 1)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.fill_between(
-        grid[:, 0], mean - z * std, mean + z * std, alpha=0.3, label="90% predictive band"
+    plots.plot_learning_curve(
+        seen,
+        score,
+        ylabel="test accuracy" if classify else "test RMSE",
+        pass_length=len(data.X_train),
+        references=floor,
+        title=_title(variant, data),
+        path=out / "learning_curve.png",
     )
-    ax.plot(grid[:, 0], net.predict(grid), label="prediction (posterior means)")
-    ax.scatter(data.X_test[:, 0], data.y_test, s=6, c="k", label="test data")
-    ax.set_xlabel(f"{data.feature_names[0]} (standardized)")
-    ax.set_ylabel("y")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _plot_fit_2d(net, data: Dataset, path: Path) -> None:
-    """Point prediction and predictive standard deviation over the (standardized) inputs."""
-    import matplotlib.pyplot as plt
-
-    lo, hi = data.X_train.min(axis=0), data.X_train.max(axis=0)
-    g1, g2 = np.meshgrid(np.linspace(lo[0], hi[0], 60), np.linspace(lo[1], hi[1], 60))
-    grid = np.column_stack([g1.ravel(), g2.ravel()])
-    _, std = net.predict(grid, return_std=True)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
-    titles = ("prediction (posterior means)", "predictive std")
-    for ax, values, title in zip(axes, (net.predict(grid), std), titles, strict=True):
-        im = ax.pcolormesh(g1, g2, values.reshape(g1.shape), shading="auto")
-        fig.colorbar(im, ax=ax)
-        ax.set_title(title)
-        ax.set_xlabel(data.feature_names[0])
-        ax.set_ylabel(data.feature_names[1])
-    axes[1].scatter(*data.X_train.T, s=2, c="w", alpha=0.5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _write_plots(net, data: Dataset, curve, out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
     written = ["learning_curve.png"]
-    _plot_learning_curve(curve, data.task, out / written[0])
-    if data.task == "classification":
-        _plot_confusion(net, data, out / "confusion_matrix.png")
-        _plot_reliability(net, data, out / "reliability.png")
+    if classify:
+        plots.plot_confusion(
+            data.y_test,
+            net.predict(data.X_test),
+            classes=net.classes_,
+            title=_title(variant, data),
+            path=out / "confusion_matrix.png",
+        )
+        plots.plot_reliability(
+            data.y_test,
+            net.predict_proba(data.X_test),
+            classes=net.classes_,
+            title=_title(variant, data),
+            path=out / "reliability.png",
+        )
         written += ["confusion_matrix.png", "reliability.png"]
     elif np.ndim(data.y_train) == 1 and data.X_train.shape[1] in (1, 2):
-        plot = _plot_fit_1d if data.X_train.shape[1] == 1 else _plot_fit_2d
-        plot(net, data, out / "fit.png")
+        _plot_fit(net, data, cfg, variant, out / "fit.png")
         written.append("fit.png")
     return written
 
 
+# -------------------------------------------------------------------------- output folders
+def safe_name(stem: str) -> str:
+    """A variant's name as a folder name: letters, digits, ``.``, ``_``, ``-`` only."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip(".-")
+    return name or "variant"
+
+
+def _variant_name(cfg: Config) -> str:
+    return safe_name(Path(cfg.source).stem)
+
+
+def prepare_out(out: Path, *, force: bool, flag: str = "--out") -> Path:
+    """Check (and create) an output folder before any work; refuse one holding files.
+
+    With ``force`` the files a run writes (:data:`OUTPUTS`) are removed first, so the folder
+    shows only this run's results; other files are left alone.
+    """
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"{flag} {out}: exists and is not a folder")
+    if out.is_dir():
+        present = sorted(p.name for p in out.iterdir())
+        if present and not force:
+            shown = ", ".join(present[:4]) + (", ..." if len(present) > 4 else "")
+            raise CommandError(
+                f"{flag} {out}: the folder is not empty ({shown}); pass --force to replace "
+                "its results, or choose another folder"
+            )
+        for name in OUTPUTS:
+            target = out / name
+            if target.is_file() or target.is_symlink():
+                target.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CommandError(f"{flag} {out}: cannot create the folder ({err.strerror})") from None
+    return out
+
+
 # ------------------------------------------------------------------------------ commands
-def _with_seed(cfg: _config.Config, seed: int | None) -> _config.Config:
-    if seed is None:
-        return cfg
-    return cfg.replace("model", seed=seed).replace("train", seed=seed)
-
-
 def run_variant(
-    cfg: _config.Config, out: str | Path, *, progress: bool = True
-) -> tuple[dict, object, np.ndarray]:
+    cfg: Config, out: str | Path, *, progress: bool = True, prepared: bool = False
+) -> tuple[dict, Network, np.ndarray]:
     """Train one variant and write its results into ``out``.
+
+    ``out`` must be an empty or missing folder unless ``prepared`` (already checked by
+    :func:`prepare_out`).
 
     Returns
     -------
@@ -274,18 +319,27 @@ def run_variant(
     lpd : ndarray
         Pointwise held-out log predictive density.
     """
-    start = time.perf_counter()
-    data = load_dataset(**cfg.data)
-    net = _config.build_network(cfg)
-    curve, train_time = _train(net, cfg, data, progress)
-    scores, lpd = evaluate(net, data)
+    from bayeslayers import config as _config
+
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if not prepared:
+        prepare_out(out, force=False)
+    start = time.perf_counter()
+    variant = _variant_name(cfg)
+    data = _config.load_data(cfg)
+    checkpoints = _Checkpoints(data, cfg.train["passes"], cfg.train["eval_points"], progress)
+    try:
+        net, _ = _config.fit_variant(cfg, callback=checkpoints, data=data)
+    finally:
+        checkpoints.close()
+    train_time = net.training_time_ - checkpoints.seconds
+    net.training_time_ = train_time
+    scores, lpd = evaluate(net, data)
     (out / "config.toml").write_text(_config.dumps(cfg, f"resolved from {cfg.source}"))
     net.save(out / "model.npz", config=cfg.to_dict())
-    plots = _write_plots(net, data, curve, out)
+    plots = _write_plots(net, data, cfg, checkpoints.curve, variant, out)
     result = {
-        "variant": Path(cfg.source).stem,
+        "variant": variant,
         "dataset": data.name,
         "task": data.task,
         "n_train": len(data.X_train),
@@ -293,41 +347,54 @@ def run_variant(
         **scores,
         "train_time_s": train_time,
         "wall_time_s": time.perf_counter() - start,
-        "learning_curve": [{"samples_seen": s, "score": v} for s, v in curve],
+        "learning_curve": [{"samples_seen": s, "score": v} for s, v in checkpoints.curve],
         "files": ["config.toml", "model.npz", "metrics.json", *plots],
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     return result, net, lpd
 
 
+def _with_seed(cfg: Config, seed: int | None) -> Config:
+    return cfg if seed is None else cfg.replace("model", seed=seed)
+
+
+def _load_config(item: str | None) -> Config:
+    from bayeslayers import config as _config
+
+    return _config.load(item if item else _config.DEFAULT_VARIANT)
+
+
 def _cmd_run(args) -> int:
-    cfg = _config.load(args.config) if args.config else _config.load(_config.DEFAULT_VARIANT)
-    cfg = _with_seed(cfg, args.seed)
-    out = Path(args.out) if args.out else Path("runs") / Path(cfg.source).stem
-    result, _, _ = run_variant(cfg, out, progress=not args.quiet)
+    cfg = _with_seed(_load_config(args.config), args.seed)
+    out = Path(args.out) if args.out else Path("runs") / _variant_name(cfg)
+    prepare_out(out, force=args.force)
+    result, _, _ = run_variant(cfg, out, progress=not args.quiet, prepared=True)
     headline = (
         ("accuracy", "nll", "ece")
         if result["task"] == "classification"
         else ("rmse", "nll", "coverage")
     )
-    rows = [(k, f"{result[k]:.4f}") for k in headline]
-    rows += [
-        ("elpd (test)", f"{result['elpd']:.1f} ± {result['elpd_se']:.1f}"),
-        ("train time", f"{result['train_time_s']:.1f} s"),
-        ("wall time", f"{time.perf_counter() - args.start:.1f} s"),
-    ]
     print(
         f"{result['variant']} on {result['dataset']} ({result['n_train']} train / "
         f"{result['n_test']} test)"
     )
-    for key, value in rows:
-        print(f"  {key:<12} {value}")
+    for key in headline:
+        print(f"  {key:<12} {result[key]:.4f}")
+    print(f"  {'elpd (test)':<12} {result['elpd']:.1f} ± {result['elpd_se']:.1f}")
+    total = time.perf_counter() - _STARTED
+    print(
+        f"  {'time':<12} {total:.1f} s for the whole command (start-up, data, training, "
+        f"scoring, plots), of which training {result['train_time_s']:.1f} s"
+    )
     print(f"  results in {out}/")
     return 0
 
 
 def _load_run(target: Path):
     """A finished run directory (or model file) -> (config, network)."""
+    from bayeslayers import config as _config
+    from bayeslayers import io as _io
+
     model = target / "model.npz" if target.is_dir() else target
     meta = _io.read_metadata(model)
     if not meta.get("config"):
@@ -337,72 +404,124 @@ def _load_run(target: Path):
 
 
 def _cmd_compare(args) -> int:
-    rows = []
+    from bayeslayers import config as _config
+
+    jobs = []  # (name, cfg or None, target)
     for item in args.configs:
         target = Path(item)
         if target.is_dir() or target.suffix == ".npz":
-            cfg, net = _load_run(target)
-            data = load_dataset(**cfg.data)
-            scores, lpd = evaluate(net, data)
-            scores["train_time_s"] = getattr(net, "training_time_", float("nan"))
-            name = target.stem if target.suffix == ".npz" else target.name
+            name = safe_name(target.stem if target.suffix == ".npz" else target.name)
+            jobs.append((name, None, target))
         else:
             cfg = _with_seed(_config.load(item), args.seed)
-            name = Path(cfg.source).stem
-            out = Path(args.out) / name if args.out else Path("runs") / name
-            scores, _, lpd = run_variant(cfg, out, progress=not args.quiet)
+            jobs.append((_variant_name(cfg), cfg, target))
+    seen: dict[str, str] = {}
+    for name, _, target in jobs:
+        if name in seen:
+            raise CommandError(
+                f"two inputs are named {name!r} ({seen[name]} and {target}); their runs "
+                "would share one folder and one row: rename one"
+            )
+        seen[name] = str(target)
+    parent = Path(args.out) if args.out else Path("runs")
+    for name, cfg, _ in jobs:  # every folder checked before anything is trained
+        if cfg is not None:
+            prepare_out(parent / name, force=args.force)
+    rows = []
+    for name, cfg, target in jobs:
+        if cfg is None:
+            cfg, net = _load_run(target)
+            data = _config.load_data(cfg)
+            scores, lpd = evaluate(net, data)
+            scores["train_time_s"] = getattr(net, "training_time_", float("nan"))
+        else:
+            scores, _, lpd = run_variant(cfg, parent / name, progress=not args.quiet, prepared=True)
         rows.append((name, cfg, scores, lpd))
-    print(_comparison_table(rows))
+    print(comparison_table(rows))
     return 0
 
 
-def _comparison_table(rows) -> str:
-    best = max(range(len(rows)), key=lambda i: rows[i][2]["elpd"])
-    best_lpd, best_data = rows[best][3], _split_key(rows[best][1])
-    lines = [
-        f"{'variant':<28} {'dataset':<10} {'acc/RMSE':>8} {'NLL':>7} {'elpd ± SE':>17} "
-        f"{'Δelpd ± dSE':>17} {'time s':>7}"
-    ]
-    for name, cfg, s, lpd in sorted(rows, key=lambda r: -r[2]["elpd"]):
-        score = s.get("accuracy", s.get("rmse"))
-        if _split_key(cfg) == best_data and len(lpd) == len(best_lpd):
+def comparison_table(rows) -> str:
+    """Rows ``(name, config, scores, lpd)`` as one table per test set, paired within each.
+
+    Variants whose ``[data]`` tables agree share a test set; within such a group the best
+    elpd is the reference and every other row gets its paired difference ``Δelpd ± dSE``.
+    Groups are never ranked against each other.
+    """
+    groups: dict[str, list] = {}
+    for row in rows:
+        groups.setdefault(_split_key(row[1]), []).append(row)
+    blocks = []
+    for members in groups.values():
+        cfg, scores = members[0][1], members[0][2]
+        classify = "accuracy" in scores
+        metric = "accuracy" if classify else "RMSE"
+        n_test = len(members[0][3])
+        name = Path(str(cfg.data.get("path", cfg.data["name"]))).name
+        lines = [
+            f"{name} ({'classification' if classify else 'regression'}, {n_test} test rows): "
+            "Δelpd paired against the best of this group",
+            f"  {'variant':<28} {metric:>8} {'NLL':>7} {'elpd ± SE':>17} {'Δelpd ± dSE':>17} "
+            f"{'train s':>7}",
+        ]
+        ranked = sorted(members, key=lambda r: -r[2]["elpd"])
+        best_lpd = ranked[0][3]
+        for row_name, _, s, lpd in ranked:
             d = lpd - best_lpd
             diff = f"{d.sum():.1f} ± {math.sqrt(len(d) * d.var()):.1f}"
-        else:
-            diff = "other data"
-        lines.append(
-            f"{name:<28} {cfg.data['name']:<10} {score:>8.4f} {s['nll']:>7.3f} "
-            f"{s['elpd']:>9.1f} ± {s['elpd_se']:<5.1f} {diff:>17} {s['train_time_s']:>7.1f}"
+            score = s["accuracy"] if classify else s["rmse"]
+            lines.append(
+                f"  {row_name:<28} {score:>8.4f} {s['nll']:>7.3f} "
+                f"{s['elpd']:>9.1f} ± {s['elpd_se']:<5.1f} {diff:>17} {s['train_time_s']:>7.1f}"
+            )
+        blocks.append("\n".join(lines))
+    if len(blocks) > 1:
+        blocks.append(
+            f"{len(blocks)} test sets: elpd is compared only within each group (different "
+            "data, and a log density is not comparable to log probabilities)"
         )
-    return "\n".join(lines)
+    return "\n\n".join(blocks)
 
 
-def _split_key(cfg: _config.Config) -> str:
+def _split_key(cfg: Config) -> str:
     """Two runs share a test set when their data tables agree."""
     return json.dumps(cfg.data, sort_keys=True)
 
 
 def _cmd_list(args) -> int:
+    from bayeslayers import config as _config
+    from bayeslayers.datasets import DATASETS
+
     print("variants:")
     for name, path in sorted(_config.find_variants().items()):
         print(f"  {name:<28} {_config.variant_description(path)}")
     print("datasets:")
     for name, spec in DATASETS.items():
         print(f"  {name:<28} {spec.task:<15} {spec.description}")
-    print(f"  {'file':<28} {'either':<15} a CSV or NPZ file (data.path, features, target, task)")
+    print(
+        f"  {'file':<28} {'either':<15} a CSV or NPZ file: data.path, target, task "
+        "(features: default every other column)"
+    )
     return 0
 
 
 # ----------------------------------------------------------------------------------- main
+def _seed(text: str) -> int:
+    """``--seed``: an int >= 0 (argparse names the flag in the error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: the flags work before or after the command without overwriting each other.
-    common.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
-    )
-    common.add_argument(
-        "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bar"
-    )
+    for flag, text in (("--debug", "show tracebacks"), ("--quiet", "no progress bar")):
+        common.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=text)
     parser = argparse.ArgumentParser(
         prog="bayeslayers",
         description="Train gradient-free Bayesian networks from TOML variants.",
@@ -411,12 +530,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", parents=[common], help="train one variant and write its results")
     run.add_argument("config", nargs="?", help="variant file or name (default: embedded digits)")
-    run.add_argument("--out", help="results directory (default: runs/<variant>)")
-    run.add_argument("--seed", type=int, help="override the model and training seeds")
+    run.add_argument("--out", help="results folder (default: runs/<variant>)")
     cmp_ = sub.add_parser("compare", parents=[common], help="compare variants or finished runs")
-    cmp_.add_argument("configs", nargs="+", help="variant files/names, run directories or .npz")
-    cmp_.add_argument("--out", help="parent directory for the runs it trains (default: runs/)")
-    cmp_.add_argument("--seed", type=int, help="override the model and training seeds")
+    cmp_.add_argument("configs", nargs="+", help="variant files/names, run folders or .npz")
+    cmp_.add_argument("--out", help="parent folder of the runs it trains (default: runs/)")
+    for p in (run, cmp_):
+        p.add_argument("--seed", type=_seed, help="set model.seed (prior, row order, draws)")
+        p.add_argument("--force", action="store_true", help="replace results in a used folder")
     sub.add_parser("list", parents=[common], help="show the known variants and datasets")
     return parser
 
@@ -428,7 +548,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 0 for --help, 2 for bad usage
         return int(exc.code or 0)
-    args.start = time.perf_counter()
     args.debug = getattr(args, "debug", False)
     args.quiet = getattr(args, "quiet", False)
     command = {"run": _cmd_run, "compare": _cmd_compare, "list": _cmd_list}[args.command]
@@ -437,7 +556,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if args.debug:
             raise
-        code = 2 if isinstance(err, _config.ConfigError) else 1
+        from bayeslayers.config import ConfigError
+
+        code = 2 if isinstance(err, ConfigError | CommandError) else 1
         print(f"bayeslayers: error: {err}", file=sys.stderr)
         return code
     except KeyboardInterrupt:

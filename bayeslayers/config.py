@@ -4,8 +4,22 @@ A variant has three tables (stdlib :mod:`tomllib`)::
 
     [data]   name = "digits"; test_fraction = 0.2; seed = 0      # see DATA_KEYS
     [model]  layers = [{kind = "relu", units = 100}]; head = {kind = "onehot"}
-             covariance = "unit"; noise = 1.0                     # Network's parameters
-    [train]  passes = 1; batch_size = 1; seed = 0                 # see TRAIN_KEYS
+             covariance = "unit"; noise = 1.0; seed = 0          # Network's parameters
+    [train]  passes = 1; batch_size = 1                          # see TRAIN_KEYS
+
+Units: ``data.noise_sd`` is the *standard deviation* of the synthetic targets' noise (only
+for ``sine-1d`` and ``wave-2d``); ``model.noise`` is the observation noise *variance* of the
+network. Seeds: ``data.seed`` fixes the data (synthetic draws, subset, split), ``model.seed``
+(:class:`~bayeslayers.Network`'s ``seed``) the prior draws, the order in which ``fit``
+visits the rows in every pass, and the predictive draws; there is no separate training seed.
+
+A CSV or NPZ file is ``name = "file"`` with ``path`` (relative paths are taken from the folder
+of the variant file), ``target`` (the target column or array), ``task`` (``"regression"`` or
+``"classification"``) and optionally ``features`` (default: every other column or array).
+
+:func:`fit_variant` is the Python call that reproduces ``bayeslayers run CONFIG``: it loads the
+data and fits the network exactly as the command does (the same ``Network.fit`` call), so the
+two give bitwise the same model.
 
 ``[model]`` keys are exactly the parameters of :class:`bayeslayers.Network`; a layer table is
 ``kind`` (a key of :data:`bayeslayers.layers.LAYERS`) plus that class's fields, a head table
@@ -21,9 +35,11 @@ TOML and ``parse(tomllib.loads(dumps(c))) == c`` (the round trip stored beside e
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import json
 import math
+import re
 import tomllib
 import types
 import typing
@@ -35,8 +51,8 @@ from typing import Any
 
 from bayeslayers import heads as _heads
 from bayeslayers import layers as _layers
-from bayeslayers.datasets import DATASETS, TASKS
-from bayeslayers.network import Network
+from bayeslayers.datasets import DATASETS, TASKS, Dataset, load_dataset
+from bayeslayers.network import FitProgress, Network
 
 __all__ = [
     "DATA_KEYS",
@@ -49,7 +65,9 @@ __all__ = [
     "build_network",
     "dumps",
     "find_variants",
+    "fit_variant",
     "load",
+    "load_data",
     "parse",
     "variant_description",
 ]
@@ -69,29 +87,43 @@ class _Key:
     default: Any
     check: typing.Callable[[Any], bool] = lambda v: True
     expected: str = ""
+    choices: tuple[str, ...] = ()
 
+
+FILE_KEYS = ("path", "features", "target", "task")  # only for name = "file"
+SYNTHETIC_KEYS = ("noise_sd",)  # only for the synthetic datasets
 
 DATA_KEYS: dict[str, _Key] = {
-    "name": _Key(
-        str, "digits", lambda v: v in (*DATASETS, "file"), f"one of {[*DATASETS, 'file']}"
-    ),
+    "name": _Key(str, "digits", choices=(*DATASETS, "file")),
     "test_fraction": _Key(float, 0.2, lambda v: 0 < v < 1, "a number in (0, 1)"),
     "seed": _Key(int, 0, lambda v: v >= 0, "an int >= 0"),
     "n_samples": _Key(int, None, lambda v: v >= 4, "an int >= 4"),
-    "noise": _Key(float, 0.1, lambda v: v >= 0, "a number >= 0"),
+    "noise_sd": _Key(
+        float,
+        0.1,
+        lambda v: math.isfinite(v) and v >= 0,
+        "a finite number >= 0 (a standard deviation)",
+    ),
     "standardize": _Key(bool, True),
     "path": _Key(str, None),
     "features": _Key(list[str], None),
     "target": _Key(str, None),
-    "task": _Key(str, None, lambda v: v in TASKS, f"one of {list(TASKS)}"),
+    "task": _Key(str, None, choices=TASKS),
 }
 
 TRAIN_KEYS: dict[str, _Key] = {
     "passes": _Key(int, 1, lambda v: v >= 1, "an int >= 1"),
     "batch_size": _Key(int, 1, lambda v: v >= 1, "an int >= 1"),
     "fraction": _Key(float, None, lambda v: 0 < v <= 1, "a number in (0, 1] (default 1/passes)"),
-    "seed": _Key(int, 0, lambda v: v >= 0, "an int >= 0"),
     "eval_points": _Key(int, 10, lambda v: v >= 1, "an int >= 1 (learning-curve points)"),
+}
+
+# Keys that were renamed or removed: the error says what to write instead.
+RETIRED_KEYS: dict[str, str] = {
+    "data.noise": "renamed data.noise_sd (the standard deviation of the synthetic targets' "
+    "noise; model.noise is the network's noise variance)",
+    "train.seed": "removed: model.seed seeds the network and the order in which fit visits "
+    "the rows, so set model.seed (or the --seed flag)",
 }
 
 
@@ -178,6 +210,33 @@ def _fail(source: str, key: str, message: str) -> ConfigError:
     return ConfigError(f"{source}: {key}: {message}")
 
 
+def did_you_mean(word: object, choices) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices`` (:mod:`difflib`), else ``""``."""
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unknown_key(source: str, key: str, allowed, what: str = "key") -> ConfigError:
+    """An unknown (or retired) ``table.key``, with the allowed keys and the closest one."""
+    if key in RETIRED_KEYS:
+        return _fail(source, key, RETIRED_KEYS[key])
+    word = key.rsplit(".", 1)[-1]
+    return _fail(
+        source, key, f"unknown {what}{did_you_mean(word, allowed)}; allowed: {', '.join(allowed)}"
+    )
+
+
+def _blame(source: str, where: str, err: Exception, names) -> ConfigError:
+    """A constructor's error under the full key of the argument it names (``model.damping``)."""
+    message = str(err)
+    match = re.match(r"(\w+) ", message)
+    if match and match.group(1) in names:
+        return _fail(source, f"{where}.{match.group(1)}", message)
+    return _fail(source, where, message)
+
+
 def _check_table(source: str, where: str, value) -> Mapping:
     if not isinstance(value, Mapping):
         raise _fail(source, where, f"expected a table, got {type(value).__name__} {value!r}")
@@ -187,7 +246,7 @@ def _check_table(source: str, where: str, value) -> Mapping:
 def _parse_plain(source: str, table: str, raw: Mapping, spec: dict[str, _Key]) -> dict:
     unknown = sorted(set(raw) - set(spec))
     if unknown:
-        raise _fail(source, f"{table}.{unknown[0]}", f"unknown key; allowed: {', '.join(spec)}")
+        raise _unknown_key(source, f"{table}.{unknown[0]}", list(spec))
     out = {}
     for key, rule in spec.items():
         if key not in raw:
@@ -200,6 +259,13 @@ def _parse_plain(source: str, table: str, raw: Mapping, spec: dict[str, _Key]) -
                 source, f"{table}.{key}", f"expected {_type_name(rule.type)}, got {value!r}"
             )
         value = _coerce(value, rule.type)
+        if rule.choices and value not in rule.choices:
+            raise _fail(
+                source,
+                f"{table}.{key}",
+                f"unknown value {value!r}{did_you_mean(value, rule.choices)}; "
+                f"allowed: {', '.join(rule.choices)}",
+            )
         if not rule.check(value):
             raise _fail(source, f"{table}.{key}", f"expected {rule.expected}, got {value!r}")
         out[key] = value
@@ -212,7 +278,10 @@ def _parse_kind(source: str, where: str, raw, registry: Mapping[str, type], what
     kind = raw.get("kind")
     if kind not in registry:
         raise _fail(
-            source, f"{where}.kind", f"unknown {what} {kind!r}; allowed: {', '.join(registry)}"
+            source,
+            f"{where}.kind",
+            f"unknown {what} {kind!r}{did_you_mean(kind, registry)}; "
+            f"allowed: {', '.join(registry)}",
         )
     cls = registry[kind]
     hints = typing.get_type_hints(cls)
@@ -225,7 +294,8 @@ def _parse_kind(source: str, where: str, raw, registry: Mapping[str, type], what
             raise _fail(
                 source,
                 f"{where}.{key}",
-                f"unknown key for {what} {kind!r}; allowed: kind, " + ", ".join(fields),
+                f"unknown key for {what} {kind!r}{did_you_mean(key, fields)}; "
+                "allowed: kind, " + ", ".join(fields),
             )
         if not _matches(value, hints.get(key, Any)):
             raise _fail(
@@ -235,7 +305,7 @@ def _parse_kind(source: str, where: str, raw, registry: Mapping[str, type], what
     try:
         cls(**{k: v for k, v in out.items() if k != "kind"})
     except (TypeError, ValueError) as err:
-        raise _fail(source, where, str(err)) from None
+        raise _blame(source, where, err, fields) from None
     return out
 
 
@@ -249,7 +319,7 @@ def _parse_model(source: str, raw: Mapping, default_head: str) -> dict:
     params, hints = _network_params()
     unknown = sorted(set(raw) - set(params))
     if unknown:
-        raise _fail(source, f"model.{unknown[0]}", f"unknown key; allowed: {', '.join(params)}")
+        raise _unknown_key(source, f"model.{unknown[0]}", list(params))
     layer_list = raw.get("layers", [])
     if not isinstance(layer_list, list):
         raise _fail(source, "model.layers", f"expected a list of tables, got {layer_list!r}")
@@ -270,16 +340,73 @@ def _parse_model(source: str, raw: Mapping, default_head: str) -> dict:
             continue
         if not _matches(value, hints.get(key, Any)):
             raise _fail(source, f"model.{key}", f"expected {_type_name(hints[key])}, got {value!r}")
-        out[key] = _coerce(value, hints.get(key, Any))
+        value = _coerce(value, hints.get(key, Any))
+        if isinstance(value, float) and not math.isfinite(value) and key != "clip":
+            raise _fail(source, f"model.{key}", f"expected a finite number, got {value!r}")
+        if key == "seed" and value < 0:
+            raise _fail(source, "model.seed", f"expected an int >= 0, got {value!r}")
+        out[key] = value
     try:
         build_network(out)
     except (TypeError, ValueError) as err:
-        raise _fail(source, "model", str(err)) from None
+        raise _blame(source, "model", err, params) from None
     return out
 
 
-def parse(raw: Mapping, source: str = "<string>") -> Config:
+def _parse_data(source: str, raw: Mapping, base: Path | None) -> dict:
+    """The ``[data]`` table; only the keys that apply to the dataset are kept or filled in."""
+    data = _parse_plain(source, "data", raw, DATA_KEYS)
+    name = data["name"]
+    synthetic = name in DATASETS and DATASETS[name].synthetic
+    for key in SYNTHETIC_KEYS:
+        if not synthetic:
+            if key in raw:
+                names = [n for n, spec in DATASETS.items() if spec.synthetic]
+                raise _fail(
+                    source,
+                    f"data.{key}",
+                    f"applies only to the synthetic datasets ({', '.join(names)}), not to {name!r}",
+                )
+            data.pop(key, None)
+    if name != "file":
+        extra = [k for k in FILE_KEYS if k in data]
+        if extra:
+            raise _fail(source, f"data.{extra[0]}", "only allowed when data.name = 'file'")
+        return data
+    for key in ("path", "target", "task"):
+        if key not in data:
+            raise _fail(
+                source,
+                f"data.{key}",
+                "required when data.name = 'file' (required: path, target, task; "
+                "optional: features, default every other column)",
+            )
+    path = Path(data["path"]).expanduser()
+    if not path.is_absolute():
+        path = (base if base is not None else Path.cwd()) / path
+    path = path.absolute()
+    if not path.is_file():
+        raise _fail(
+            source,
+            "data.path",
+            f"no such file {str(path)!r} (a relative path is taken from the variant file's folder)",
+        )
+    data["path"] = str(path)
+    return data
+
+
+def parse(raw: Mapping, source: str = "<string>", base: str | Path | None = None) -> Config:
     """Validate the tables of a variant (as read by :mod:`tomllib`) into a :class:`Config`.
+
+    Parameters
+    ----------
+    raw : mapping
+        The ``data``, ``model`` and ``train`` tables.
+    source : str
+        Named in error messages (the file).
+    base : path-like, optional
+        Folder a relative ``data.path`` is taken from (:func:`load` passes the variant file's
+        folder; default: the working directory). The config stores the absolute path.
 
     Raises
     ------
@@ -287,22 +414,16 @@ def parse(raw: Mapping, source: str = "<string>") -> Config:
         Naming ``source``, the offending key and what was expected.
     """
     raw = _check_table(source, "<top level>", raw)
-    unknown = sorted(set(raw) - {"data", "model", "train"})
+    tables = ("data", "model", "train")
+    unknown = sorted(set(raw) - set(tables))
     if unknown:
-        raise _fail(source, unknown[0], "unknown table; allowed: data, model, train")
-    data = _parse_plain(
-        source, "data", _check_table(source, "data", raw.get("data", {})), DATA_KEYS
+        raise _unknown_key(source, unknown[0], tables, "table")
+    data = _parse_data(
+        source,
+        _check_table(source, "data", raw.get("data", {})),
+        None if base is None else Path(base),
     )
-    if data["name"] == "file":
-        for key in ("path", "features", "target", "task"):
-            if key not in data:
-                raise _fail(source, f"data.{key}", "required when data.name = 'file'")
-        task = data["task"]
-    else:
-        extra = sorted({"path", "features", "target", "task"} & set(data))
-        if extra:
-            raise _fail(source, f"data.{extra[0]}", "only allowed when data.name = 'file'")
-        task = DATASETS[data["name"]].task
+    task = data["task"] if data["name"] == "file" else DATASETS[data["name"]].task
     default_head = "onehot" if task == "classification" else "gaussian"
     model = _parse_model(source, _check_table(source, "model", raw.get("model", {})), default_head)
     is_classifier = _heads.HEADS[model["head"]["kind"]].is_classifier
@@ -330,7 +451,7 @@ def load(path: str | Path) -> Config:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
-    return parse(raw, str(path))
+    return parse(raw, str(path), base=path.absolute().parent)
 
 
 # ---------------------------------------------------------------------------- variants
@@ -364,7 +485,8 @@ def _resolve(path: str | Path) -> Path:
     if str(path) in known:
         return known[str(path)]
     raise ConfigError(
-        f"{path}: no such file or known variant; known variants: {', '.join(sorted(known))}"
+        f"{path}: no such file or known variant{did_you_mean(str(path), known)}; "
+        f"known variants: {', '.join(sorted(known))}"
     )
 
 
@@ -399,6 +521,65 @@ def build_network(model: Mapping | Config) -> Network:
         model = model.model
     kwargs = {k: v for k, v in model.items() if k not in ("layers", "head")}
     return Network(build_layers(model), head=build_head(model), **kwargs)
+
+
+def load_data(config: Config) -> Dataset:
+    """The train/test split a config's ``[data]`` table describes (``load_dataset(**data)``)."""
+    return load_dataset(**config.data)
+
+
+def fit_variant(
+    config: Config | str | Path,
+    *,
+    progress: bool = False,
+    callback: typing.Callable[[FitProgress], None] | None = None,
+    data: Dataset | None = None,
+) -> tuple[Network, Dataset]:
+    """Train a variant exactly as ``bayeslayers run`` does; return the network and its data.
+
+    The data come from :func:`load_data`, the network from :func:`build_network`, and the
+    training is one call
+
+    ``net.fit(X_train, y_train, passes=train.passes, batch_size=train.batch_size,
+    fraction=train.fraction)``
+
+    (``fraction`` defaults to ``1 / passes``; the rows are shuffled in every pass with the
+    network's ``seed``, ``model.seed``). The command makes this same call, with a callback
+    that scores its learning curve on copies, so both give bitwise the same model.
+
+    Parameters
+    ----------
+    config : Config, path or variant name
+        A parsed config, or what :func:`load` accepts.
+    progress : bool
+        Show ``Network.fit``'s progress bar.
+    callback : callable, optional
+        Passed to ``Network.fit`` (called after every batch with a ``FitProgress``).
+    data : Dataset, optional
+        The split ``load_data(config)`` returns, if already loaded (it is not checked).
+
+    Returns
+    -------
+    network : Network
+        The fitted network.
+    dataset : Dataset
+        The split it was trained on (``X_train``, ``y_train``) and is evaluated on (``X_test``).
+    """
+    if not isinstance(config, Config):
+        config = load(config)
+    data = load_data(config) if data is None else data
+    net = build_network(config)
+    train = config.train
+    net.fit(
+        data.X_train,
+        data.y_train,
+        passes=train["passes"],
+        batch_size=train["batch_size"],
+        fraction=train.get("fraction"),
+        progress=progress,
+        callback=callback,
+    )
+    return net, data
 
 
 # ----------------------------------------------------------------------------- writing

