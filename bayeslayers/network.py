@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bayeslayers import conjugate, engine, health, predictive
+from bayeslayers import conjugate, engine, health, predictive, propagation
 from bayeslayers._atomic import unchanged_on_error
 from bayeslayers._threads import blas_threads, one_at_a_time
 from bayeslayers._validation import (
@@ -87,6 +87,9 @@ class Network:
         :math:`\\lambda` of the target solve; 0 gives the original post's pseudo-inverse.
     clip : float, optional
         Clip on every entry of a target correction.
+    targets : {"min_norm", "gauss_newton", "ekf"}
+        The backward step that gives each hidden layer its target (a key of
+        :data:`bayeslayers.propagation.TARGETS`; its docstring has the math and the cost).
     bias_spread : float
         Standard deviation of the hidden biases' prior mean (the initialization). Zero biases
         make every ReLU kink pass through the origin, which hurts low-dimensional inputs.
@@ -128,7 +131,22 @@ class Network:
     classes_ : ndarray
         Class labels (classification heads only).
     n_samples_seen_ : int
+    log_evidence_ : float
+        Prequential log evidence: the sum over every row trained on of its one-step-ahead log
+        predictive density (:func:`bayeslayers.engine.log_predictive`); for a model without
+        hidden layers at batch size 1 and a fixed noise, the log marginal likelihood.
+    noise_ : list of NoiseState
+        Hidden layers' pseudo-noise estimates.
     """
+
+    _FITTED = (
+        "posteriors_",
+        "head_state_",
+        "noise_",
+        "classes_",
+        "n_samples_seen_",
+        "log_evidence_",
+    )
 
     def __init__(
         self,
@@ -141,6 +159,7 @@ class Network:
         hidden_noise: float | None = None,
         damping: float = 1e-2,
         clip: float | None = None,
+        targets: str = "min_norm",
         bias_spread: float = 1.0,
         init: str = "samples",
         sweeps: int = 1,
@@ -159,6 +178,7 @@ class Network:
         self.hidden_noise = hidden_noise
         self.damping = damping
         self.clip = clip
+        self.targets = targets
         self.bias_spread = bias_spread
         self.init = init
         self.sweeps = sweeps
@@ -193,6 +213,7 @@ class Network:
         check_real(self.damping, "damping", 0)
         check_real(self.clip, "clip", 0, allow_none=True, low_open=True)
         check_real(self.bias_spread, "bias_spread", 0)
+        propagation.check_targets(self.targets)
         check_count(self.blas_threads, "blas_threads", allow_none=True)
         if self.init not in ("samples", "he"):
             raise ValueError(f"init must be 'samples' or 'he', got {self.init!r}")
@@ -221,6 +242,7 @@ class Network:
             ),
             damping=self.damping,
             clip=self.clip,
+            targets=self.targets,
         )
 
     def _hidden_noise(self) -> float | None:
@@ -328,7 +350,7 @@ class Network:
         Any fitted state is dropped; afterwards the network predicts with its prior.
         """
         with self._atomic():
-            for attr in ("posteriors_", "head_state_", "noise_", "classes_", "n_samples_seen_"):
+            for attr in self._FITTED:
                 self.__dict__.pop(attr, None)
             self.encode(X, Y, classes)
         return self
@@ -402,12 +424,15 @@ class Network:
             self.head_state_,
             tuple(self.noise_),
         )
+        log_evidence = 0.0
         for start in starts:
             rows = order[start : start + batch_size]
-            for _ in range(self.sweeps):
-                state, _ = engine.train_step(
+            for sweep in range(self.sweeps):
+                state, info = engine.train_step(
                     spec, state, X[rows], T[rows], fraction / self.sweeps, overwrite=True
                 )
+                if not sweep:  # the one-step-ahead density: before the batch's first update
+                    log_evidence += info.log_predictive
             if callback is not None:
                 done = min(start + batch_size, len(X))
                 callback(
@@ -417,6 +442,7 @@ class Network:
                 )
         self.posteriors_, self.head_state_ = list(state.hidden), state.head
         self.noise_ = list(state.noise)
+        self.log_evidence_ = getattr(self, "log_evidence_", 0.0) + log_evidence
         self.n_samples_seen_ += len(X)
 
     def _snapshot(self, state: engine.NetState, rows_done: int) -> Network:
@@ -458,7 +484,7 @@ class Network:
         c = 1.0 / passes if fraction is None else fraction
         start = time.perf_counter()
         with self._atomic():
-            for attr in ("posteriors_", "head_state_", "noise_", "classes_", "n_samples_seen_"):
+            for attr in self._FITTED:
                 self.__dict__.pop(attr, None)
             for k in range(passes):
                 self.partial_fit(

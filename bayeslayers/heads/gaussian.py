@@ -108,8 +108,7 @@ class Gaussian:
     prior_evidence : bool
         With a learned noise: re-estimate the weights' prior precision by type-II maximum
         likelihood (:func:`bayeslayers.evidence.mackay_prior`) each time the rows seen
-        double from 32 on, and at the end of ``fit``; the network's ``prior_precision`` is
-        the starting value.
+        double from 32 on; the network's ``prior_precision`` is the starting value.
     """
 
     learn_noise: bool | None = None
@@ -183,8 +182,9 @@ class Gaussian:
         return state._replace(post=post, alpha=alpha)
 
     def flush(self, state: GaussianState) -> GaussianState:
-        """End of ``fit``: a last evidence update of the prior precision (if enabled)."""
-        return self._evidence_prior(state)
+        """Nothing is pending in a conjugate head: ``state`` unchanged (so a stream of
+        ``partial_fit`` calls ends where ``fit`` does)."""
+        return state
 
     def weight_posterior(self, state: GaussianState) -> conjugate.WeightPosterior:
         """The weight posterior on the scale of the weights.
