@@ -35,10 +35,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from bayeslayers import conjugate, health
+from bayeslayers import conjugate, health, propagation
 from bayeslayers.conjugate import UpdateInfo, WeightPosterior
 from bayeslayers.layers import Layer
-from bayeslayers.propagation import solve_targets
 
 __all__ = [
     "LayerTrace",
@@ -49,6 +48,7 @@ __all__ = [
     "forward",
     "init_state",
     "learn_noise",
+    "log_predictive",
     "sample_prior_mean",
     "train_step",
     "with_bias",
@@ -75,6 +75,8 @@ class NetSpec(NamedTuple):
         :math:`\lambda` of the target solve.
     clip : float or None
         Clip on every entry of a target correction.
+    targets : str
+        The backward strategy (a key of ``propagation.TARGETS``).
     """
 
     layers: tuple[Layer, ...]
@@ -84,6 +86,7 @@ class NetSpec(NamedTuple):
     noises: tuple[float | None, ...]
     damping: float
     clip: float | None
+    targets: str = "min_norm"
 
 
 class NoiseState(NamedTuple):
@@ -140,10 +143,14 @@ class StepInfo(NamedTuple):
         Each hidden layer's update (input side first).
     corrections : tuple of float
         Largest :math:`|\delta|` of each hidden layer's target correction (input side first).
+    log_predictive : float
+        :math:`\sum_i \log p(y_i \mid \text{state before the step})`, the batch's
+        one-step-ahead log predictive density (:func:`log_predictive`).
     """
 
     layers: tuple[UpdateInfo, ...]
     corrections: tuple[float, ...]
+    log_predictive: float
 
 
 def with_bias(a: np.ndarray) -> np.ndarray:
@@ -209,26 +216,30 @@ def train_step(
         ``overwrite``).
     """
     xh, trace = forward(spec, state.hidden, X)
+    log_pred = log_predictive(spec.head, state.head, xh, T)
     with health.named_failure("the head"):
         head_state = spec.head.update(state.head, xh, T, fraction)
-    E, J = spec.head.residual(head_state, xh, T)
-    scale = None  # column scales of J: the slopes of the layer above (none for the head)
+    strategy = propagation.check_targets(spec.targets)
     new = list(state.hidden)
     noise = list(state.noise)
     infos: list[UpdateInfo] = [UpdateInfo(0.0, 0.0)] * len(new)
     corrections = [0.0] * len(new)
+    if new:
+        upper = strategy.start(spec.head, head_state, xh, T, fraction)
     for i in reversed(range(len(spec.layers))):
         x, h, g, b = trace[i]
-        movable = g != 0
-        delta = solve_targets(E, J, spec.damping, spec.clip, rows=movable, cols=scale)
-        corrections[i] = float(np.abs(delta).max(initial=0.0))
-        target = h + delta
+        view = propagation.LayerView(x, h, g, b, state.hidden[i])
+        tgt = strategy.target(upper, view, fraction, spec.damping, spec.clip)
+        corrections[i] = float(np.abs(tgt.delta).max(initial=0.0))
+        slopes, values = g, h + tgt.delta - b
+        if tgt.weight is not None:  # per-observation noise sigma^2 / weight^2
+            slopes, values = g * tgt.weight, values * tgt.weight
         with health.named_failure(f"hidden layer {i}"):
             new[i], infos[i] = conjugate.update(
                 state.hidden[i],
                 x,
-                target - b,
-                g,
+                values,
+                slopes,
                 noise=noise[i].b / noise[i].a,
                 fraction=fraction,
                 overwrite=overwrite,
@@ -236,13 +247,29 @@ def train_step(
         if spec.noises[i] is None:
             noise[i] = learn_noise(noise[i], infos[i], fraction)
         if i:
-            W = new[i].mean
-            E = np.where(movable, target - (g * (x @ W) + b), 0.0)
-            J, scale = W[:-1], g
+            upper = strategy.down(upper, view, tgt, new[i])
     names = [f"hidden layer {i}" for i in range(len(new))]
     health.check_posteriors([*new, head_state], [*names, "the head"])
     state = NetState(tuple(new), head_state, tuple(noise))
-    return state, StepInfo(tuple(infos), tuple(corrections))
+    return state, StepInfo(tuple(infos), tuple(corrections), log_pred)
+
+
+def log_predictive(head: Any, head_state: Any, xh: np.ndarray, T: np.ndarray) -> float:
+    r"""Summed log predictive density of working targets ``T`` given head inputs ``xh``.
+
+    Classification heads (one-hot ``T``): :math:`\sum_i \log p_i(k_i)` with the head's
+    class probabilities. Regression heads: :math:`\sum_{ij} \log N(t_{ij} \mid m_{ij},
+    v_{ij})` with the head's predictive moments (the hidden layers at their means, each row
+    on its own). Summed over a pass before each update, this is the prequential log evidence;
+    for a model without hidden layers, batch size 1 and a fixed noise it is exactly the log
+    marginal likelihood.
+    """
+    if head.is_classifier:
+        proba = head.proba(head_state, xh)
+        picked = proba[np.arange(len(T)), np.argmax(T, axis=1)]
+        return float(np.log(np.maximum(picked, np.finfo(float).tiny)).sum())
+    mean, var = head.predictive(head_state, xh)
+    return float(-0.5 * np.sum(np.log(2 * np.pi * var) + (T - mean) ** 2 / var))
 
 
 def learn_noise(noise: NoiseState, info: UpdateInfo, fraction: float) -> NoiseState:
