@@ -36,9 +36,10 @@ Each head state type has a :class:`HeadMerge` record in :data:`HEAD_MERGES`:
     recomputed exactly. A copy with finite memory :math:`M` is approximate (and depends on the
     order of the rows even in one sequential fit): it keeps the prior's statistics decayed by
     all :math:`N` observations plus each shard's own, decayed by the observations of the
-    shards after it as if they had run one after the other, and adds the shards' evidence
-    gains. So merged and sequential fits can pick different memories, and differ in the
-    predictive standard deviation.
+    shards after it as if they had run one after the other, the between-shard term weighted
+    by :math:`(M / N)(1 - e^{-N/M})` (the share of :math:`N` evenly spread observations the
+    memory keeps), and adds the shards' evidence gains. So merged and sequential fits can pick
+    different memories, and differ in the predictive standard deviation.
 ``GLMState``
     Weights by the structure's merge hook (for the Laplace / ADF fits this is the usual
     product-of-experts approximation, not the sequential result); an ADVI head is flushed
@@ -213,7 +214,9 @@ def _merge_memories(prior: np.ndarray, shards: Sequence[np.ndarray], between: fl
         out[i, :2] = prior[i, :2] * math.exp(-total / M)
         for s, n, after in zip(shards, counts, later, strict=True):
             out[i, :2] += (s[i, :2] - prior[i, :2] * math.exp(-n / M)) * math.exp(-after / M)
-        out[i, 1] += between
+        # The between-shard residuals, spread over the N observations, as this memory keeps
+        # them: a fraction (M / N)(1 - exp(-N / M)) of them (all of them for M = inf).
+        out[i, 1] += between * (1.0 if math.isinf(M) else -math.expm1(-total / M) * M / total)
         out[i, 2] = prior[i, 2] + sum(s[i, 2] - prior[i, 2] for s in shards)
     a0, b0 = prior[full, :2]
     a, b = out[full, :2]
@@ -362,10 +365,11 @@ def merge(prior: Network, networks: Sequence[Network]) -> Network:
 
     Each network in ``networks`` is a copy of ``prior`` trained further (``partial_fit`` on its
     own data), whose head finishes pending work first (``head.flush``, on a copy: an ADVI
-    refit, a Gaussian head's evidence update of its prior precision); the result is ``prior`` plus the sum of what each learned, in natural parameters
-    (module docstring). For a network without hidden layers this is exactly the posterior of
-    training one network on all the data (with a plain or fixed noise); with hidden layers, the
-    product of the shards' posteriors given their own targets.
+    refit, a Gaussian head's evidence update of its prior precision). The result is ``prior``
+    plus the sum of what each learned, in natural parameters (module docstring). For a network
+    without hidden layers this is exactly the posterior of training one network on all the data
+    (with a fixed noise, or a plain Normal-Inverse-Gamma one); with hidden layers, the product
+    of the shards' posteriors given their own targets.
 
     Parameters
     ----------

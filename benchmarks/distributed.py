@@ -1,0 +1,343 @@
+"""Data-parallel training: accuracy against the number of shards, throughput, communication.
+
+Three parts (``--part``):
+
+``shards``
+    Accuracy / RMSE and log-likelihood against the number of shards K (1, 2, 4, 8, 16),
+    simulated on one machine: the training split is cut into K contiguous shards, a copy of the
+    prior (set from the whole training split, as one ``fit`` would) makes the single pass over
+    each, and ``bayeslayers.merge`` adds the shards' changes up (what one round of
+    ``bayeslayers.distributed.fit`` with K shards computes). K = 1 is one sequential pass.
+    sine-1d (1-50-50-1), digits (64-100-10) and mnist-5k (784-100-10, diag first layer), over
+    ``--seeds`` (each seed draws the split and the initialization). Also a model without hidden
+    layers on digits, for which the merge is exact.
+``throughput``
+    A 50,000-row stream (mnist-5k training rows repeated with N(0, 0.02^2) noise added to the
+    pixels), 784-100-10 with a diagonal first layer (as ``variants/mnist-5k-relu.toml``), one
+    sequential ``Network.fit`` in this process and ``distributed.fit`` on a LocalCluster of 1
+    and 2 single-threaded worker processes, in the same run. The stream lives in the workers'
+    memory (a persisted Dask array) before the timed call; each cluster is warmed up first (the
+    workers import the library and load the compiled kernels).
+``bytes``
+    Per structure of the first layer (unit, shared, diag) of 784-100-10: bytes broadcast per
+    worker (the pickled network) and returned per shard (the pickled delta), the training time
+    of a round's rows, the workers' natural-parameter conversion and the driver's merge per
+    shard; from these, a projected speed-up for 8-64 workers (a stated network bandwidth).
+
+Run ``OPENBLAS_NUM_THREADS=1 python benchmarks/distributed.py --part shards`` (or
+``throughput``, ``bytes``, ``all``); results are printed as Markdown tables and written to
+``benchmarks/out/distributed-<part>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import itertools
+import json
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+
+import bayeslayers
+from bayeslayers import Network, heads, layers
+from bayeslayers.datasets import load_dataset
+from bayeslayers.merging import apply_deltas, network_delta
+from bayeslayers.metrics import nll_classification, nll_gaussian, rmse
+
+OUT = Path(__file__).parent / "out"
+
+#: Per dataset: hidden layers, batch size, Network keywords, load_dataset keywords.
+SETUPS = {
+    "sine-1d": {
+        "hidden": lambda: [layers.ReLU(50), layers.ReLU(50)],
+        "batch": 1,
+        "net": {},
+        "data": {},
+    },
+    "digits": {"hidden": lambda: [layers.ReLU(100)], "batch": 1, "net": {}, "data": {}},
+    "mnist-5k": {
+        "hidden": lambda: [layers.ReLU(100, covariance="diag")],
+        "batch": 32,
+        "net": {"bias_spread": 0.1, "sweeps": 2, "noise": 0.3, "damping": 0.1},
+        "data": {"standardize": False},
+    },
+    "digits-linear": {"hidden": lambda: [], "batch": 1, "net": {}, "data": {}},
+}
+
+
+def scores(net: Network, data) -> dict:
+    if data.task == "classification":
+        proba = net.predict_proba(data.X_test)
+        acc = float(np.mean(net.classes_[proba.argmax(1)] == data.y_test))
+        return {
+            "accuracy": acc,
+            "nll": nll_classification(data.y_test, proba, classes=net.classes_),
+        }
+    mean, std = net.predict(data.X_test, return_std=True)
+    return {"rmse": rmse(data.y_test, mean), "nll": nll_gaussian(data.y_test, mean, std)}
+
+
+def shard_fit(make, hidden, data, K: int, batch: int) -> Network:
+    """One round of K shards from the prior, merged (K = 1: one sequential pass)."""
+    prior = make(hidden()).initialize(data.X_train, data.y_train)
+    edges = np.linspace(0, len(data.X_train), K + 1).round().astype(int)
+    shards = [
+        copy.deepcopy(prior).partial_fit(data.X_train[a:b], data.y_train[a:b], batch_size=batch)
+        for a, b in itertools.pairwise(edges)
+    ]
+    merged = bayeslayers.merge(prior, shards)
+    merged.head_state_ = merged.head.flush(merged.head_state_)
+    return merged
+
+
+def part_shards(args) -> dict:
+    rows = []
+    for name in args.datasets:
+        setup = SETUPS[name]
+        for seed in range(args.seeds):
+            data = load_dataset(name.removesuffix("-linear"), seed=seed, **setup["data"])
+            head = heads.OneHot() if data.task == "classification" else None
+            make = functools.partial(Network, head=head, seed=seed, **setup["net"])
+            for K in args.shards:
+                start = time.perf_counter()
+                net = shard_fit(make, setup["hidden"], data, K, setup["batch"])
+                rows.append(
+                    {
+                        "dataset": name,
+                        "seed": seed,
+                        "K": K,
+                        "seconds": time.perf_counter() - start,
+                        **scores(net, data),
+                    }
+                )
+                print(rows[-1], flush=True)
+    table = ["| dataset | K | accuracy / RMSE | NLL | vs K=1 (paired) |", "|---|---|---|---|---|"]
+    for name in args.datasets:
+        mine = [r for r in rows if r["dataset"] == name]
+        metric = "accuracy" if "accuracy" in mine[0] else "rmse"
+        base = {r["seed"]: r for r in mine if r["K"] == 1}
+        for K in args.shards:
+            rs = [r for r in mine if r["K"] == K]
+            m = np.array([r[metric] for r in rs])
+            nll = np.array([r["nll"] for r in rs])
+            diff = np.array([r[metric] - base[r["seed"]][metric] for r in rs])
+            scale = 100 if metric == "accuracy" else 1
+            table.append(
+                f"| {name} | {K} | {scale * m.mean():.4g} ± {scale * m.std():.2g} | "
+                f"{nll.mean():.4g} ± {nll.std():.2g} | {scale * diff.mean():+.3g} ± "
+                f"{scale * diff.std():.2g} |"
+            )
+    print("\n".join(table))
+    return {"rows": rows, "table": table}
+
+
+# ------------------------------------------------------------------------------ throughput
+@functools.lru_cache(maxsize=1)
+def _mnist():
+    return load_dataset("mnist-5k", seed=0, standardize=False)
+
+
+def _stream_block(start: int, stop: int, noise: float = 0.02):
+    """Rows ``start:stop`` of the stream: mnist-5k training rows cycled, plus seeded noise."""
+    data = _mnist()
+    index = np.arange(start, stop) % len(data.X_train)
+    rng = np.random.default_rng(start)
+    X = data.X_train[index] + noise * rng.standard_normal((stop - start, data.X_train.shape[1]))
+    return X, data.y_train[index]
+
+
+def _stream_net() -> Network:
+    return Network(
+        [layers.ReLU(100, covariance="diag")],
+        head=heads.OneHot(),
+        seed=0,
+        **SETUPS["mnist-5k"]["net"],
+    )
+
+
+def part_throughput(args) -> dict:
+    import dask
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    from bayeslayers import distributed as bd
+
+    n, chunk = args.stream_rows, args.stream_rows // args.partitions
+    edges = [*list(range(0, n, chunk)), n]
+    Xs, ys = _stream_block(0, n)
+    test = _mnist()
+    out = {"rows": n, "partitions": len(edges) - 1, "batch": 32}
+    start = time.perf_counter()
+    seq = _stream_net().fit(Xs, ys, batch_size=32, shuffle=False)
+    out["sequential_s"] = time.perf_counter() - start
+    out["sequential_accuracy"] = float(np.mean(seq.predict(test.X_test) == test.y_test))
+    print(out, flush=True)
+    del Xs
+    for workers in args.workers:
+        with (
+            LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            client.run(_mnist)  # each worker loads mnist-5k once (not timed)
+            warm_X, warm_y = _stream_block(0, 256)
+            bd.fit(
+                _stream_net(), warm_X, warm_y, client=client, partitions=workers, batch_size=32
+            )  # workers import the library, load the kernels
+            blocks = [dask.delayed(_stream_block)(a, b) for a, b in itertools.pairwise(edges)]
+            X = da.concatenate(
+                [
+                    da.from_delayed(b[0], (bb - a, 784), float)
+                    for b, a, bb in zip(blocks, edges[:-1], edges[1:], strict=True)
+                ]
+            )
+            y = da.concatenate(
+                [
+                    da.from_delayed(b[1], (bb - a,), ys.dtype)
+                    for b, a, bb in zip(blocks, edges[:-1], edges[1:], strict=True)
+                ]
+            )
+            X, y = client.persist([X, y])
+            client.wait_for_workers(workers)
+            dask.distributed.wait([X, y])
+            start = time.perf_counter()
+            net = bd.fit(_stream_net(), X, y, client=client, batch_size=32)
+            seconds = time.perf_counter() - start
+        acc = float(np.mean(net.predict(test.X_test) == test.y_test))
+        out[f"workers_{workers}_s"] = seconds
+        out[f"workers_{workers}_accuracy"] = acc
+        out[f"workers_{workers}_speedup"] = out["sequential_s"] / seconds
+        print(out, flush=True)
+    table = [
+        "| run | training s | rows/s | speed-up | test accuracy |",
+        "|---|---|---|---|---|",
+        f"| sequential fit | {out['sequential_s']:.1f} | {n / out['sequential_s']:,.0f} | 1.00 "
+        f"| {100 * out['sequential_accuracy']:.1f} % |",
+    ]
+    for w in args.workers:
+        s = out[f"workers_{w}_s"]
+        table.append(
+            f"| distributed.fit, {w} worker process{'es' if w > 1 else ''} | {s:.1f} | "
+            f"{n / s:,.0f} | {out['sequential_s'] / s:.2f} | "
+            f"{100 * out[f'workers_{w}_accuracy']:.1f} % |"
+        )
+    print("\n".join(table))
+    out["table"] = table
+    return out
+
+
+# ----------------------------------------------------------------------------------- bytes
+def _timed(f, repeats: int = 3) -> float:
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        f()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def part_bytes(args) -> dict:
+    data = _mnist()
+    X, y = data.X_train, data.y_train
+    rows, table = [], []
+    for structure in ("diag", "shared", "unit"):
+        # unit: 785 x 785 per unit; time and size measured on 10 units and scaled to 100.
+        units = 10 if structure == "unit" else 100
+        scale = 100 / units
+        make = lambda s=structure, u=units: Network(  # noqa: E731
+            [layers.ReLU(u, covariance=s)], head=heads.OneHot(), seed=0, **SETUPS["mnist-5k"]["net"]
+        )
+        prior = make().initialize(X, y)
+        n_rows = 256 if structure == "unit" else 2048
+        trained = copy.deepcopy(prior)
+        start = time.perf_counter()
+        trained.partial_fit(X[:n_rows], y[:n_rows], batch_size=32)
+        rate = n_rows / (time.perf_counter() - start) / scale
+        net_bytes = len(pickle.dumps(prior, protocol=5)) * scale
+        delta_t = _timed(lambda p=prior, t=trained: network_delta(p, t), 1) * scale
+        delta = network_delta(prior, trained)
+        delta_bytes = len(pickle.dumps(delta, protocol=5)) * scale
+        merge_t = _timed(lambda p=prior, d=delta: apply_deltas(p, [d]), 1) * scale
+        rows.append(
+            {
+                "structure": structure,
+                "rows_per_s": rate,
+                "broadcast_bytes": net_bytes,
+                "delta_bytes": delta_bytes,
+                "delta_s": delta_t,
+                "merge_s": merge_t,
+            }
+        )
+        print(rows[-1], flush=True)
+    N, B = args.round_rows, args.bandwidth
+    head = [
+        "| first layer | rows/s (1 process) | broadcast MB / worker | delta MB / shard | "
+        "delta s (worker) | merge s / shard (driver) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        head.append(
+            f"| {r['structure']} | {r['rows_per_s']:,.0f} | "
+            f"{r['broadcast_bytes'] / 1e6:.2f} | {r['delta_bytes'] / 1e6:.2f} | "
+            f"{r['delta_s']:.3f} | {r['merge_s']:.3f} |"
+        )
+    proj = [
+        "| first layer | " + " | ".join(f"{w} workers" for w in args.project) + " |",
+        "|---" * (len(args.project) + 1) + "|",
+    ]
+    for r in rows:
+        seq = N / r["rows_per_s"]
+        cells = []
+        for w in args.project:
+            # the driver sends w broadcasts and receives w deltas (serialized on its link),
+            # then adds w deltas; the workers train N / w rows and convert in parallel
+            comm = w * (r["broadcast_bytes"] + r["delta_bytes"]) / B
+            t = N / w / r["rows_per_s"] + r["delta_s"] + comm + w * r["merge_s"]
+            cells.append(f"{seq / t:.1f}x")
+        proj.append(f"| {r['structure']} | " + " | ".join(cells) + " |")
+    table = [
+        *head,
+        "",
+        f"Projected speed-up, {N:,} rows per round, {B / 1e9:g} GB/s at the driver:",
+        "",
+        *proj,
+    ]
+    print("\n".join(table))
+    return {"rows": rows, "round_rows": N, "bandwidth": B, "table": table}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--part", choices=["shards", "throughput", "bytes", "all"], default="shards"
+    )
+    parser.add_argument(
+        "--datasets", nargs="+", default=["sine-1d", "digits", "mnist-5k", "digits-linear"]
+    )
+    parser.add_argument("--shards", nargs="+", type=int, default=[1, 2, 4, 8, 16])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--stream-rows", type=int, default=50_000)
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--round-rows", type=int, default=50_000)
+    parser.add_argument("--bandwidth", type=float, default=1e9, help="bytes/s at the driver")
+    parser.add_argument("--project", nargs="+", type=int, default=[8, 16, 32, 64])
+    args = parser.parse_args()
+    OUT.mkdir(exist_ok=True)
+    parts = ["shards", "throughput", "bytes"] if args.part == "all" else [args.part]
+    for part in parts:
+        result = {"shards": part_shards, "throughput": part_throughput, "bytes": part_bytes}[part](
+            args
+        )
+        path = OUT / f"distributed-{part}.json"
+        path.write_text(json.dumps(result, indent=1, default=float))
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
