@@ -114,6 +114,11 @@ class _BayesLayersBase(BaseEstimator):
     #: one-hot regression head).
     _head_aliases: ClassVar[dict[str, str]] = {}
     _is_classifier: ClassVar[bool] = False
+    # Fitted statistics (set by the first fit): arrays, or 0.0 / 1.0 without standardize.
+    x_mean_: np.ndarray | float
+    x_scale_: np.ndarray | float
+    y_mean_: np.ndarray | float
+    y_scale_: np.ndarray | float
 
     def __init__(
         self,
