@@ -290,7 +290,9 @@ def _check_compatible(prior: Network, net: Network, name: str) -> None:
         raise ValueError(f"{name} has {net.n_outputs_} outputs, the prior {prior.n_outputs_}")
     classes, prior_classes = getattr(net, "classes_", None), getattr(prior, "classes_", None)
     if (classes is None) != (prior_classes is None) or (
-        classes is not None and not np.array_equal(classes, prior_classes)
+        classes is not None
+        and prior_classes is not None
+        and not np.array_equal(classes, prior_classes)
     ):
         raise ValueError(f"{name} has classes {classes}, the prior {prior_classes}")
     if net.n_samples_seen_ < prior.n_samples_seen_:
