@@ -561,10 +561,9 @@ def _update_unit(mean, cov, X, T, G, active, s2) -> float:
     """Per-unit exact step: compiled rank-one steps for small ``D``, else BLAS per unit.
 
     Small covariances stay in cache and the compiled loop (:func:`_kernels.unit_rows`) has no
-    per-call overhead: 2-8x faster than batched LAPACK calls for a 64-100-10 network. A
-    785 x 785 covariance per unit is memory-bound row by row (29 against 20 rows/s at batch
-    1, 36 against 125 at batch 32), so large layers take the Woodbury step on each unit's
-    active rows with BLAS-3 calls. Units past the floating-point bound (module docstring)
+    per-call overhead, so they beat batched LAPACK calls. A 785 x 785 covariance per unit is
+    memory-bound row by row, so large layers take the Woodbury step on each unit's active rows
+    with BLAS-3 calls (measurements in ``benchmarks/HISTORY.md``). Units past the floating-point bound (module docstring)
     are checked for a Cholesky factor afterwards.
     """
     risky, largest = _risky_units(X, G, np.einsum("mdd->m", cov), s2)
@@ -584,8 +583,8 @@ _MARGINAL_BLOCK_ELEMENTS = 1 << 23
 def _unit_marginal_variance(post: WeightPosterior, X: np.ndarray) -> np.ndarray:
     """Matrix products (BLAS) over blocks of rows.
 
-    A three-operand ``einsum`` loops in C over all four indices and took 19 s for a 784-100
-    layer and 200 rows, against 0.7 s this way.
+    A three-operand ``einsum`` loops in C over all four indices and is over an order of
+    magnitude slower for a 784-100 layer.
     """
     lead, (n_in, m) = X.shape[:-1], post.mean.shape
     rows = X.reshape(-1, n_in)
@@ -599,7 +598,7 @@ def _unit_marginal_variance(post: WeightPosterior, X: np.ndarray) -> np.ndarray:
 
 def _unit_draws(post: WeightPosterior, eps: np.ndarray) -> np.ndarray:
     L = np.linalg.cholesky(post.cov)  # (m, D, D)
-    # (m, D, D) @ (m, D, S) as one batched matmul: 7-9x faster than the equivalent einsum.
+    # (m, D, D) @ (m, D, S) as one batched matmul: several times faster than the einsum.
     return post.mean + np.matmul(L, eps.transpose(2, 1, 0)).transpose(2, 1, 0)
 
 
