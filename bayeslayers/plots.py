@@ -475,11 +475,12 @@ def plot_fit_2d(
         image = ax.pcolormesh(x1, x2, z, shading="auto", cmap=cmap, norm=norm, **limits)
         bar = fig.colorbar(image, ax=ax, shrink=0.85)
         bar.set_label(label)
-        if norm is not None:  # plain numbers (0.2, 1, 6), not powers of ten
-            from matplotlib.ticker import FormatStrFormatter
+        if norm is not None:  # ticks at 1, 2, 5 x 10^k as plain numbers
+            from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
+            bar.ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-            bar.ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+            bar.ax.yaxis.set_minor_formatter(NullFormatter())
         if train_box is not None:
             _box(ax, train_box)
         if x_obs is not None and name == "predictive mean":
