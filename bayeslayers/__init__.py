@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
 __all__ = ["Network", "__version__", "conjugate", "heads", "layers", "load", "merge"]
 
 # name -> (module, attribute or None for the module itself)
-_LAZY: dict[str, tuple[str, str | None]] = {
+_LAZY: dict[str, tuple[str, str]] = {
     "Network": ("bayeslayers.network", "Network"),
     "load": ("bayeslayers.io", "load"),
     "merge": ("bayeslayers.merging", "merge"),

@@ -406,15 +406,15 @@ def _load_run(target: Path):
 def _cmd_compare(args) -> int:
     from bayeslayers import config as _config
 
-    jobs = []  # (name, cfg or None, target)
+    jobs: list[tuple[str, Config | None, Path]] = []  # (name, cfg or None, target)
     for item in args.configs:
         target = Path(item)
         if target.is_dir() or target.suffix == ".npz":
             name = safe_name(target.stem if target.suffix == ".npz" else target.name)
             jobs.append((name, None, target))
         else:
-            cfg = _with_seed(_config.load(item), args.seed)
-            jobs.append((_variant_name(cfg), cfg, target))
+            loaded = _with_seed(_config.load(item), args.seed)
+            jobs.append((_variant_name(loaded), loaded, target))
     seen: dict[str, str] = {}
     for name, _, target in jobs:
         if name in seen:
