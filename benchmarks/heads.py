@@ -4,6 +4,8 @@
     python benchmarks/heads.py --heads probit-adf logistic-laplace --repeats 3
     python benchmarks/heads.py --json out.json
     python benchmarks/heads.py --heads onehot probit-adf --seeds 5 --prior-precision 3
+    python benchmarks/heads.py --heads onehot probit-laplace probit-adf logistic-laplace \
+        --seeds 3 --prior-precision 3          # the shipped variants' settings (calibration)
 
 Data and network as in benchmarks/core.py: sklearn's load_digits,
 train_test_split(test_size=0.25, stratify=y, random_state=0), standardized on the training split;
@@ -30,7 +32,7 @@ import numpy as np
 from reference_data import digits_data
 from sklearn.metrics import accuracy_score, log_loss
 
-from bayeslayers import Network, heads, layers
+from bayeslayers import Network, heads, layers, metrics
 
 # name: (head class, head kwargs, extra Network kwargs)
 HEADS = {
@@ -113,6 +115,7 @@ def run(name: str, seed: int = 0, prior_precision: float = 1.0) -> dict:
     out.update(
         accuracy=float(accuracy_score(yte, net.classes_[proba.argmax(1)])),
         nll=float(log_loss(yte, proba, labels=net.classes_)),
+        ece=metrics.ece(yte, proba, classes=net.classes_),
         fit_s=total,
         head_s=TIMES["head"],
         body_s=total - TIMES["head"],
@@ -131,10 +134,10 @@ def main() -> None:
     args = parser.parse_args()
     results = {}
     print(
-        "| head | accuracy | NLL | fit s | body s | head s | head / body | ADVI refits s "
+        "| head | accuracy | NLL | ECE | fit s | body s | head s | head / body | ADVI refits s "
         "| compile s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.heads:
         runs = [
             run(name, seed, args.prior_precision)
@@ -145,7 +148,8 @@ def main() -> None:
         med["compile_s"] = runs[0]["compile_s"]  # later runs reuse the compiled model
         results[name] = {"median": med, "runs": runs}
         print(
-            f"| {name} | {med['accuracy']:.2%} | {med['nll']:.3f} | {med['fit_s']:.1f} "
+            f"| {name} | {med['accuracy']:.2%} | {med['nll']:.3f} | {med['ece']:.3f} "
+            f"| {med['fit_s']:.1f} "
             f"| {med['body_s']:.1f} | {med['head_s']:.1f} | {med['head_s'] / med['body_s']:.2f} "
             f"| {med['refit_s']:.1f} | {med['compile_s']:.1f} |",
             flush=True,
