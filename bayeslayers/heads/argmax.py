@@ -248,7 +248,7 @@ def _blocked_log_proba(mean: np.ndarray, var: np.ndarray | float) -> np.ndarray:
         return argmax_log_proba(mean, var)
     out = np.empty_like(mean)
     for i in range(0, len(mean), block):
-        v = var if np.ndim(var) == 0 else var[i : i + block]
+        v = var if isinstance(var, float) or np.ndim(var) == 0 else var[i : i + block]
         out[i : i + block] = argmax_log_proba(mean[i : i + block], v)
     return out
 
