@@ -27,10 +27,11 @@ r"""Gaussian heads: linear regression outputs through the conjugate core.
             - \tfrac12 \log|\tilde S| - (a + \tfrac n2) \log\Big(1 + \frac{q}{2b}\Big),
 
     :math:`q = \sum_j r_j^\top \tilde S_j^{-1} r_j` (the :math:`\log|\tilde S|` term is
-    the same for every copy). The copy with the highest accumulated (prequential) evidence
-    gives the noise in use: a stationary stream keeps the full memory, one whose residuals
-    shrink as the body learns picks a shorter one. The weights' posterior does not depend on
-    the noise in this model, so the copies cost a few scalars per batch.
+    the same for every copy). The noise in use is the average of the copies' estimates
+    weighted by their accumulated (prequential) evidence, Bayesian model averaging over the
+    memory: a stationary stream gives every copy about the same weight, one whose residuals
+    shrink as the body learns gives the short memories the weight. The weights' posterior
+    does not depend on the noise in this model, so the copies cost a few scalars per batch.
 ``OneHot``
     The ``Gaussian`` head regressing one-hot class indicators (the original post's MNIST
     set-up). Class probabilities are :math:`P(k = \arg\max_j f_j)` under the independent
@@ -154,7 +155,7 @@ class Gaussian:
                 a, b, memory = state.a + info.n_obs / 2, state.b + info.quad / 2, state.memory
             else:
                 memory = _score_memories(state.memory, info.n_obs, info.quad)
-                a, b, _ = memory[int(np.argmax(memory[:, 2]))]
+                a, b = _average_memories(memory)
             new = GaussianState(post, float(a), float(b), memory, state.alpha, seen)
             if seen >= 32 and np.floor(np.log2(seen)) > np.floor(np.log2(max(state.seen, 1))):
                 new = self._evidence_prior(new)
@@ -225,6 +226,19 @@ def _score_memories(memory: np.ndarray, n: float, quad: float) -> np.ndarray:
     gain = gammaln(a + n / 2) - gammaln(a) - n / 2 * np.log(2 * np.pi * b)
     gain -= (a + n / 2) * np.log1p(quad / (2 * b))
     return np.column_stack([a + n / 2, b + quad / 2, memory[:, 2] + gain])
+
+
+def _average_memories(memory: np.ndarray) -> tuple[float, float]:
+    r"""The noise in use: the evidence-weighted average of the candidates' estimates.
+
+    Weights :math:`w_k \propto e^{\log p_k}` (Bayesian model averaging over the memories);
+    returns :math:`(\bar a, \bar a \sum_k w_k b_k / a_k)` with :math:`\bar a = \sum_k w_k
+    a_k`, so that ``b / a`` is the averaged noise variance.
+    """
+    w = np.exp(memory[:, 2] - memory[:, 2].max())
+    w /= w.sum()
+    a = float(w @ memory[:, 0])
+    return a, a * float(w @ (memory[:, 1] / memory[:, 0]))
 
 
 @dataclass(frozen=True)

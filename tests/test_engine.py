@@ -1,0 +1,75 @@
+"""The pure training core: train_step, learned pseudo-noise, prequential evidence."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import multivariate_normal
+
+from bayeslayers import Network, engine, heads, layers
+from bayeslayers.conjugate import UpdateInfo
+
+
+def sine(n=400, seed=0, noise=0.1):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2, 2, (n, 1))
+    return x, np.sin(3 * x[:, 0]) + noise * rng.normal(size=n)
+
+
+def test_train_step_is_pure_and_reports_every_layer():
+    X, y = sine(60)
+    net = Network([layers.ReLU(8), layers.ReLU(6)]).initialize(X, y)
+    spec, state = net.spec, net.state
+    before = [p.mean.copy() for p in state.hidden]
+    T = net.head.encode(y)
+    new, info = engine.train_step(spec, state, X[:10], T[:10], 1.0)
+    for p, m in zip(state.hidden, before, strict=True):
+        np.testing.assert_array_equal(p.mean, m)  # the input state is untouched
+    assert len(info.layers) == len(info.corrections) == 2
+    assert all(i.n_obs > 0 for i in info.layers) and all(c > 0 for c in info.corrections)
+    assert np.isfinite(info.log_predictive)
+    assert not np.array_equal(new.hidden[0].mean, before[0])
+
+
+def test_learned_noise_has_calibrated_innovations_as_fixed_point():
+    """Innovations exactly as large as predicted leave the estimate where it is."""
+    noise = engine.NoiseState(3.0, 3.0 * 0.2)
+    calibrated = UpdateInfo(n_obs=10.0, quad=10.0 * 0.2)  # q = sigma^2 sum r^2 / S, r^2 = S
+    after = engine.learn_noise(noise, calibrated, 1.0)
+    np.testing.assert_allclose(after.b / after.a, 0.2)
+    larger = engine.learn_noise(noise, UpdateInfo(10.0, 10.0 * 0.8), 1.0)
+    assert larger.b / larger.a > 0.2
+    assert engine.learn_noise(noise, UpdateInfo(0.0, 0.0), 1.0) is noise
+
+
+def test_hidden_noise_is_learned_only_where_not_set():
+    X, y = sine()
+    learned = Network([layers.ReLU(10), layers.ReLU(10, noise=0.5)]).fit(X, y)
+    assert learned.noise_[1] == engine.NoiseState(1.0, 0.5)  # a layer's own noise is fixed
+    assert learned.noise_[0].b / learned.noise_[0].a < 0.5  # learned: small residual targets
+    fixed = Network([layers.ReLU(10)], hidden_noise=0.3).fit(X, y)
+    assert fixed.noise_[0] == engine.NoiseState(1.0, 0.3)
+    clf = Network([layers.ReLU(10)], head=heads.OneHot()).fit(X, (y > 0).astype(int))
+    assert clf.noise_[0].b / clf.noise_[0].a == 1.0  # the classification default
+
+
+def test_log_evidence_is_the_marginal_likelihood_of_linear_regression():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = X @ [1.0, -1.0, 0.5] + 0.3 * rng.normal(size=40)
+    net = Network([], noise=0.09, prior_precision=2.0).fit(X, y, shuffle=False)
+    Xb = np.column_stack([X, np.ones(40)])
+    exact = multivariate_normal(np.zeros(40), Xb @ Xb.T / 2.0 + 0.09 * np.eye(40)).logpdf(y)
+    np.testing.assert_allclose(net.log_evidence_, exact, rtol=1e-12)
+    online = Network([], noise=0.09, prior_precision=2.0)
+    for rows in np.array_split(np.arange(40), 3):
+        online.partial_fit(X[rows], y[rows])
+    np.testing.assert_allclose(online.log_evidence_, exact, rtol=1e-12)
+
+
+def test_log_evidence_tracks_the_held_out_density_on_sine():
+    """Per row, the prequential evidence is close to the held-out mean log density."""
+    X, y = sine(1000, seed=3)
+    net = Network([layers.ReLU(50), layers.ReLU(50)]).fit(X[:800], y[:800])
+    mean, sd = net.predict(X[800:], return_std=True)
+    held_out = np.mean(-0.5 * np.log(2 * np.pi * sd**2) - 0.5 * ((y[800:] - mean) / sd) ** 2)
+    assert abs(net.log_evidence_ / 800 - held_out) < 0.25

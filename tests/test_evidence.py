@@ -1,0 +1,63 @@
+"""Type-II maximum likelihood of the head's prior precision against closed form."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bayeslayers import conjugate
+from bayeslayers.evidence import mackay_prior
+
+
+def data(n=200, d=5, seed=0, noise=0.3):
+    rng = np.random.default_rng(seed)
+    X = np.column_stack([rng.normal(size=(n, d)), np.ones(n)])
+    w = 0.5 * rng.normal(size=(d + 1, 2))
+    return X, X @ w + noise * rng.normal(size=(n, 2))
+
+
+@pytest.mark.parametrize("structure", ["unit", "shared"])
+def test_rebased_posterior_is_the_closed_form_at_the_new_precision(structure):
+    """After the step the posterior is exactly BLR with prior precision alpha' (relative)."""
+    X, Y = data()
+    post, _ = conjugate.update(conjugate.init(structure, np.zeros((6, 2)), 1.0), X, Y, noise=1.0)
+    new, alpha = mackay_prior(post, 1.0, 0.09)
+    precision = alpha * np.eye(6) + X.T @ X
+    np.testing.assert_allclose(new.mean, np.linalg.solve(precision, X.T @ Y), atol=1e-10)
+    covs = new.cov if structure == "unit" else new.cov[None]
+    for cov in covs:
+        np.testing.assert_allclose(cov, np.linalg.inv(precision), atol=1e-12)
+        np.testing.assert_array_equal(cov, cov.T)
+        assert np.linalg.eigvalsh(cov).min() > 0
+
+
+def test_the_precision_is_mackays_fixed_point():
+    """alpha' = gamma sigma^2 / |m|^2 with gamma the effective number of parameters."""
+    X, Y = data()
+    post, _ = conjugate.update(conjugate.init("unit", np.zeros((6, 2)), 1.0), X, Y, noise=1.0)
+    noise = 0.09
+    _, alpha = mackay_prior(post, 1.0, noise, iterations=200)
+    lam = np.linalg.eigvalsh(X.T @ X)
+    gamma = 2 * np.sum(lam / (lam + alpha))  # two outputs share the prior
+    m = np.linalg.solve(alpha * np.eye(6) + X.T @ X, X.T @ Y)
+    np.testing.assert_allclose(alpha, gamma * noise / np.sum(m**2), rtol=1e-8)
+
+
+def test_diag_rebases_every_weight_on_its_own():
+    X, Y = data()
+    post, _ = conjugate.update(conjugate.init("diag", np.zeros((6, 2)), 1.0), X, Y, noise=1.0)
+    new, alpha = mackay_prior(post, 1.0, 0.09)
+    data_precision = 1 / post.cov - 1.0
+    np.testing.assert_allclose(1 / new.cov, data_precision + alpha, rtol=1e-10)
+    np.testing.assert_allclose(new.mean, post.mean / post.cov / (data_precision + alpha))
+
+
+def test_a_weak_signal_gets_a_strong_prior():
+    """Pure noise targets: the evidence shrinks the weights (alpha grows)."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 6))
+    post, _ = conjugate.update(
+        conjugate.init("unit", np.zeros((6, 1)), 1.0), X, rng.normal(size=(300, 1)), noise=1.0
+    )
+    _, alpha = mackay_prior(post, 1.0, 1.0)
+    assert alpha > 10
