@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -300,12 +301,54 @@ def _can_stratify(y: np.ndarray, test_fraction: float) -> bool:
     return counts.min() >= 2 and min(n_test, len(y) - n_test) >= len(counts)
 
 
-def _split(X, y, test_fraction: float, seed: int, stratify: bool):
-    from sklearn.model_selection import train_test_split
+def _approximate_mode(counts: np.ndarray, n_draws: int, rng: np.random.RandomState):
+    """Rows per class for a stratified draw: floors of the proportional shares, then the
+    largest remainders (ties broken at random); as ``sklearn.utils.extmath._approximate_mode``.
+    """
+    continuous = counts / counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need = int(n_draws - floored.sum())
+    if need > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            add = min(len(inds), need)
+            floored[rng.choice(inds, size=add, replace=False)] += 1
+            need -= add
+            if need == 0:
+                break
+    return floored.astype(int)
 
-    return train_test_split(
-        X, y, test_size=test_fraction, random_state=seed, stratify=y if stratify else None
-    )
+
+def _split(X, y, test_fraction: float, seed: int, stratify: bool):
+    """``sklearn.model_selection.train_test_split(X, y, test_size=test_fraction,
+    random_state=seed, stratify=y if stratify else None)``, row for row.
+
+    The same algorithm (``ShuffleSplit`` / ``StratifiedShuffleSplit`` with a
+    ``RandomState(seed)``), written here so that loading data does not import scikit-learn
+    (about a second of start-up); a test checks the two agree.
+    """
+    n = len(y)
+    n_test = math.ceil(test_fraction * n)
+    n_train = n - n_test
+    rng = np.random.RandomState(seed)
+    if not stratify:
+        order = rng.permutation(n)
+        test, train = order[:n_test], order[n_test : n_test + n_train]
+    else:
+        _, index, counts = np.unique(y, return_inverse=True, return_counts=True)
+        members = np.split(np.argsort(index.ravel(), kind="stable"), np.cumsum(counts)[:-1])
+        n_i = _approximate_mode(counts, n_train, rng)
+        t_i = _approximate_mode(counts - n_i, n_test, rng)
+        train_rows: list[int] = []
+        test_rows: list[int] = []
+        for k in range(len(counts)):
+            rows = members[k].take(rng.permutation(counts[k]), mode="clip")
+            train_rows.extend(rows[: n_i[k]])
+            test_rows.extend(rows[n_i[k] : n_i[k] + t_i[k]])
+        train = rng.permutation(train_rows)
+        test = rng.permutation(test_rows)
+    return X[train], X[test], y[train], y[test]
 
 
 def _scale(X_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -66,6 +66,25 @@ def test_digits_split_subset_and_constant_pixels():
     assert d.noise_sd is None
 
 
+@pytest.mark.parametrize("stratify", [False, True])
+@pytest.mark.parametrize(
+    ("n", "k", "fraction", "seed"),
+    [(40, 2, 0.2, 0), (101, 3, 0.25, 7), (257, 5, 0.33, 123), (1000, 10, 0.2, 99), (31, 4, 0.5, 5)],
+)
+def test_split_is_scikit_learns_train_test_split(n, k, fraction, seed, stratify):
+    from sklearn.model_selection import train_test_split
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3))
+    y = np.array(["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"])[rng.integers(0, k, n)]
+    ours = datasets._split(X, y, fraction, seed, stratify)
+    theirs = train_test_split(
+        X, y, test_size=fraction, random_state=seed, stratify=y if stratify else None
+    )
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_digits_are_scikit_learns_rows_read_without_sklearn_datasets():
     from sklearn.datasets import load_digits
 
