@@ -79,8 +79,6 @@ def timed(cls: type) -> type:
                 if not TIMES["depth"]:
                     TIMES["head"] += elapsed
 
-    if not hasattr(cls, "flush"):  # e.g. the Gaussian heads: nothing pending after fit
-        del Timed.flush
     Timed.__name__ = cls.__name__
     return Timed
 
