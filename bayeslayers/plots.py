@@ -217,7 +217,7 @@ def plot_confusion(
     totals = counts.sum(axis=1, keepdims=True)
     rates = counts / np.maximum(totals, 1)
     accuracy = float(np.trace(counts) / max(counts.sum(), 1))
-    side = min(3.0 + 0.42 * k, 12.0)
+    side = min(2.8 + 0.3 * k, 12.0)
     fig = _new_figure(side + 1.0, side)
     ax = fig.subplots()
     image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
