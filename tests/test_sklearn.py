@@ -285,3 +285,44 @@ def test_health_report_through_the_estimator():
     report = clf.health(X[:50] / 16, y[:50])
     assert report.ok and len(report.layers) == 2
     assert report.layers[0].dead_units is not None and report.layers[0].max_correction >= 0
+
+
+# ------------------------------------------------------------- units never matter
+def _wave(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-2, 2, (n, 3))
+    return X, np.sin(2 * X[:, 0]) * np.cos(X[:, 1]) + 0.1 * rng.normal(size=n)
+
+
+def test_regressor_predictions_are_equivariant_to_the_units_of_y():
+    X, y = _wave()
+    base = BayesLayersRegressor((20,), random_state=0).fit(X, y)
+    moved = BayesLayersRegressor((20,), random_state=0).fit(X, 1000 * y - 7.0)
+    mean, sd = base.predict(X[:50], return_std=True)
+    mean2, sd2 = moved.predict(X[:50], return_std=True)
+    np.testing.assert_allclose(mean2, 1000 * mean - 7.0, rtol=1e-6, atol=1e-6 * 1000)
+    np.testing.assert_allclose(sd2, 1000 * sd, rtol=1e-6)
+
+
+@pytest.mark.parametrize("estimator", [BayesLayersRegressor, BayesLayersClassifier])
+def test_predictions_are_invariant_to_the_units_of_each_feature(estimator):
+    X, y = _wave()
+    if estimator is BayesLayersClassifier:
+        y = (y > 0).astype(int)
+    scales = np.array([1e-3, 1.0, 1e3])
+    base = estimator((20,), random_state=0).fit(X, y)
+    scaled = estimator((20,), random_state=0).fit(X * scales, y)
+    if estimator is BayesLayersClassifier:
+        out, out2 = base.predict_proba(X[:50]), scaled.predict_proba(X[:50] * scales)
+    else:
+        out, out2 = base.predict(X[:50]), scaled.predict(X[:50] * scales)
+    np.testing.assert_allclose(out2, out, rtol=1e-6, atol=1e-9)
+
+
+def test_default_signature_needs_no_hyperparameter():
+    """Only the layer sizes, activation, head and seed are positional; the rest is optional."""
+    import inspect
+
+    params = inspect.signature(BayesLayersRegressor).parameters.values()
+    positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert positional == ["hidden", "activation", "head", "random_state"]
