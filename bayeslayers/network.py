@@ -320,18 +320,18 @@ class Network:
                 self._init_state(X.shape[1], Y.shape[1], X)
             return X, self.head.encode(Y)
         y = check_labels(Y, X.shape[0])
-        if self.is_fitted and classes is not None:
+        if not self.is_fitted:
+            known = np.unique(y) if classes is None else np.unique(np.asarray(classes))
+            if len(known) < 2:
+                raise ValueError(f"a classifier needs at least 2 classes, got {known.tolist()}")
+            self.classes_ = known
+        elif classes is not None:
             given = np.unique(check_labels(classes, len(classes), "classes"))
             if not np.array_equal(given, self.classes_):
                 raise ValueError(
                     f"classes={given.tolist()} differs from the classes "
                     f"{self.classes_.tolist()} this network was first fitted with"
                 )
-        if not self.is_fitted:
-            known = np.unique(y) if classes is None else np.unique(np.asarray(classes))
-            if len(known) < 2:
-                raise ValueError(f"a classifier needs at least 2 classes, got {known.tolist()}")
-            self.classes_ = known
         unseen = np.setdiff1d(np.unique(y), self.classes_)
         if unseen.size:
             raise ValueError(
