@@ -6,9 +6,9 @@ Each check runs in a fresh interpreter (``sys.modules`` of this one already hold
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -63,17 +63,16 @@ def test_reading_digits_does_not_import_sklearn():
     assert "sklearn" not in loaded  # digits read from its CSV, the split written out
 
 
+def _cpu_seconds(argv: list[str]) -> float:
+    """CPU time (user + system) of a child process: unlike wall time, not inflated by a
+    machine busy with other work."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert done.returncode == 0 and "usage: bayeslayers" in done.stdout
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def test_help_answers_well_under_half_a_second():
-    best = float("inf")
-    for _ in range(3):  # the fastest of three: a loaded machine only slows some of them
-        start = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "bayeslayers.cli", "--help"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        best = min(best, time.perf_counter() - start)
-        assert done.returncode == 0 and "usage: bayeslayers" in done.stdout
-    assert best < 0.5, f"bayeslayers --help took {best:.2f} s"
+    best = min(_cpu_seconds([sys.executable, "-m", "bayeslayers.cli", "--help"]) for _ in range(3))
+    assert best < 0.5, f"bayeslayers --help took {best:.2f} s of CPU time"
