@@ -400,7 +400,7 @@ def _load_run(target: Path):
     if not meta.get("config"):
         raise _config.ConfigError(f"{model}: the model file holds no run config to evaluate with")
     source = str(target / "config.toml") if target.is_dir() else str(model)
-    return _config.parse(meta["config"], source), _io.load(model)
+    return _config.parse(_config.upgrade(meta["config"]), source), _io.load(model)
 
 
 def _cmd_compare(args) -> int:

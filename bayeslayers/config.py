@@ -69,6 +69,7 @@ __all__ = [
     "load",
     "load_data",
     "parse",
+    "upgrade",
     "variant_description",
 ]
 
@@ -440,6 +441,25 @@ def parse(raw: Mapping, source: str = "<string>", base: str | Path | None = None
         source, "train", _check_table(source, "train", raw.get("train", {})), TRAIN_KEYS
     )
     return Config(data, model, train, source)
+
+
+def upgrade(raw: Mapping) -> dict:
+    """A copy of variant tables written before keys were retired, in today's keys.
+
+    ``data.noise`` becomes ``data.noise_sd`` (kept only for the synthetic datasets, the only
+    ones that used it) and ``train.seed`` is dropped (``model.seed`` orders the rows). For
+    configs stored inside older model files; variant files should be edited instead.
+    """
+    out = json.loads(json.dumps(dict(raw)))
+    data, train = out.get("data"), out.get("train")
+    if isinstance(data, dict) and "noise" in data:
+        noise = data.pop("noise")
+        name = data.get("name", DATA_KEYS["name"].default)
+        if name in DATASETS and DATASETS[name].synthetic and "noise_sd" not in data:
+            data["noise_sd"] = noise
+    if isinstance(train, dict):
+        train.pop("seed", None)
+    return out
 
 
 def load(path: str | Path) -> Config:

@@ -121,6 +121,19 @@ def test_seed_flag_sets_the_model_seed_and_compare(tmp_path, capsys):
     assert "0.0 ± 0.0" in table  # the best variant against itself
 
 
+def test_compare_reads_runs_saved_with_retired_keys(tmp_path, capsys):
+    small = _small(config.find_variants()["sine-relu"], tmp_path, n_samples=40)
+    cfg = config.load(small)
+    net, _ = config.fit_variant(cfg)
+    old = cfg.to_dict()  # as written before data.noise was renamed and train.seed removed
+    old["data"]["noise"] = old["data"].pop("noise_sd")
+    old["train"]["seed"] = 0
+    net.save(tmp_path / "old.npz", config=old)
+    assert cli.main(["compare", str(tmp_path / "old.npz"), "--quiet"]) == 0
+    assert "old" in capsys.readouterr().out
+    assert config.parse(config.upgrade(old)) == cfg
+
+
 def test_compare_pairs_only_within_a_dataset(tmp_path, capsys):
     sine = _small(config.find_variants()["sine-relu"], tmp_path, n_samples=60)
     digits = _small(config.find_variants()["digits-relu"], tmp_path, n_samples=100)
