@@ -15,12 +15,18 @@ head. How the hidden layers' weight uncertainty enters is chosen by ``hidden``:
     variance, probabilities and quantiles of the equal-weight mixture over the draws.
 
 ``n_samples`` is used by ``"sample"`` only, and always means the number of draws.
+
+With a learned noise a regression head's predictive is Student-t with :math:`\nu` degrees of
+freedom (``head.dof``); :func:`moments` then returns its variance, the squared scale times
+:math:`\nu / (\nu - 2)`, and :func:`quantiles` its quantiles (for ``"sample"``, the mixture's
+components stay Gaussian).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.special import ndtr, ndtri
+from scipy.stats import t as student_t
 
 from bayeslayers import conjugate
 from bayeslayers._validation import check_count
@@ -35,6 +41,7 @@ __all__ = [
     "moments",
     "proba",
     "quantiles",
+    "student_t_factor",
 ]
 
 HIDDEN = ("linearized", "mean", "sample")
@@ -94,10 +101,26 @@ def linearized_moments(
     return mean, var
 
 
+def student_t_factor(spec: NetSpec, state: NetState) -> float:
+    r""":math:`\nu / (\nu - 2)`, variance over squared scale (1 for a Gaussian predictive)."""
+    if spec.head.is_classifier:
+        return 1.0
+    nu = spec.head.dof(state.head)
+    return float(nu / (nu - 2)) if 2 < nu < np.inf else 1.0
+
+
 def moments(
     spec: NetSpec, state: NetState, X: np.ndarray, hidden: str, n_samples: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predictive mean and variance ``(n, k)`` of the head's linear predictor."""
+    mean, var = _scale_moments(spec, state, X, hidden, n_samples, seed)
+    return mean, var * student_t_factor(spec, state)
+
+
+def _scale_moments(
+    spec: NetSpec, state: NetState, X: np.ndarray, hidden: str, n_samples: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and squared scale ``(n, k)`` (the variance when the predictive is Gaussian)."""
     if hidden == "linearized":
         return linearized_moments(spec, state, X)
     if hidden == "mean":
@@ -128,7 +151,8 @@ def quantiles(
 ) -> np.ndarray:
     r"""Quantiles ``(Q, n, k)`` of the predictive distribution of every output.
 
-    ``"linearized"`` and ``"mean"``: the Gaussian :math:`y_q = m + \sqrt{v}\,\Phi^{-1}(q)`.
+    ``"linearized"`` and ``"mean"``: :math:`y_q = m + s\,F_\nu^{-1}(q)` with the scale
+    :math:`s` and the Student-t (Gaussian for :math:`\nu = \infty`) quantile function.
     ``"sample"``: the equal-weight mixture over the draws :math:`s` of the head's predictive
     :math:`N(m_s, v_s)`, :math:`F(y) = \frac1S \sum_s \Phi((y - m_s) / \sqrt{v_s})`,
     :math:`y_q = F^{-1}(q)` (:func:`mixture_quantiles`).
@@ -136,8 +160,10 @@ def quantiles(
     if hidden == "sample":
         mean, var = spec.head.predictive(state.head, head_inputs(spec, state, X, n_samples, seed))
         return mixture_quantiles(mean, np.sqrt(var), q)
-    mean, var = moments(spec, state, X, hidden, n_samples, seed)
-    return mean + np.sqrt(var) * ndtri(q)[:, None, None]
+    mean, var = _scale_moments(spec, state, X, hidden, n_samples, seed)
+    nu = np.inf if spec.head.is_classifier else spec.head.dof(state.head)
+    z = ndtri(q) if nu == np.inf else student_t.ppf(q, nu)
+    return mean + np.sqrt(var) * z[:, None, None]
 
 
 def mixture_quantiles(mean: np.ndarray, sd: np.ndarray, q: np.ndarray) -> np.ndarray:

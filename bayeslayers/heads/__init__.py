@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bayeslayers.heads._protocol import ClassifierHead, Head
+from bayeslayers.heads._protocol import ClassifierHead, Head, RegressionHead
 from bayeslayers.heads.argmax import argmax_log_proba, argmax_probabilities
 from bayeslayers.heads.gaussian import Gaussian, GaussianState, OneHot
 from bayeslayers.heads.glm import GLMState, Logistic, Probit, state_from_legacy
@@ -34,6 +34,7 @@ __all__ = [
     "Logistic",
     "OneHot",
     "Probit",
+    "RegressionHead",
     "argmax_log_proba",
     "argmax_probabilities",
     "make_head",

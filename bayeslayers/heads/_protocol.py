@@ -89,3 +89,11 @@ class ClassifierHead(Head, Protocol):
 
     def proba_from_moments(self, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
         """Class probabilities ``(..., K)`` for Gaussian predictors with these moments."""
+
+
+@runtime_checkable
+class RegressionHead(Head, Protocol):
+    """A head whose targets are real numbers: adds the predictive's degrees of freedom."""
+
+    def dof(self, state) -> float:
+        """Degrees of freedom of the Student-t predictive (``inf``: Gaussian)."""

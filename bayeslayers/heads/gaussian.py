@@ -169,7 +169,15 @@ class Gaussian:
         W = state.post.mean
         return T - X @ W, W[:-1]
 
+    def dof(self, state: GaussianState) -> float:
+        r"""Degrees of freedom :math:`\nu = 2a` of the Student-t predictive (``inf`` when the
+        noise is fixed): with a learned noise the predictive of a new target is
+        :math:`t_\nu(m, \hat\sigma^2 (1 + x^\top \tilde\Sigma x))`."""
+        return 2.0 * state.a if self.learn_noise else float("inf")
+
     def predictive(self, state: GaussianState, X) -> tuple[np.ndarray, np.ndarray]:
+        r"""Mean and squared scale ``(n, k)`` of the predictive (the variance for a fixed noise;
+        see :meth:`dof`)."""
         mean = X @ state.post.mean
         var = conjugate.marginal_variance(state.post, X)
         s2 = self.noise_variance(state)

@@ -4,7 +4,8 @@
 resolved ``[model]`` table, on the first rows of its training split and stores the inputs, the
 resolved table and the predictions in ``tests/golden/variants.npz``; ``tests/test_golden.py``
 retrains from the stored table and data and checks the predictions are bitwise equal. The
-recording is for refactors that must not change behaviour: rerun it only on purpose.
+recording is for refactors that must not change behaviour: rerun it only on purpose;
+``python tests/golden/record_golden.py KEY ...`` re-records the named variants only.
 """
 
 from __future__ import annotations
@@ -56,5 +57,33 @@ def main() -> None:
     np.savez_compressed(ROOT / "tests" / "golden" / "variants.npz", **arrays)
 
 
+def rerecord(keys: list[str]) -> None:
+    """Re-record the predictions of ``keys`` from their stored tables and data.
+
+    For a deliberate behaviour change of those variants only (name it in the commit).
+    """
+    path = ROOT / "tests" / "golden" / "variants.npz"
+    arrays = dict(np.load(path))
+    tables = json.loads(str(arrays["tables"]))
+    for key in keys:
+        table = tables[key]
+        net = config.build_network(table["model"])
+        net.fit(
+            arrays[f"{key}.X"],
+            arrays[f"{key}.y"],
+            passes=table["train"]["passes"],
+            batch_size=table["train"]["batch_size"],
+        )
+        Xt = arrays[f"{key}.Xt"]
+        if net.head.is_classifier:
+            arrays[f"{key}.out"] = net.predict_proba(Xt)
+        else:
+            arrays[f"{key}.out"] = np.stack(net.predict(Xt, return_std=True))
+        print("re-recorded", key)
+    np.savez_compressed(path, **arrays)
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    rerecord(sys.argv[1:]) if sys.argv[1:] else main()
