@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from scipy.stats import t as student_t
 
 from bayeslayers import conjugate, health, propagation
 from bayeslayers.conjugate import UpdateInfo, WeightPosterior
@@ -258,18 +259,21 @@ def log_predictive(head: Any, head_state: Any, xh: np.ndarray, T: np.ndarray) ->
     r"""Summed log predictive density of working targets ``T`` given head inputs ``xh``.
 
     Classification heads (one-hot ``T``): :math:`\sum_i \log p_i(k_i)` with the head's
-    class probabilities. Regression heads: :math:`\sum_{ij} \log N(t_{ij} \mid m_{ij},
-    v_{ij})` with the head's predictive moments (the hidden layers at their means, each row
-    on its own). Summed over a pass before each update, this is the prequential log evidence;
-    for a model without hidden layers, batch size 1 and a fixed noise it is exactly the log
-    marginal likelihood.
+    class probabilities. Regression heads: :math:`\sum_{ij} \log t_\nu(t_{ij} \mid m_{ij},
+    s_{ij})` with the head's predictive (Gaussian for :math:`\nu = \infty`; the hidden layers
+    at their means, each row on its own). Summed over a pass before each update, this is the
+    prequential log evidence; for a model without hidden layers, batch size 1 and a fixed
+    noise it is exactly the log marginal likelihood.
     """
     if head.is_classifier:
         proba = head.proba(head_state, xh)
         picked = proba[np.arange(len(T)), np.argmax(T, axis=1)]
         return float(np.log(np.maximum(picked, np.finfo(float).tiny)).sum())
-    mean, var = head.predictive(head_state, xh)
-    return float(-0.5 * np.sum(np.log(2 * np.pi * var) + (T - mean) ** 2 / var))
+    mean, scale2 = head.predictive(head_state, xh)
+    nu = head.dof(head_state)
+    if nu == np.inf:
+        return float(-0.5 * np.sum(np.log(2 * np.pi * scale2) + (T - mean) ** 2 / scale2))
+    return float(np.sum(student_t.logpdf(T, nu, loc=mean, scale=np.sqrt(scale2))))
 
 
 def learn_noise(noise: NoiseState, info: UpdateInfo, fraction: float) -> NoiseState:
