@@ -282,3 +282,13 @@ def test_chained_residual_is_the_exact_output_residual_of_a_linear_network():
             c = conjugate.marginal_variance(new, x2)
             S = np.eye(k) + np.einsum("nm,mk,ml->nkl", c, Wh[:-1], Wh[:-1])
             np.testing.assert_allclose(down.S, S, rtol=1e-10)
+
+
+def test_the_strategy_is_saved_with_the_model(tmp_path):
+    import bayeslayers
+
+    X, y = sine_data(60)
+    net = Network([layers.ReLU(6), layers.ReLU(6)], targets="ekf", noise=0.01).fit(X, y)
+    loaded = bayeslayers.load(net.save(tmp_path / "m.npz"))
+    assert loaded.targets == "ekf" and loaded.spec.targets == "ekf"
+    np.testing.assert_array_equal(loaded.predict(X), net.predict(X))
