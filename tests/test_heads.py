@@ -56,7 +56,9 @@ def test_models_saved_before_the_heads_package_still_load_bitwise(name):
     from bayeslayers import load
 
     data = Path(__file__).parent / "data" / "models"
-    net = load(data / f"{name}.npz")  # saved by the single-module heads (glm_heads.GLMState)
+    # saved by the single-module heads (glm_heads.GLMState); the probit's expected probabilities
+    # are that version's predictive moments under today's one-vs-rest conditioning
+    net = load(data / f"{name}.npz")
     X = np.random.default_rng(0).standard_normal((40, 3))[:5]
     got = net.predict_proba(X) if net.head.is_classifier else net.predict(X)
     np.testing.assert_array_equal(got, np.load(data / f"{name}-pred.npy"))
