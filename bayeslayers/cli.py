@@ -159,6 +159,11 @@ def _title(variant: str, data: Dataset) -> str:
     return f"{variant} on {Path(data.name).name}"
 
 
+def _training(cfg: Config) -> str:
+    passes, batch = cfg.train["passes"], cfg.train["batch_size"]
+    return f"{passes} pass{'es' if passes > 1 else ''}, batch size {batch}"
+
+
 def _plot_fit(net: Network, data: Dataset, cfg: Config, variant: str, path: Path) -> Figure:
     """``fit.png``: a 1-D band or 2-D maps in the data's units, a grid wider than the data."""
     import numpy as np
@@ -237,7 +242,7 @@ def _write_plots(
         ylabel="test accuracy" if classify else "test RMSE",
         pass_length=len(data.X_train),
         references=floor,
-        title=_title(variant, data),
+        title=f"{_title(variant, data)}: {_training(cfg)}",
         path=out / "learning_curve.png",
     )
     written = ["learning_curve.png"]
