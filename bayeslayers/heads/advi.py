@@ -39,8 +39,8 @@ __all__ = ["LINKS", "ADVIResult", "ChunkADVI", "check_blas", "get_fitter"]
 _NO_BLAS = (
     "PyTensor found no BLAS to link its compiled code against (the OpenBLAS inside the NumPy "
     "and SciPy wheels exports renamed symbols), so its compiled matrix products take slower "
-    "fallback paths; the fit itself is unaffected. A system BLAS (e.g. apt install libopenblas-dev) or "
-    "PyTensor from conda-forge removes this message."
+    "fallback paths; the fit itself is unaffected. A system BLAS (e.g. apt install "
+    "libopenblas-dev) or PyTensor from conda-forge removes this message."
 )
 
 
