@@ -372,7 +372,7 @@ def _load_config(item: str | None) -> Config:
 def _cmd_run(args) -> int:
     cfg = _with_seed(_load_config(args.config), args.seed)
     out = Path(args.out) if args.out else Path("runs") / _variant_name(cfg)
-    prepare_out(out, force=args.force)
+    prepare_out(out, force=args.force, flag="--out" if args.out else "output folder")
     result, _, _ = run_variant(cfg, out, progress=not args.quiet, prepared=True)
     headline = (
         ("accuracy", "nll", "ece")
@@ -431,7 +431,7 @@ def _cmd_compare(args) -> int:
     parent = Path(args.out) if args.out else Path("runs")
     for name, cfg, _ in jobs:  # every folder checked before anything is trained
         if cfg is not None:
-            prepare_out(parent / name, force=args.force)
+            prepare_out(parent / name, force=args.force, flag="output folder")
     rows = []
     for name, cfg, target in jobs:
         if cfg is None:
