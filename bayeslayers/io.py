@@ -18,8 +18,9 @@ them must have: each hidden posterior's structure, shapes and dtype follow from 
 ``n_features_in_``; the head's state must be of the type, fields and dtypes its head's ``init``
 builds. It then reads only the archive entries the metadata names, each at most once, and only
 after checking the entry (stored uncompressed, its size exactly that of its ``.npy`` header's
-shape and dtype) and that header (shape and dtype as expected), so a file cannot make it
-allocate more than its own size. Finally every value is checked: finite real arrays, positive
+shape and dtype) and that header (shape and dtype as expected): the arrays it reads add up
+to at most the file's own size, whatever other entries the file holds (the layout check adds
+one initial head state, of the size of the head's entries already read). Finally every value is checked: finite real arrays, positive
 variances and noise scales, symmetric covariances that have a Cholesky factor. Anything else
 raises :class:`ModelFileError`, whatever the exception underneath.
 
