@@ -20,9 +20,10 @@ builds. It then reads only the archive entries the metadata names, each at most 
 after checking the entry (stored uncompressed, its size exactly that of its ``.npy`` header's
 shape and dtype) and that header (shape and dtype as expected): the arrays it reads add up
 to at most the file's own size, whatever other entries the file holds (the layout check adds
-one initial head state, of the size of the head's entries already read). Finally every value is checked: finite real arrays, positive
-variances and noise scales, symmetric covariances that have a Cholesky factor. Anything else
-raises :class:`ModelFileError`, whatever the exception underneath.
+one initial head state, of the size of the head's entries already read). Finally every value
+is checked: finite real arrays, positive variances and noise scales, symmetric covariances that
+have a Cholesky factor. Anything else raises :class:`ModelFileError`, whatever the exception
+underneath.
 
 Saving writes a unique temporary file in the destination folder, flushes it to disk and renames
 it into place, so a reader (or a concurrent save) never sees a partial file; a destination that
