@@ -259,8 +259,10 @@ def show(fig, path: str | None = None) -> None:
     display(Image(data=buffer.getvalue()))
 
 
-def seed_band(ax, x, values, label: str, color: str | None = None, **kw) -> None:
+def seed_band(
+    ax, x, values, label: str, color: str | None = None, what: str = "seeds", **kw
+) -> None:
     """Mean over seeds (rows of ``values``) with the min-max band across seeds."""
     v = np.asarray(values, dtype=float)
-    (line,) = ax.plot(x, v.mean(0), label=f"{label} (mean of {len(v)} seeds)", color=color, **kw)
+    (line,) = ax.plot(x, v.mean(0), label=f"{label} (mean of {len(v)} {what})", color=color, **kw)
     ax.fill_between(x, v.min(0), v.max(0), color=line.get_color(), alpha=0.2, lw=0)
