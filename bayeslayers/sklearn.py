@@ -45,9 +45,18 @@ def auto_batch_size(n_rows: int) -> int:
 
 
 def _moments(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and scales of ``A`` (scale 1 for a constant column)."""
+    r"""Per-column centre and scale: the mean and standard deviation, except for sparse columns.
+
+    A column that is zero in at least half of the rows (pixels, counts, indicators) keeps its
+    zeros: centre 0 and scale :math:`\max_i |a_i|` (scikit-learn's ``MaxAbsScaler``), so a
+    rarely active entry is not blown up to many standard deviations. A constant column gets
+    scale 1. Both scales are equivariant: multiplying a column by ``c`` divides it back out.
+    """
     mean = A.mean(axis=0)
     scale = A.std(axis=0)
+    sparse = np.mean(A == 0, axis=0) >= 0.5
+    mean = np.where(sparse, 0.0, mean)
+    scale = np.where(sparse, np.abs(A).max(axis=0), scale)
     return mean, np.where(scale > 0, scale, 1.0)
 
 
@@ -105,7 +114,8 @@ class _BayesLayersBase(BaseEstimator):
         Centre and scale every feature (and, for regression, every target) with the first
         call's statistics, so that predictions do not depend on the units of the data; the
         network works on the standardized scale and predictions come back in the data's
-        units. Constant features are only centred.
+        units. Sparse features (zero in half the rows or more) are scaled by their largest
+        magnitude instead (their zeros kept); constant features are only centred.
     dtype : {"float64", "float32"}
         Floating point type of the parameters.
     """
