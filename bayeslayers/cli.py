@@ -41,6 +41,7 @@ numerical libraries only once it has a command to run, so ``--help`` answers at 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 import re
@@ -48,7 +49,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -522,17 +523,30 @@ def _seed(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a "did you mean" for a mistyped command."""
+
+    def error(self, message: str) -> NoReturn:
+        match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if match:
+            choices = re.findall(r"'([^']*)'", match.group(2))
+            close = difflib.get_close_matches(match.group(1), choices, n=1)
+            if close:
+                message += f"; did you mean {close[0]!r}?"
+        super().error(message)
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: the flags work before or after the command without overwriting each other.
     for flag, text in (("--debug", "show tracebacks"), ("--quiet", "no progress bar")):
         common.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=text)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bayeslayers",
         description="Train gradient-free Bayesian networks from TOML variants.",
         parents=[common],
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=argparse.ArgumentParser)
     run = sub.add_parser("run", parents=[common], help="train one variant and write its results")
     run.add_argument("config", nargs="?", help="variant file or name (default: embedded digits)")
     run.add_argument("--out", help="results folder (default: runs/<variant>)")

@@ -169,6 +169,7 @@ def test_list_shows_variants_and_datasets(capsys):
         (["run", "--seed", "x"], None, 2, "argument --seed: expected an int >= 0, got 'x'"),
         (["run", "--seed", "-1"], None, 2, "argument --seed: expected an int >= 0, got '-1'"),
         (["frobnicate"], None, 2, "invalid choice"),
+        (["rn"], None, 2, "did you mean 'run'?"),
     ],
 )
 def test_errors_are_one_line_with_exit_codes(tmp_path, capsys, argv, content, code, message):
