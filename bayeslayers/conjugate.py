@@ -166,13 +166,17 @@ class NaturalDelta(NamedTuple):
     shift : ndarray of shape (D, m) (``(m, D)`` for ``"unit"``)
         :math:`\Delta h`.
     quad : float
-        :math:`\Delta \sum_j \mu_j^\top \Lambda_j \mu_j` (not additive over data sets; a
+        :math:`\Delta \sum_j \mu_j^\top \Lambda_j \mu_j` (not additive over data sets; the
         Normal-Inverse-Gamma noise merge needs it).
+    logdet : float
+        :math:`\Delta \sum_j \log|\Lambda_j|` (not additive either; the merge of the log
+        evidence needs it).
     """
 
     precision: np.ndarray
     shift: np.ndarray
     quad: float
+    logdet: float = 0.0
 
 
 #: In-place update of ``(mean, cov)`` on ``X, T, G`` (mask ``active``, noise ``s2``); returns
@@ -216,9 +220,9 @@ class Structure(NamedTuple):
     delta : callable
         ``delta(prior, post) -> NaturalDelta`` (see :func:`natural_delta`).
     merge : callable
-        ``merge(prior, deltas) -> (WeightPosterior, quad)``: the prior plus the sum of the
-        deltas, back in covariance form, and :math:`\Delta\sum_j\mu_j^\top\Lambda_j\mu_j` of
-        the result (see :func:`merge`).
+        ``merge(prior, deltas) -> (WeightPosterior, NaturalDelta)``: the prior plus the sum of
+        the deltas, back in covariance form, and the result's own delta from the prior (its
+        ``quad`` and ``logdet`` recomputed; see :func:`merge`).
     """
 
     name: str
@@ -231,7 +235,7 @@ class Structure(NamedTuple):
     health: Callable[[WeightPosterior, float], CovarianceHealth]
     inflate: Callable[[np.ndarray, float, np.ndarray], np.ndarray]
     delta: Callable[[WeightPosterior, WeightPosterior], NaturalDelta]
-    merge: Callable[[WeightPosterior, Sequence[NaturalDelta]], tuple[WeightPosterior, float]]
+    merge: Callable[[WeightPosterior, Sequence[NaturalDelta]], tuple[WeightPosterior, NaturalDelta]]
 
 
 class _Registry(dict[str, Structure]):
@@ -481,8 +485,8 @@ def merge(
     return _merge(prior, deltas)[0]
 
 
-def _merge(prior: WeightPosterior, deltas) -> tuple[WeightPosterior, float]:
-    """:func:`merge`, also returning :math:`\\Delta\\sum_j\\mu_j^\\top\\Lambda_j\\mu_j`."""
+def _merge(prior: WeightPosterior, deltas) -> tuple[WeightPosterior, NaturalDelta]:
+    """:func:`merge`, also returning the merged posterior's delta from the prior."""
     record = _record(prior)
     items = []
     for k, d in enumerate(deltas):
@@ -563,8 +567,8 @@ def _update_unit(mean, cov, X, T, G, active, s2) -> float:
     Small covariances stay in cache and the compiled loop (:func:`_kernels.unit_rows`) has no
     per-call overhead, so they beat batched LAPACK calls. A 785 x 785 covariance per unit is
     memory-bound row by row, so large layers take the Woodbury step on each unit's active rows
-    with BLAS-3 calls (measurements in ``benchmarks/HISTORY.md``). Units past the floating-point bound (module docstring)
-    are checked for a Cholesky factor afterwards.
+    with BLAS-3 calls (measurements in ``benchmarks/HISTORY.md``). Units past the
+    floating-point bound (module docstring) are checked for a Cholesky factor afterwards.
     """
     risky, largest = _risky_units(X, G, np.einsum("mdd->m", cov), s2)
     if cov.shape[-1] <= _KERNEL_MAX_D:
@@ -613,27 +617,31 @@ def _dense_inflate(cov: np.ndarray, forgetting: float, q: np.ndarray) -> np.ndar
     return out
 
 
-def _unit_natural(post: WeightPosterior) -> tuple[np.ndarray, np.ndarray, float]:
-    """:math:`\\Lambda_j`, :math:`h = [\\Lambda_j\\mu_j]_j` and :math:`\\sum_j h_j^\\top\\mu_j`."""
+def _unit_natural(post: WeightPosterior) -> NaturalDelta:
+    """Natural parameters :math:`\\Lambda_j`, :math:`h_j = \\Lambda_j\\mu_j` and the scalars."""
     eye = np.eye(post.mean.shape[0], dtype=post.mean.dtype)
     precision = np.empty_like(post.cov)
     shift = np.empty_like(post.mean)
+    logdet = 0.0
     for j, sigma in enumerate(post.cov):
         factor = _cholesky(sigma, f"the covariance of unit {j}")
         precision[j] = _symmetric(scipy.linalg.cho_solve(factor, eye, check_finite=False))
         shift[:, j] = scipy.linalg.cho_solve(factor, post.mean[:, j], check_finite=False)
-    return precision, shift, float(np.sum(shift * post.mean))
+        logdet -= _logdet(factor)
+    return NaturalDelta(precision, shift, float(np.sum(shift * post.mean)), logdet)
 
 
-def _unit_from_natural(precision: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _unit_from_natural(precision: np.ndarray, shift: np.ndarray):
     eye = np.eye(shift.shape[0], dtype=shift.dtype)
     cov = np.empty_like(precision)
     mean = np.empty_like(shift)
+    logdet = 0.0
     for j, lam in enumerate(precision):
         factor = _cholesky(lam, f"the merged precision of unit {j}")
         cov[j] = _symmetric(scipy.linalg.cho_solve(factor, eye, check_finite=False))
         mean[:, j] = scipy.linalg.cho_solve(factor, shift[:, j], check_finite=False)
-    return mean, cov
+        logdet += _logdet(factor)
+    return mean, cov, logdet
 
 
 # ----------------------------------------------------------------------- "shared" structure
@@ -679,19 +687,21 @@ def _shared_draws(post: WeightPosterior, eps: np.ndarray) -> np.ndarray:
     return post.mean + L @ eps
 
 
-def _shared_natural(post: WeightPosterior) -> tuple[np.ndarray, np.ndarray, float]:
+def _shared_natural(post: WeightPosterior) -> NaturalDelta:
     eye = np.eye(post.mean.shape[0], dtype=post.mean.dtype)
     factor = _cholesky(post.cov, "the shared covariance")
     precision = _symmetric(scipy.linalg.cho_solve(factor, eye, check_finite=False))
     shift = scipy.linalg.cho_solve(factor, post.mean, check_finite=False)
-    return precision, shift, float(np.sum(shift * post.mean))
+    logdet = -post.mean.shape[1] * _logdet(factor)  # every column has this precision
+    return NaturalDelta(precision, shift, float(np.sum(shift * post.mean)), logdet)
 
 
-def _shared_from_natural(precision: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _shared_from_natural(precision: np.ndarray, shift: np.ndarray):
     eye = np.eye(shift.shape[0], dtype=shift.dtype)
     factor = _cholesky(precision, "the merged shared precision")
     cov = _symmetric(scipy.linalg.cho_solve(factor, eye, check_finite=False))
-    return scipy.linalg.cho_solve(factor, shift, check_finite=False), cov
+    mean = scipy.linalg.cho_solve(factor, shift, check_finite=False)
+    return mean, cov, shift.shape[1] * _logdet(factor)
 
 
 def _dense_health(post: WeightPosterior, symmetry_tol: float) -> CovarianceHealth:
@@ -748,18 +758,20 @@ def _diag_inflate(var: np.ndarray, forgetting: float, q: np.ndarray) -> np.ndarr
     return var / forgetting + q[:, None]
 
 
-def _diag_natural(post: WeightPosterior) -> tuple[np.ndarray, np.ndarray, float]:
+def _diag_natural(post: WeightPosterior) -> NaturalDelta:
     if not np.all(post.cov > 0):
         raise np.linalg.LinAlgError("a variance is not positive")
     precision = 1.0 / post.cov
     shift = post.mean * precision
-    return precision, shift, float(np.sum(shift * post.mean))
+    return NaturalDelta(
+        precision, shift, float(np.sum(shift * post.mean)), float(np.log(precision).sum())
+    )
 
 
-def _diag_from_natural(precision: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _diag_from_natural(precision: np.ndarray, shift: np.ndarray):
     if not np.all(precision > 0):
         raise np.linalg.LinAlgError("a merged precision is not positive")
-    return shift / precision, 1.0 / precision
+    return shift / precision, 1.0 / precision, float(np.log(precision).sum())
 
 
 # ------------------------------------------------------------------------ shared helpers
@@ -844,16 +856,22 @@ def _symmetric(a: np.ndarray) -> np.ndarray:
     return 0.5 * (a + a.T)
 
 
+def _logdet(factor) -> float:
+    """:math:`\\log|A|` from ``cho_factor``'s lower factor of ``A``."""
+    return 2.0 * float(np.log(np.diagonal(factor[0])).sum())
+
+
 def _natural_delta(natural, prior: WeightPosterior, post: WeightPosterior) -> NaturalDelta:
-    p0, h0, q0 = natural(prior)
-    p1, h1, q1 = natural(post)
-    return NaturalDelta(p1 - p0, h1 - h0, q1 - q0)
+    p0, h0, q0, l0 = natural(prior)
+    p1, h1, q1, l1 = natural(post)
+    return NaturalDelta(p1 - p0, h1 - h0, q1 - q0, l1 - l0)
 
 
 def _natural_merge(
     natural, from_natural, prior: WeightPosterior, deltas: Sequence[NaturalDelta]
-) -> tuple[WeightPosterior, float]:
-    precision, shift, q0 = natural(prior)
+) -> tuple[WeightPosterior, NaturalDelta]:
+    p0, h0, q0, l0 = natural(prior)
+    precision, shift = p0, h0
     for k, d in enumerate(deltas):
         if d.precision.shape != precision.shape or d.shift.shape != shift.shape:
             raise ValueError(
@@ -862,10 +880,11 @@ def _natural_merge(
             )
         precision = precision + d.precision
         shift = shift + d.shift
-    mean, cov = from_natural(precision, shift)
+    mean, cov, logdet = from_natural(precision, shift)
     mean = mean.astype(prior.mean.dtype, copy=False)
     cov = cov.astype(prior.cov.dtype, copy=False)
-    return WeightPosterior(prior.structure, mean, cov), float(np.sum(shift * mean)) - q0
+    total = NaturalDelta(precision - p0, shift - h0, float(np.sum(shift * mean)) - q0, logdet - l0)
+    return WeightPosterior(prior.structure, mean, cov), total
 
 
 def _record_of(name, exact, prior, upd, marg, draws, var, health, infl, natural, from_natural):

@@ -55,6 +55,23 @@ a changing :math:`\alpha` depend on when it changed, even in one sequential fit,
 ``prior_evidence`` (or ``noise_memory="evidence"``) the merged noise is close to, not equal
 to, the sequential one.
 
+The prequential log evidence (``Network.log_evidence_``) of each shard is its data's log
+marginal likelihood under the common prior where the prequential sum is exact (no hidden
+layers, batch size 1, one output); the log evidence of all the data then follows from the
+merged natural parameters. With a fixed noise :math:`\sigma^2` (:math:`\Lambda` absolute) and
+with :math:`\ell = \sum_j \log|\Lambda_j|`,
+
+.. math::
+
+    \log p(\mathcal D) = \sum_k \log p(\mathcal D_k)
+        + \tfrac12 \Big(\sum_k \Delta\ell_k - \Delta\ell\Big)
+        - \tfrac12 \Big(\sum_k \Delta q_k - \Delta q\Big),
+
+and with the Normal-Inverse-Gamma noise (:math:`\Lambda` relative) the last term is replaced
+by :math:`G(a, b) - \sum_k G(a_k, b_k)`, :math:`G(a, b) = \log\Gamma(a) - \log\Gamma(a_0)
++ a_0 \log b_0 - a \log b`. Elsewhere (hidden layers, classification heads, noise memories,
+evidence-updated prior precision) the shards' evidence is added up as it is.
+
 Hidden layers' pseudo-noise statistics (``Network.noise_``) and ``n_samples_seen_`` add up as
 deltas.
 """
@@ -98,12 +115,15 @@ class NetworkDelta(NamedTuple):
         Per hidden layer, the change of its pseudo-noise statistics ``(a, b)``.
     n_samples : int
         Rows the shard trained on.
+    log_evidence : float
+        The change of the shard's prequential log evidence (``Network.log_evidence_``).
     """
 
     hidden: tuple[NaturalDelta, ...]
     head: Any
     noise: tuple[tuple[float, float], ...]
     n_samples: int
+    log_evidence: float = 0.0
 
 
 class HeadMerge(NamedTuple):
@@ -114,12 +134,14 @@ class HeadMerge(NamedTuple):
     delta : callable
         ``delta(prior_state, state) -> object`` (picklable; what a worker sends back).
     apply : callable
-        ``apply(prior_state, deltas) -> state``; raises :class:`numpy.linalg.LinAlgError` if
-        the merged posterior is not positive definite.
+        ``apply(head, prior_state, deltas) -> (state, evidence)``: the merged state and the
+        correction to add to the sum of the shards' log evidence (0 where none is known);
+        raises :class:`numpy.linalg.LinAlgError` if the merged posterior is not positive
+        definite.
     """
 
     delta: Callable[[Any, Any], Any]
-    apply: Callable[[Any, Sequence[Any]], Any]
+    apply: Callable[[Any, Any, Sequence[Any]], tuple[Any, float]]
 
 
 # --------------------------------------------------------------------------- Gaussian heads
@@ -152,15 +174,17 @@ def _gaussian_delta(prior: GaussianState, state: GaussianState) -> _GaussianDelt
     )
 
 
-def _gaussian_apply(prior: GaussianState, deltas: Sequence[_GaussianDelta]) -> GaussianState:
+def _gaussian_apply(
+    head, prior: GaussianState, deltas: Sequence[_GaussianDelta]
+) -> tuple[GaussianState, float]:
     record = conjugate.STRUCTURES[prior.post.structure]
     parts = [d.post for d in deltas]
     alpha0 = float(getattr(prior, "alpha", np.nan))
     alpha = _merged_alpha(alpha0, deltas)
     if alpha != alpha0:
         parts.append(_rebase(prior.post, alpha0, alpha))
-    post, dq = record.merge(prior.post, parts)
-    between = 0.5 * (sum(d.post.quad for d in deltas) - dq)
+    post, total = record.merge(prior.post, parts)
+    between = 0.5 * (sum(d.post.quad for d in deltas) - total.quad)
     learned = any(d.a != 0 for d in deltas)  # a fixed noise keeps a (and b) unchanged
     memory = np.asarray(prior.memory, dtype=np.float64)
     if not len(memory):
@@ -172,7 +196,30 @@ def _gaussian_apply(prior: GaussianState, deltas: Sequence[_GaussianDelta]) -> G
     out = prior._replace(post=post, a=float(a), b=float(b), memory=memory)
     if "seen" in type(prior)._fields:
         out = out._replace(seen=prior.seen + sum(d.seen for d in deltas), alpha=alpha)
-    return out
+    if len(memory):
+        # The noise in use from the merged memories by the head's own rule: an update on no
+        # rows changes no statistic and recomputes it.
+        D, m = post.mean.shape
+        out = head.update(out, np.zeros((0, D), post.mean.dtype), np.zeros((0, m)), 1.0)
+    evidence = 0.0
+    if not head.is_classifier and not len(memory) and alpha == alpha0:
+        # The log marginal likelihood from natural parameters (module docstring).
+        logdets = 0.5 * (sum(d.post.logdet for d in deltas) - total.logdet)
+        if not learned:
+            evidence = logdets - between
+        else:
+            scalars = [(prior.a + d.a, prior.b + d.b) for d in deltas]
+            evidence = (
+                logdets
+                + _nig(prior.a, prior.b, a, b)
+                - sum(_nig(prior.a, prior.b, ak, bk) for ak, bk in scalars)
+            )
+    return out, float(evidence)
+
+
+def _nig(a0: float, b0: float, a: float, b: float) -> float:
+    """:math:`\\log\\Gamma(a) - \\log\\Gamma(a_0) + a_0 \\log b_0 - a \\log b`."""
+    return float(gammaln(a) - gammaln(a0) + a0 * math.log(b0) - a * math.log(b))
 
 
 def _merged_alpha(alpha0: float, deltas: Sequence[_GaussianDelta]) -> float:
@@ -241,7 +288,7 @@ def _glm_delta(prior: GLMState, state: GLMState) -> _GLMDelta:
     return _GLMDelta(conjugate.natural_delta(prior.post, state.post), int(refits))
 
 
-def _glm_apply(prior: GLMState, deltas: Sequence[_GLMDelta]) -> GLMState:
+def _glm_apply(head, prior: GLMState, deltas: Sequence[_GLMDelta]) -> tuple[GLMState, float]:
     record = conjugate.STRUCTURES[prior.post.structure]
     post, _ = record.merge(prior.post, [d.post for d in deltas])
     fit = prior.fit
@@ -249,7 +296,7 @@ def _glm_apply(prior: GLMState, deltas: Sequence[_GLMDelta]) -> GLMState:
         if fit.n_buffered:
             raise ValueError("the prior's ADVI head has buffered rows: flush it before merging")
         fit = fit._replace(prior=post, n_refits=fit.n_refits + sum(d.n_refits for d in deltas))
-    return prior._replace(post=post, before=post, fit=fit)
+    return prior._replace(post=post, before=post, fit=fit), 0.0
 
 
 #: Merge rules by head state type; a third-party head registers its state type here.
@@ -326,7 +373,14 @@ def network_delta(prior: Network, trained: Network, *, name: str = "trained") ->
         for p, t in zip(prior.noise_, trained.noise_, strict=True)
     )
     head = _head_merge(prior.head_state_).delta(prior.head_state_, head_state)
-    return NetworkDelta(hidden, head, noise, int(trained.n_samples_seen_ - prior.n_samples_seen_))
+    evidence = getattr(trained, "log_evidence_", 0.0) - getattr(prior, "log_evidence_", 0.0)
+    return NetworkDelta(
+        hidden,
+        head,
+        noise,
+        int(trained.n_samples_seen_ - prior.n_samples_seen_),
+        float(evidence),
+    )
 
 
 def apply_deltas(prior: Network, deltas: Sequence[NetworkDelta]) -> Network:
@@ -349,7 +403,9 @@ def apply_deltas(prior: Network, deltas: Sequence[NetworkDelta]) -> Network:
         conjugate.merge(post, [d.hidden[i] for d in deltas])
         for i, post in enumerate(prior.posteriors_)
     ]
-    head_state = _head_merge(prior.head_state_).apply(prior.head_state_, [d.head for d in deltas])
+    head_state, correction = _head_merge(prior.head_state_).apply(
+        prior.head, prior.head_state_, [d.head for d in deltas]
+    )
     noise = [
         n._replace(
             a=n.a + sum(d.noise[i][0] for d in deltas), b=n.b + sum(d.noise[i][1] for d in deltas)
@@ -359,6 +415,8 @@ def apply_deltas(prior: Network, deltas: Sequence[NetworkDelta]) -> Network:
     out = copy.deepcopy(prior)
     out.posteriors_, out.head_state_, out.noise_ = hidden, head_state, noise
     out.n_samples_seen_ = prior.n_samples_seen_ + sum(d.n_samples for d in deltas)
+    evidence = sum(d.log_evidence for d in deltas) + (correction if deltas else 0.0)
+    out.log_evidence_ = getattr(prior, "log_evidence_", 0.0) + evidence
     return out
 
 

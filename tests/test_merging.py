@@ -85,9 +85,9 @@ def test_merging_one_network_gives_it_back_and_changes_nothing():
     X, y, Xt = _regression()
     prior = Network([layers.ReLU(8)], seed=1).initialize(X, y)
     trained = copy.deepcopy(prior).partial_fit(X, y, batch_size=4)
-    trained.head_state_ = trained.head.flush(trained.head_state_)  # merge flushes each head
     before = [p.cov.copy() for p in prior.posteriors_]
     merged = bayeslayers.merge(prior, [trained])
+    trained.head_state_ = trained.head.flush(trained.head_state_)  # as merge does, on a copy
     np.testing.assert_allclose(merged.predict(Xt), trained.predict(Xt), rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(
         merged.predict(Xt, return_std=True)[1], trained.predict(Xt, return_std=True)[1], rtol=1e-7
@@ -155,3 +155,17 @@ def test_a_merge_that_is_not_positive_definite_raises_and_changes_nothing():
     with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
         apply_deltas(prior, [bad])
     np.testing.assert_array_equal(prior.predict(Xt, return_std=True)[1], before[1])
+
+
+@pytest.mark.parametrize("learn_noise", [False, True])
+def test_the_log_evidence_of_a_linear_model_merges_to_the_sequential_one(learn_noise):
+    """Batch size 1, one output: the prequential evidence is the log marginal likelihood."""
+    X, y, _ = _regression(n=120)
+    head = heads.Gaussian(learn_noise=learn_noise, noise_memory=None, prior_evidence=False)
+    kw = {"head": head, "noise": None if learn_noise else 0.5}
+    sequential = Network([], **kw).fit(X, y, batch_size=1, shuffle=False)
+    prior = Network([], **kw).initialize(X[:3], y[:3])
+    merged = bayeslayers.merge(prior, _shards(prior, X, y, [20, 70, 30], batch_size=1))
+    shards_sum = sum(s.log_evidence_ for s in _shards(prior, X, y, [20, 70, 30], batch_size=1))
+    assert merged.log_evidence_ == pytest.approx(sequential.log_evidence_, rel=TOL)
+    assert abs(shards_sum - sequential.log_evidence_) > 1e-3  # the correction matters
