@@ -34,7 +34,6 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.stats import t as student_t
 
 from bayeslayers import conjugate, health, propagation
 from bayeslayers.conjugate import UpdateInfo, WeightPosterior
@@ -49,7 +48,6 @@ __all__ = [
     "forward",
     "init_state",
     "learn_noise",
-    "log_predictive",
     "sample_prior_mean",
     "train_step",
     "with_bias",
@@ -146,7 +144,9 @@ class StepInfo(NamedTuple):
         Largest :math:`|\delta|` of each hidden layer's target correction (input side first).
     log_predictive : float
         :math:`\sum_i \log p(y_i \mid \text{state before the step})`, the batch's
-        one-step-ahead log predictive density (:func:`log_predictive`).
+        one-step-ahead log predictive density (the head's ``log_predictive``); summed over a
+        pass, the prequential log evidence (for a model without hidden layers, batch size 1
+        and a fixed noise, exactly the log marginal likelihood).
     """
 
     layers: tuple[UpdateInfo, ...]
@@ -217,7 +217,7 @@ def train_step(
         ``overwrite``).
     """
     xh, trace = forward(spec, state.hidden, X)
-    log_pred = log_predictive(spec.head, state.head, xh, T)
+    log_pred = spec.head.log_predictive(state.head, xh, T)
     with health.named_failure("the head"):
         head_state = spec.head.update(state.head, xh, T, fraction)
     strategy = propagation.check_targets(spec.targets)
@@ -253,27 +253,6 @@ def train_step(
     health.check_posteriors([*new, head_state], [*names, "the head"])
     state = NetState(tuple(new), head_state, tuple(noise))
     return state, StepInfo(tuple(infos), tuple(corrections), log_pred)
-
-
-def log_predictive(head: Any, head_state: Any, xh: np.ndarray, T: np.ndarray) -> float:
-    r"""Summed log predictive density of working targets ``T`` given head inputs ``xh``.
-
-    Classification heads (one-hot ``T``): :math:`\sum_i \log p_i(k_i)` with the head's
-    class probabilities. Regression heads: :math:`\sum_{ij} \log t_\nu(t_{ij} \mid m_{ij},
-    s_{ij})` with the head's predictive (Gaussian for :math:`\nu = \infty`; the hidden layers
-    at their means, each row on its own). Summed over a pass before each update, this is the
-    prequential log evidence; for a model without hidden layers, batch size 1 and a fixed
-    noise it is exactly the log marginal likelihood.
-    """
-    if head.is_classifier:
-        proba = head.proba(head_state, xh)
-        picked = proba[np.arange(len(T)), np.argmax(T, axis=1)]
-        return float(np.log(np.maximum(picked, np.finfo(float).tiny)).sum())
-    mean, scale2 = head.predictive(head_state, xh)
-    nu = head.dof(head_state)
-    if nu == np.inf:
-        return float(-0.5 * np.sum(np.log(2 * np.pi * scale2) + (T - mean) ** 2 / scale2))
-    return float(np.sum(student_t.logpdf(T, nu, loc=mean, scale=np.sqrt(scale2))))
 
 
 def learn_noise(noise: NoiseState, info: UpdateInfo, fraction: float) -> NoiseState:

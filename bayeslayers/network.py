@@ -133,7 +133,7 @@ class Network:
     n_samples_seen_ : int
     log_evidence_ : float
         Prequential log evidence: the sum over every row trained on of its one-step-ahead log
-        predictive density (:func:`bayeslayers.engine.log_predictive`); for a model without
+        predictive density (each head's ``log_predictive``); for a model without
         hidden layers at batch size 1 and a fixed noise, the log marginal likelihood.
     noise_ : list of NoiseState
         Hidden layers' pseudo-noise estimates.

@@ -25,8 +25,7 @@ components stay Gaussian).
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import ndtr, ndtri
-from scipy.stats import t as student_t
+from scipy.special import ndtr, ndtri, stdtrit
 
 from bayeslayers import conjugate
 from bayeslayers._validation import check_count
@@ -162,7 +161,7 @@ def quantiles(
         return mixture_quantiles(mean, np.sqrt(var), q)
     mean, var = _scale_moments(spec, state, X, hidden, n_samples, seed)
     nu = np.inf if spec.head.is_classifier else spec.head.dof(state.head)
-    z = ndtri(q) if nu == np.inf else student_t.ppf(q, nu)
+    z = ndtri(q) if nu == np.inf else stdtrit(nu, q)
     return mean + np.sqrt(var) * z[:, None, None]
 
 

@@ -76,6 +76,10 @@ class Head(Protocol):
     def log_likelihood(self, state, F: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Pointwise log likelihood ``F.shape[:-1]`` of ``y`` given predictors ``F``."""
 
+    def log_predictive(self, state, X: np.ndarray, T: np.ndarray) -> float:
+        """Summed log predictive density of working targets ``T`` for head inputs ``X``
+        (weights integrated; the prequential evidence adds it up before each update)."""
+
     def sample(self, state, F: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One outcome drawn from the likelihood for each row of predictors ``F``."""
 

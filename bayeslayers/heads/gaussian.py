@@ -207,6 +207,21 @@ class Gaussian:
             post = post._replace(cov=post.cov * self.noise_variance(state))
         return post
 
+    def log_predictive(self, state: GaussianState, X: np.ndarray, T: np.ndarray) -> float:
+        r""":math:`\sum_{ij} \log t_\nu(t_{ij} \mid m_{ij}, s_{ij})`, Gaussian for a fixed noise.
+
+        With :math:`z = (t - m) / s`, the Student-t log density is
+        :math:`\log\Gamma(\frac{\nu+1}{2}) - \log\Gamma(\frac\nu2)
+        - \frac12 \log(\nu\pi s^2) - \frac{\nu+1}{2} \log(1 + z^2/\nu)`.
+        """
+        mean, scale2 = self.predictive(state, X)
+        z2 = (T - mean) ** 2 / scale2
+        nu = self.dof(state)
+        if nu == np.inf:
+            return float(-0.5 * np.sum(np.log(2 * np.pi * scale2) + z2))
+        const = gammaln((nu + 1) / 2) - gammaln(nu / 2) - 0.5 * np.log(nu * np.pi)
+        return float(np.sum(const - 0.5 * np.log(scale2) - (nu + 1) / 2 * np.log1p(z2 / nu)))
+
     def log_likelihood(self, state: GaussianState, F: np.ndarray, y: np.ndarray) -> np.ndarray:
         r"""Pointwise :math:`\log N(y \mid f, \sigma^2)`, summed over outputs: ``F.shape[:-1]``.
 
@@ -274,6 +289,12 @@ class OneHot(Gaussian):
     def proba_from_moments(self, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
         """Class probabilities for independent Gaussian outputs :math:`N(m, v)`."""
         return argmax_probabilities(mean, var)
+
+    def log_predictive(self, state: GaussianState, X: np.ndarray, T: np.ndarray) -> float:
+        r""":math:`\sum_i \log P(k_i = \arg\max_j f_j)` for one-hot rows ``T``: the
+        quadrature for the observed class only (:func:`argmax_log_proba`)."""
+        mean, var = self.predictive(state, X)
+        return float(argmax_log_proba(mean, var, np.argmax(T, axis=1)).sum())
 
     def log_likelihood(self, state: GaussianState, F: np.ndarray, y: np.ndarray) -> np.ndarray:
         """:math:`\\log P(y = \\arg\\max_j (f_j + \\varepsilon_j))`, noise of variance ``b / a``.

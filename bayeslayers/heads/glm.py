@@ -485,6 +485,11 @@ class _GLMHead:
         """Class probabilities ``(..., K)`` for head inputs ``X`` (with bias)."""
         return self.proba_from_moments(*self.predictive(state, X))
 
+    def log_predictive(self, state: GLMState, X: np.ndarray, T: np.ndarray) -> float:
+        r""":math:`\sum_i \log p_i(k_i)` for one-hot rows ``T`` (classes ``k_i``)."""
+        picked = self.proba(state, X)[np.arange(len(T)), np.argmax(T, axis=1)]
+        return float(np.log(np.maximum(picked, np.finfo(float).tiny)).sum())
+
     def weight_posterior(self, state: GLMState) -> conjugate.WeightPosterior:
         """The weight posterior used for predictions."""
         return state.post
