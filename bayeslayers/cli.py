@@ -84,7 +84,8 @@ def evaluate(net: Network, data: Dataset) -> tuple[dict[str, float], np.ndarray]
     Classification: accuracy, NLL, Brier, ECE from ``predict_proba``. Regression: RMSE of
     ``predict`` (posterior means), and NLL, CRPS and 90% interval coverage of the predictive
     distribution ``predict(return_std=True)``. Both add ``elpd`` and ``elpd_se`` (module
-    docstring).
+    docstring) and ``log_evidence_per_row``, the training pass's prequential log evidence per
+    row (``Network.log_evidence_``).
     """
     from bayeslayers import metrics
 
@@ -100,6 +101,9 @@ def evaluate(net: Network, data: Dataset) -> tuple[dict[str, float], np.ndarray]
         lpd = lpd.sum(axis=1) if lpd.ndim == 2 else lpd
     out["elpd"] = float(lpd.sum())
     out["elpd_se"] = float(math.sqrt(len(lpd) * lpd.var()))
+    # the training pass's prequential evidence, per training row (comparable to elpd / n)
+    evidence = getattr(net, "log_evidence_", math.nan)  # absent in files saved before it
+    out["log_evidence_per_row"] = float(evidence / max(net.n_samples_seen_, 1))
     return out, lpd
 
 
@@ -387,6 +391,7 @@ def _cmd_run(args) -> int:
     for key in headline:
         print(f"  {key:<12} {result[key]:.4f}")
     print(f"  {'elpd (test)':<12} {result['elpd']:.1f} ± {result['elpd_se']:.1f}")
+    print(f"  {'evidence/row':<12} {result['log_evidence_per_row']:.3f}  (prequential, training)")
     total = time.perf_counter() - _STARTED
     print(
         f"  {'time':<12} {total:.1f} s for the whole command (start-up, data, training, "

@@ -6,6 +6,9 @@ noise, structure, initialization, batch size and standardization are the default
 and seed (the seed draws the random split and every model's initialization):
 
 * ``bayeslayers``: the defaults, one pass;
+* ``fixed``: the same estimator with every learned setting fixed instead (noise and hidden
+  noise 1, the head's noise memory and prior not chosen by evidence): the cost baseline of the
+  tuning-free path;
 * ``tuned variant``: the shipped ``variants/*.toml`` for the dataset, where one exists;
 * ``mlp-1epoch``: scikit-learn's MLP, same hidden sizes, batch size 1, one epoch (Adam);
 * ``mlp-converged``: the same MLP with its default batch, up to 2,000 epochs with
@@ -39,7 +42,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.preprocessing import StandardScaler
 
-from bayeslayers import config, metrics
+from bayeslayers import config, heads, metrics
 from bayeslayers.datasets import load_dataset
 from bayeslayers.sklearn import BayesLayersClassifier, BayesLayersRegressor
 
@@ -117,6 +120,12 @@ def run_models(name: str, seed: int, test_fraction: float) -> list[dict]:
             if hasattr(net.network_, "log_evidence_")
             else float("nan"),
         )
+        fixed, t = timed(
+            lambda: BayesLayersRegressor(
+                hidden, random_state=seed, noise=1.0, hidden_noise=1.0
+            ).fit(Xtr, ytr)
+        )
+        add("fixed", regression_scores(yte, *fixed.predict(Xte, return_std=True)), t)
         for label, kwargs in (
             ("mlp-1epoch", {"batch_size": 1, "max_iter": 1}),
             ("mlp-converged", {"max_iter": 2000, "tol": 1e-6, "n_iter_no_change": 20}),
@@ -134,6 +143,13 @@ def run_models(name: str, seed: int, test_fraction: float) -> list[dict]:
         classes = np.unique(ytr)
         net, t = timed(lambda: BayesLayersClassifier(hidden, random_state=seed).fit(Xtr, ytr))
         add("bayeslayers", classification_scores(yte, net.predict_proba(Xte), classes), t)
+        plain = heads.OneHot(noise_memory=None, prior_evidence=False)
+        fixed, t = timed(
+            lambda: BayesLayersClassifier(
+                hidden, head=plain, random_state=seed, noise=1.0, hidden_noise=1.0
+            ).fit(Xtr, ytr)
+        )
+        add("fixed", classification_scores(yte, fixed.predict_proba(Xte), classes), t)
         for label, kwargs in (
             ("mlp-1epoch", {"batch_size": 1, "max_iter": 1}),
             ("mlp-converged", {"max_iter": 2000, "tol": 1e-6, "n_iter_no_change": 20}),
