@@ -19,8 +19,9 @@ Protocol: random splits (``--test-fraction``), the baselines' features standardi
 training statistics (bayeslayers standardizes internally), regression metrics in the target's
 own units. RMSE and the Gaussian log-likelihood per row (the MLPs' from their training
 residual variance; BayesianRidge's own ``return_std``); accuracy, NLL and ECE for classifiers.
-``fit s`` is training time in the same process, after a warm-up that compiles the kernels. Means over seeds, with standard errors, go to
-a Markdown table on stdout and every row to JSON (``--out``).
+``fit s`` is training time in the same process, after a warm-up compiling the kernels.
+Means over seeds, with standard errors, go to a Markdown table on stdout and every row to
+JSON (``--out``).
 
 ``python benchmarks/tuning_free.py --seeds 5`` runs everything; ``--datasets`` picks some.
 """
