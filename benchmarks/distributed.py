@@ -24,8 +24,9 @@ Three parts (``--part``):
 ``bytes``
     Per structure of the first layer (unit, shared, diag) of 784-100-10: bytes broadcast per
     worker (the pickled network) and returned per shard (the pickled delta), the training time
-    of a round's rows, the workers' natural-parameter conversion and the driver's merge per
-    shard; from these, a projected speed-up for 8-64 workers (a stated network bandwidth).
+    of a round's rows, the workers' natural-parameter conversion, and the driver's merge (one
+    conversion per round plus one addition per shard); from these, a projected speed-up for
+    8-64 workers (a stated network bandwidth at the driver, its sends and receives serialized).
 
 Run ``OPENBLAS_NUM_THREADS=1 python benchmarks/distributed.py --part shards`` (or
 ``throughput``, ``bytes``, ``all``); results are printed as Markdown tables and written to
@@ -319,7 +320,9 @@ def part_bytes(args) -> dict:
         delta_t = _timed(lambda p=prior, t=trained: network_delta(p, t), 1) * scale
         delta = network_delta(prior, trained)
         delta_bytes = len(pickle.dumps(delta, protocol=5)) * scale
-        merge_t = _timed(lambda p=prior, d=delta: apply_deltas(p, [d]), 1) * scale
+        # The driver converts the prior and the sum once per round; each delta adds to the sum.
+        merge_1 = _timed(lambda p=prior, d=delta: apply_deltas(p, [d]), 1) * scale
+        merge_4 = _timed(lambda p=prior, d=delta: apply_deltas(p, [d] * 4), 1) * scale
         rows.append(
             {
                 "structure": structure,
@@ -327,21 +330,22 @@ def part_bytes(args) -> dict:
                 "broadcast_bytes": net_bytes,
                 "delta_bytes": delta_bytes,
                 "delta_s": delta_t,
-                "merge_s": merge_t,
+                "merge_s": merge_1,
+                "add_s": max(0.0, (merge_4 - merge_1) / 3),
             }
         )
         print(rows[-1], flush=True)
     N, B = args.round_rows, args.bandwidth
     head = [
         "| first layer | rows/s (1 process) | broadcast MB / worker | delta MB / shard | "
-        "delta s (worker) | merge s / shard (driver) |",
-        "|---|---|---|---|---|---|",
+        "delta s (worker) | merge s / round (driver) | add s / shard (driver) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         head.append(
             f"| {r['structure']} | {r['rows_per_s']:,.0f} | "
             f"{r['broadcast_bytes'] / 1e6:.2f} | {r['delta_bytes'] / 1e6:.2f} | "
-            f"{r['delta_s']:.3f} | {r['merge_s']:.3f} |"
+            f"{r['delta_s']:.3f} | {r['merge_s']:.3f} | {r['add_s']:.3f} |"
         )
     proj = [
         "| first layer | " + " | ".join(f"{w} workers" for w in args.project) + " |",
@@ -352,9 +356,11 @@ def part_bytes(args) -> dict:
         cells = []
         for w in args.project:
             # the driver sends w broadcasts and receives w deltas (serialized on its link),
-            # then adds w deltas; the workers train N / w rows and convert in parallel
+            # adds w deltas and converts once; the workers train N / w rows and convert their
+            # deltas in parallel
             comm = w * (r["broadcast_bytes"] + r["delta_bytes"]) / B
-            t = N / w / r["rows_per_s"] + r["delta_s"] + comm + w * r["merge_s"]
+            driver = r["merge_s"] + w * r["add_s"]
+            t = N / w / r["rows_per_s"] + r["delta_s"] + comm + driver
             cells.append(f"{seq / t:.1f}x")
         proj.append(f"| {r['structure']} | " + " | ".join(cells) + " |")
     table = [
