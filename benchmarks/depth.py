@@ -186,6 +186,73 @@ def markdown(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def wide(table: list[dict], metrics: tuple[str, ...], models: list[str]) -> str:
+    """One row per (dataset, depth), one column per model: the first metric of ``metrics`` found."""
+    cells: dict[tuple, dict] = {}
+    for row in table:
+        cells.setdefault((row["dataset"], row["depth"]), {})[row["model"]] = row
+    lines = ["| dataset | depth | " + " | ".join(models) + " |", "|---" * (2 + len(models)) + "|"]
+    for (dataset, depth), rows in cells.items():
+        out = []
+        for model in models:
+            row = rows.get(model, {})
+            metric = next((m for m in metrics if m in row), None)
+            if metric is None:
+                out.append("")
+                continue
+            mean, sd = row[metric]
+            f = ".2%" if metric == "accuracy" else ".0f" if metric == "us_per_sample" else ".4f"
+            if metric in ("nll", "ece", "coverage90"):
+                f = ".3f"
+            out.append(f"{mean:{f}} ± {sd:{f}}")
+        lines.append(f"| {dataset} | {depth} | " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
+def paired(runs: list[dict], model: str, reference: str = "min_norm") -> str:
+    """Per (dataset, depth): mean ± standard error over seeds of ``model - reference``."""
+    keyed = {(r["dataset"], r["depth"], r["model"], r["seed"]): r for r in runs}
+    lines = [
+        f"| dataset | depth | accuracy / RMSE, {model} - {reference} | NLL |",
+        "|---|---|---|---|",
+    ]
+    seen = sorted({(r["dataset"], r["depth"], r["seed"]) for r in runs if r["model"] == model})
+    for dataset, depth in dict.fromkeys((d, k) for d, k, _ in seen):
+        seeds = [s for d, k, s in seen if (d, k) == (dataset, depth)]
+        out = []
+        for metrics in (("accuracy", "rmse"), ("nll",)):
+            first = keyed[(dataset, depth, model, seeds[0])]
+            metric = next(m for m in metrics if m in first)
+            diff = np.array(
+                [
+                    keyed[(dataset, depth, model, s)][metric]
+                    - keyed[(dataset, depth, reference, s)][metric]
+                    for s in seeds
+                ]
+            )
+            se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+            f = "+.2%" if metric == "accuracy" else "+.4f"
+            g = ".2%" if metric == "accuracy" else ".4f"
+            out.append(f"{diff.mean():{f}} ± {se:{g}}")
+        lines.append(f"| {dataset} | {depth} | " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
+def report(runs: list[dict]) -> str:
+    """The tables of ``benchmarks/RESULTS.md``: metrics side by side, paired differences, cost."""
+    table = summarize(runs)
+    models = list(dict.fromkeys(r["model"] for r in runs))
+    strategies = [m for m in models if m in TARGETS]
+    parts = [
+        wide(table, ("accuracy", "rmse"), models),
+        wide(table, ("nll",), [m for m in models if not m.startswith("mlp")] + models[-2:]),
+        wide(table, ("ece", "coverage90"), models),
+        wide(table, ("us_per_sample",), models),
+    ]
+    parts += [paired(runs, m) for m in strategies if m != "min_norm"]
+    return "\n\n".join(parts)
+
+
 def main(argv=None) -> list[dict]:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -198,7 +265,14 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--no-baselines", action="store_true", help="skip MLP and control")
     parser.add_argument("--no-converged", action="store_true", help="skip the converged MLP")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/depth.json"))
+    parser.add_argument(
+        "--report", type=Path, metavar="JSON", help="print the RESULTS tables of a recorded run"
+    )
     args = parser.parse_args(argv)
+    if args.report:
+        runs = json.loads(args.report.read_text())["runs"]
+        print(report(runs))
+        return runs
 
     runs = []
     for name in args.datasets:
