@@ -35,13 +35,13 @@ __all__ = ["BayesLayersClassifier", "BayesLayersRegressor", "auto_batch_size"]
 
 
 def auto_batch_size(n_rows: int) -> int:
-    """Rows per update for ``batch_size="auto"``: 1 up to 2,000 rows, then growing to 32.
+    r"""Rows per update for ``batch_size="auto"``: 1 up to 2,000 rows, then 20 to 32.
 
-    Smaller batches relinearize the network more often (better one-pass fits); larger ones
-    spread each step's fixed cost over more rows. One row per update until the pass has a
-    few thousand rows, then :math:`\\lfloor n / 1000 \rfloor`, at most 32.
+    Smaller batches relinearize the network more often (better one-pass fits on small data);
+    larger ones spread each step's fixed cost over more rows, which a long pass needs. One
+    row per update up to 2,000 rows, then :math:`\lfloor n / 100 \rfloor`, at most 32.
     """
-    return 1 if n_rows <= 2000 else min(32, n_rows // 1000)
+    return 1 if n_rows <= 2000 else min(32, n_rows // 100)
 
 
 def _moments(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
