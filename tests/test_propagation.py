@@ -292,3 +292,22 @@ def test_the_strategy_is_saved_with_the_model(tmp_path):
     loaded = bayeslayers.load(net.save(tmp_path / "m.npz"))
     assert loaded.targets == "ekf" and loaded.spec.targets == "ekf"
     np.testing.assert_array_equal(loaded.predict(X), net.predict(X))
+
+
+@pytest.mark.parametrize("structure", ["unit", "shared", "diag"])
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_every_strategy_trains_under_every_structure_and_a_glm_head(name, structure):
+    """Batches of 4, a TaylorTanh layer under a ReLU one, Gaussian and probit (whitened) heads."""
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(150, 4))
+    regression = np.sin(X[:, 0]) + X[:, 1]
+    labels = (X[:, 0] + X[:, 1] ** 2 > 1).astype(int)
+    for head, y in ((heads.Gaussian(), regression), (heads.Probit(fit="adf"), labels)):
+        body = [layers.ReLU(8), layers.TaylorTanh(8)]
+        net = Network(body, head=head, covariance=structure, targets=name, seed=0)
+        net.fit(X, y, batch_size=4)
+        assert all(np.isfinite(p.mean).all() and np.isfinite(p.cov).all() for p in net.posteriors_)
+        if head.is_classifier:
+            assert np.mean(net.predict(X) == y) > 0.7  # a constant predictor scores 0.5-0.6
+        else:
+            assert np.mean((net.predict(X) - y) ** 2) < 0.3 * np.var(y)
