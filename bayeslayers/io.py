@@ -133,7 +133,11 @@ def _network_params(net: Network) -> dict:
 
 
 def _fitted_attributes(net: Network) -> dict[str, Any]:
-    found = {k: v for k, v in vars(net).items() if k.endswith("_") and not k.startswith("_")}
+    found = {
+        k: v
+        for k, v in vars(net).items()
+        if k.endswith("_") and not k.startswith("_") and k != "rng_"  # saved on its own
+    }
     unknown = sorted(set(found) - set(FITTED))
     if unknown:
         raise TypeError(
@@ -239,7 +243,7 @@ def save(net: Network, path: str | os.PathLike, config: dict | None = None) -> P
     with training_lock(net):
         arrays: dict[str, np.ndarray] = {}
         state = {k: _encode(v, k, arrays) for k, v in _fitted_attributes(net).items()}
-        rng = getattr(net, "_rng", None)
+        rng = getattr(net, "rng_", None)
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -746,7 +750,7 @@ def _load(zf: zipfile.ZipFile, size: int) -> Network:
         if name in out:
             setattr(net, name, out[name])
     if rng is not None:
-        net._rng = rng
+        net.rng_ = rng
     return net
 
 

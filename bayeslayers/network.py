@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bayeslayers import conjugate, engine, health, predictive, propagation
+from bayeslayers import defaults, engine, health, predictive
 from bayeslayers._atomic import unchanged_on_error
 from bayeslayers._threads import blas_threads, one_at_a_time
 from bayeslayers._validation import (
@@ -24,20 +24,12 @@ from bayeslayers._validation import (
     check_features,
     check_labels,
     check_real,
-    check_seed,
     check_targets,
 )
-from bayeslayers.heads import Gaussian, Head
+from bayeslayers.heads import Gaussian
 from bayeslayers.layers import Layer
 
-__all__ = ["AUTO_UNIT_MAX", "CLASSIFIER_HIDDEN_NOISE", "FitProgress", "Network"]
-
-#: ``covariance="auto"``: widest design row (inputs plus bias) given per-unit covariances;
-#: up to this width the compiled rank-one kernel keeps a per-unit step cheap.
-AUTO_UNIT_MAX = 257
-#: Default pseudo-noise variance of hidden layers under a classification head (the hidden
-#: activations are on a unit scale by construction of the prior mean).
-CLASSIFIER_HIDDEN_NOISE = 1.0
+__all__ = ["FitProgress", "Network"]
 
 
 class FitProgress(NamedTuple):
@@ -72,17 +64,19 @@ class Network:
         linear regression (or classification) on the inputs.
     head : Head, optional
         Output layer; ``heads.Gaussian()`` (regression) by default.
-    covariance : {"unit", "shared", "diag"}
-        Default covariance structure of every layer's weight posterior.
+    covariance : {"auto", "unit", "shared", "diag"}
+        Default covariance structure of every layer's weight posterior; ``"auto"`` picks it
+        from each layer's width (:func:`bayeslayers.defaults.structure`).
     prior_precision : float
         Prior precision of every weight (prior variance ``1 / prior_precision``).
-    noise : float
-        Observation noise variance :math:`\\sigma^2` of the head.
+    noise : float, optional
+        Observation noise variance :math:`\\sigma^2` of the head, fixed. Omitted (the default):
+        learned by the head (Normal-Inverse-Gamma), starting from 1.
     hidden_noise : float, optional
         Noise variance of the hidden layers' pseudo-observations. Omitted (the default): under
         a regression head, learned per layer from its own innovations during the pass
         (:func:`bayeslayers.engine.learn_noise`); under a classification head
-        :data:`CLASSIFIER_HIDDEN_NOISE`. A layer's own ``noise`` overrides it.
+        :data:`bayeslayers.defaults.CLASSIFIER_HIDDEN_NOISE`. A layer's own ``noise`` overrides it.
     damping : float
         :math:`\\lambda` of the target solve; 0 gives the original post's pseudo-inverse.
     clip : float, optional
@@ -100,13 +94,9 @@ class Network:
         data (inputs only, never labels), scaled to unit pre-activation spread on those rows;
         the biases centre the pre-activations (plus ``bias_spread``). A first call with a
         single row, or a unit with no spread, falls back to ``"he"``. One pass moves a random
-        first layer too little: over 5 seeds ``"samples"`` raised digits from 96.5 % to 97.7 %
-        (unit) and mnist-5k from 92.4 % to 92.7 % (diag), and lowered sine-1d RMSE from 0.0993
-        to 0.0976 (``benchmarks/RESULTS.md``, issue 7); the shipped digits and mnist variants
-        use it. Deeper layers always use ``"he"``. With a single input every unit gets the same
-        slope magnitude (only the biases differ): fine for ReLU kinks, but a 1-20-1
-        ``TaylorTanh`` net on sin(3x) fits worse than with ``"he"`` (RMSE 0.35-0.42 against
-        0.17-0.19, 3 seeds).
+        first layer too little, so sampling it is the default. Deeper layers always use
+        ``"he"``. With a single input every unit gets the same slope magnitude (only the biases
+        differ): fine for ReLU kinks, worse than ``"he"`` for a narrow ``TaylorTanh`` layer.
     sweeps : int
         Updates per batch, each tempered by ``1 / sweeps`` and relinearized at the new means
         (an iterated extended Kalman filter step). A linear model gets the same posterior for
@@ -117,9 +107,8 @@ class Network:
         Floating point type of all parameters.
     blas_threads : int or None
         BLAS threads while training. A step is many small BLAS/LAPACK calls, for which one
-        thread is fastest (waking threads per call costs more than it saves; up to 10x slower
-        on a busy 2-core machine). ``None`` keeps the BLAS library's own setting. Prediction
-        always runs with the library's setting.
+        thread is fastest (waking threads per call costs more than it saves). ``None`` keeps
+        the BLAS library's own setting. Prediction always runs with the library's setting.
 
     Attributes
     ----------
@@ -185,41 +174,11 @@ class Network:
         self.seed = seed
         self.dtype = dtype
         self.blas_threads = blas_threads
-        self._validate_params()
-
-    # ------------------------------------------------------------------ set-up
-    def _validate_params(self) -> None:
-        for i, layer in enumerate(self.layers):
-            if not isinstance(layer, Layer):
-                raise TypeError(
-                    f"layers[{i}] must be a Layer (e.g. layers.ReLU(100)), got {layer!r}"
-                )
-        if not isinstance(self.head, Head):
-            hint = (
-                f"; build it with heads.make_head({self.head!r})"
-                if isinstance(self.head, str)
-                else ""
-            )
-            raise TypeError(f"head must be a Head (e.g. heads.Probit()), got {self.head!r}{hint}")
-        check_real(self.prior_precision, "prior_precision", 0, low_open=True)
-        for name in ("noise", "hidden_noise"):  # None: learned
-            check_real(getattr(self, name), name, 0, allow_none=True, low_open=True)
-        check_seed(self.seed)
-        if self.covariance != "auto" and self.covariance not in conjugate.STRUCTURES:
-            raise ValueError(
-                f"covariance must be 'auto' or one of {tuple(conjugate.STRUCTURES)}, "
-                f"got {self.covariance!r}"
-            )
-        check_real(self.damping, "damping", 0)
-        check_real(self.clip, "clip", 0, allow_none=True, low_open=True)
-        check_real(self.bias_spread, "bias_spread", 0)
-        propagation.check_targets(self.targets)
-        check_count(self.blas_threads, "blas_threads", allow_none=True)
-        if self.init not in ("samples", "he"):
-            raise ValueError(f"init must be 'samples' or 'he', got {self.init!r}")
-        check_count(self.sweeps, "sweeps")
-        if self.dtype not in ("float64", "float32"):
-            raise ValueError(f"dtype must be 'float64' or 'float32', got {self.dtype!r}")
+        defaults.check_params(
+            self.layers,
+            self.head,
+            {k: v for k, v in vars(self).items() if k not in ("layers", "head")},
+        )
 
     @property
     def is_fitted(self) -> bool:
@@ -232,12 +191,14 @@ class Network:
             layers=tuple(self.layers),
             head=self.head,
             structures=tuple(
-                layer.covariance or self._structure(fan_in)
+                layer.covariance or defaults.structure(self.covariance, fan_in)
                 for layer, fan_in in zip(self.layers, self._fan_ins(), strict=True)
             ),
-            head_structure=self.head.covariance or self._structure(None),
+            head_structure=self.head.covariance or defaults.structure(self.covariance, None),
             noises=tuple(
-                self._hidden_noise() if layer.noise is None else layer.noise
+                defaults.hidden_noise(self.hidden_noise, self.head)
+                if layer.noise is None
+                else layer.noise
                 for layer in self.layers
             ),
             damping=self.damping,
@@ -245,33 +206,10 @@ class Network:
             targets=self.targets,
         )
 
-    def _hidden_noise(self) -> float | None:
-        """``hidden_noise``, or its default: learned (None) under a regression head, 1.0 under
-        a classification head (whose residuals are structural misfit of the link, not noise:
-        calibrating the pseudo-noise on them makes the hidden layers overfit).
-        """
-        if self.hidden_noise is not None:
-            return self.hidden_noise
-        return CLASSIFIER_HIDDEN_NOISE if self.head.is_classifier else None
-
     def _fan_ins(self) -> list[int | None]:
         """Inputs of each hidden layer (the first one's is known once fitted)."""
         first = getattr(self, "n_features_in_", None)
         return [first, *(layer.units for layer in self.layers[:-1])][: len(self.layers)]
-
-    def _structure(self, fan_in: int | None) -> str:
-        """The covariance structure of a layer with ``fan_in`` inputs (None: the head).
-
-        ``covariance="auto"``: exact per-unit covariances where a layer's design rows have at
-        most :data:`AUTO_UNIT_MAX` entries (bias included), mean-field ``"diag"`` for wider
-        layers (per-unit memory and time grow with the square of the width); the head is
-        always per-unit.
-        """
-        if self.covariance != "auto":
-            return self.covariance
-        if fan_in is None or fan_in + 1 <= AUTO_UNIT_MAX:
-            return "unit"
-        return "diag"
 
     @property
     def state(self) -> engine.NetState:
@@ -302,7 +240,7 @@ class Network:
         self.n_features_in_ = n_features
         self.n_outputs_ = n_outputs
         self.n_samples_seen_ = 0
-        self._rng = np.random.default_rng([self.seed, 1])
+        self.rng_ = np.random.default_rng([self.seed, 1])
 
     def encode(self, X, Y, classes=None) -> tuple[np.ndarray, np.ndarray]:
         """Validated features and the head's working targets for ``(X, Y)``.
@@ -405,12 +343,12 @@ class Network:
 
     def _atomic(self):
         """Restore every attribute (and the generator's state) if the block raises."""
-        return unchanged_on_error(self, deep=("_rng",))
+        return unchanged_on_error(self, deep=("rng_",))
 
     def _run_pass(
         self, X, T, batch_size, fraction, progress, shuffle, callback=None, pass_index=0
     ) -> None:
-        order = self._rng.permutation(len(X)) if shuffle else np.arange(len(X))
+        order = self.rng_.permutation(len(X)) if shuffle else np.arange(len(X))
         starts = range(0, len(X), batch_size)
         if progress:
             from tqdm.auto import tqdm
@@ -453,7 +391,7 @@ class Network:
         net.head_state_ = copy.deepcopy(state.head)
         net.noise_ = list(state.noise)
         net.n_samples_seen_ = self.n_samples_seen_ + rows_done
-        net._rng = copy.deepcopy(self._rng)
+        net.rng_ = copy.deepcopy(self.rng_)
         return net
 
     @one_at_a_time  # one thread at a time trains this network (others wait)

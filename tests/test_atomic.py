@@ -30,9 +30,9 @@ def _leaves(obj):
 
 def _state(net: Network):
     """A deep snapshot of everything training may change."""
-    keep = {k: v for k, v in vars(net).items() if k not in ("layers", "head", "_rng")}
+    keep = {k: v for k, v in vars(net).items() if k not in ("layers", "head", "rng_")}
     snap = copy.deepcopy(keep)
-    snap["_rng"] = net._rng.bit_generator.state
+    snap["rng_"] = net.rng_.bit_generator.state
     return snap
 
 

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from bayeslayers import Network, heads, layers, predictive
-from bayeslayers import network as network_module
+from bayeslayers import Network, conjugate, heads, layers, predictive
 
 
 def linear_data(n=60, d=3, seed=0, noise=0.2):
@@ -165,7 +164,7 @@ def test_failure_between_layers_leaves_the_model_unchanged(monkeypatch):
     net = Network([layers.ReLU(5), layers.ReLU(4)]).fit(X[:10], y[:10])
     before = snapshot(net)
     calls = []
-    real_update = network_module.conjugate.update
+    real_update = conjugate.update
 
     def failing_update(*args, **kwargs):
         calls.append(1)
@@ -173,7 +172,7 @@ def test_failure_between_layers_leaves_the_model_unchanged(monkeypatch):
             raise KeyboardInterrupt
         return real_update(*args, **kwargs)
 
-    monkeypatch.setattr(network_module.conjugate, "update", failing_update)
+    monkeypatch.setattr(conjugate, "update", failing_update)
     with pytest.raises(KeyboardInterrupt):
         net.partial_fit(X[10:], y[10:])
     assert_unchanged(net, before)

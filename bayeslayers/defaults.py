@@ -1,0 +1,83 @@
+"""The label-free rules that resolve a network's defaults, and its parameter checks.
+
+Everything here depends only on the parameters a user set and on the shapes of the first
+call's data, never on labels:
+
+* :func:`structure` -- ``covariance="auto"``: exact per-unit covariances up to
+  :data:`AUTO_UNIT_MAX`-wide design rows, mean-field ``"diag"`` above (per-unit memory and
+  time grow with the square of the width); the head is always per-unit;
+* :func:`hidden_noise` -- the hidden layers' pseudo-noise: learned (``None``) under a
+  regression head, :data:`CLASSIFIER_HIDDEN_NOISE` under a classification head, whose
+  residuals are structural misfit of the link rather than noise (calibrated on them, the
+  pseudo-noise makes the hidden layers overfit);
+* :func:`check_params` -- every constructor parameter, with a message naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bayeslayers import conjugate, propagation
+from bayeslayers._validation import check_count, check_real, check_seed
+from bayeslayers.heads import Head
+from bayeslayers.layers import Layer
+
+__all__ = [
+    "AUTO_UNIT_MAX",
+    "CLASSIFIER_HIDDEN_NOISE",
+    "check_params",
+    "hidden_noise",
+    "structure",
+]
+
+#: ``covariance="auto"``: widest design row (inputs plus bias) given per-unit covariances;
+#: up to this width the compiled rank-one kernel keeps a per-unit step cheap.
+AUTO_UNIT_MAX = 257
+#: Default pseudo-noise variance of hidden layers under a classification head (the hidden
+#: activations are on a unit scale by construction of the prior mean).
+CLASSIFIER_HIDDEN_NOISE = 1.0
+
+
+def structure(covariance: str, fan_in: int | None) -> str:
+    """Covariance structure of a layer with ``fan_in`` inputs (``None``: the head)."""
+    if covariance != "auto":
+        return covariance
+    if fan_in is None or fan_in + 1 <= AUTO_UNIT_MAX:
+        return "unit"
+    return "diag"
+
+
+def hidden_noise(value: float | None, head: Head) -> float | None:
+    """The hidden layers' pseudo-noise: ``value`` if set, else the default for ``head``."""
+    if value is not None:
+        return value
+    return CLASSIFIER_HIDDEN_NOISE if head.is_classifier else None
+
+
+def check_params(layers: Sequence, head, params: dict) -> None:
+    """Check ``Network``'s parameters before any work (TypeError / ValueError naming each)."""
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layers[{i}] must be a Layer (e.g. layers.ReLU(100)), got {layer!r}")
+    if not isinstance(head, Head):
+        hint = f"; build it with heads.make_head({head!r})" if isinstance(head, str) else ""
+        raise TypeError(f"head must be a Head (e.g. heads.Probit()), got {head!r}{hint}")
+    check_real(params["prior_precision"], "prior_precision", 0, low_open=True)
+    for name in ("noise", "hidden_noise"):  # None: learned
+        check_real(params[name], name, 0, allow_none=True, low_open=True)
+    check_seed(params["seed"])
+    covariance = params["covariance"]
+    if covariance != "auto" and covariance not in conjugate.STRUCTURES:
+        raise ValueError(
+            f"covariance must be 'auto' or one of {tuple(conjugate.STRUCTURES)}, got {covariance!r}"
+        )
+    check_real(params["damping"], "damping", 0)
+    check_real(params["clip"], "clip", 0, allow_none=True, low_open=True)
+    check_real(params["bias_spread"], "bias_spread", 0)
+    propagation.check_targets(params["targets"])
+    check_count(params["blas_threads"], "blas_threads", allow_none=True)
+    if params["init"] not in ("samples", "he"):
+        raise ValueError(f"init must be 'samples' or 'he', got {params['init']!r}")
+    check_count(params["sweeps"], "sweeps")
+    if params["dtype"] not in ("float64", "float32"):
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {params['dtype']!r}")
