@@ -117,8 +117,13 @@ def _encode(value: Any, key: str, arrays: dict[str, np.ndarray]) -> dict:
     raise TypeError(f"cannot save {key}: unsupported type {type(value).__name__}")
 
 
-def _table(obj) -> dict:
-    """A layer or head as ``{kind, **init fields}``."""
+def _table(obj, registry: dict, what: str) -> dict:
+    """A layer or head as ``{kind, **init fields}`` (a registered kind only)."""
+    if registry.get(getattr(obj, "kind", None)) is not type(obj):
+        raise TypeError(
+            f"cannot save a {what} of unregistered type {type(obj).__name__}: a model file names "
+            f"its {what}s by registry kind (one of {sorted(registry)})"
+        )
     fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
     return {"kind": obj.kind, **fields}
 
@@ -127,8 +132,8 @@ def _network_params(net: Network) -> dict:
     names = [p for p in inspect.signature(Network.__init__).parameters if p != "self"]
     params = {n: getattr(net, n) for n in names if n not in ("layers", "head")}
     params = {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
-    params["layers"] = [_table(layer) for layer in net.layers]
-    params["head"] = _table(net.head)
+    params["layers"] = [_table(layer, _layers.LAYERS, "layer") for layer in net.layers]
+    params["head"] = _table(net.head, _heads.HEADS, "head")
     return params
 
 

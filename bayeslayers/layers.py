@@ -37,9 +37,12 @@ __all__ = ["LAYERS", "Layer", "LeakyReLU", "Linear", "ReLU", "TaylorTanh", "make
 class Layer(Protocol):
     """What the network needs from a hidden layer."""
 
+    kind: str
     units: int
     covariance: str | None
     noise: float | None
+    #: Variance scale of the prior mean's weights, ``gain / fan_in`` (2 for ReLU-like units).
+    init_gain: float
 
     def activate(self, z: np.ndarray) -> np.ndarray:
         """Output :math:`\\phi(z)`."""
