@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -373,11 +374,8 @@ class Network:
                     log_evidence += info.log_predictive
             if callback is not None:
                 done = min(start + batch_size, len(X))
-                callback(
-                    FitProgress(
-                        pass_index, done, len(X), lambda s=state, d=done: self._snapshot(s, d)
-                    )
-                )
+                snapshot = functools.partial(self._snapshot, state, done)
+                callback(FitProgress(pass_index, done, len(X), snapshot))
         self.posteriors_, self.head_state_ = list(state.hidden), state.head
         self.noise_ = list(state.noise)
         self.log_evidence_ = getattr(self, "log_evidence_", 0.0) + log_evidence

@@ -34,7 +34,7 @@ class Selection(NamedTuple):
     ----------
     best : Network
         The fitted candidate with the highest log evidence.
-    index : int
+    chosen : int
         Its position in the candidates.
     log_evidence : ndarray of shape (n_candidates,)
         Every candidate's prequential log evidence.
@@ -43,7 +43,7 @@ class Selection(NamedTuple):
     """
 
     best: Network
-    index: int
+    chosen: int
     log_evidence: np.ndarray
     networks: list[Network]
 

@@ -80,8 +80,8 @@ def main(argv=None) -> int:
             best = int(np.argmax(test))
             label = [f"{s} d={d:g}" for s, d in grid]
             print(
-                f"| {name} | {seed} | {rho:.2f} | {label[sel.index]} | {label[best]} "
-                f"| {test[best] - test[sel.index]:.3f} |",
+                f"| {name} | {seed} | {rho:.2f} | {label[sel.chosen]} | {label[best]} "
+                f"| {test[best] - test[sel.chosen]:.3f} |",
                 flush=True,
             )
     return 0

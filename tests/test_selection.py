@@ -24,7 +24,7 @@ def test_linear_candidates_are_ranked_by_their_marginal_likelihood():
         for p in precisions
     ]
     np.testing.assert_allclose(sel.log_evidence, exact, rtol=1e-10)
-    assert sel.index == int(np.argmax(exact)) and sel.best is sel.networks[sel.index]
+    assert sel.chosen == int(np.argmax(exact)) and sel.best is sel.networks[sel.chosen]
 
 
 def test_a_network_beats_a_linear_model_on_a_curve():
@@ -32,7 +32,7 @@ def test_a_network_beats_a_linear_model_on_a_curve():
     X = rng.uniform(-2, 2, (400, 1))
     y = np.sin(3 * X[:, 0]) + 0.1 * rng.normal(size=400)
     sel = select_by_evidence([Network([]), Network([layers.ReLU(30)])], X, y)
-    assert sel.index == 1
+    assert sel.chosen == 1
 
 
 def test_classifiers_and_bad_candidates():
