@@ -202,28 +202,13 @@ def to_inference_data(
     X = check_features(X, net.n_features_in_, net.dtype)
     n = X.shape[0]
     obs = None if y is None else _observations(net, y, n)
-    if groups is None:
-        groups = [g for g in GROUPS if obs is not None or g not in _NEED_Y]
-    groups = list(groups)
-    for g in groups:
-        if g not in GROUPS:
-            raise ValueError(f"groups may contain only {GROUPS}, got {g!r}")
-        if g in _NEED_Y and obs is None:
-            raise ValueError(f"group {g!r} needs the observations y")
+    groups = _check_groups(groups, obs is not None)
     head_post = _head_posterior(net)
     posts = [*net.posteriors_, head_post]
     if hidden not in HIDDEN:
         raise ValueError(f"hidden must be one of {HIDDEN}, got {hidden!r}")
     names = [f"layer{i}_w" for i in range(len(net.layers))] + ["head_w"]
-    available = names if hidden != "mean" else names[-1:]
-    var_names = available if var_names is None else list(var_names)
-    unknown = sorted(set(var_names) - set(available))
-    if unknown:
-        raise ValueError(
-            f"var_names {unknown} are not among the weights {available} (hidden={hidden!r})"
-        )
-    if "posterior" not in groups:
-        var_names = []
+    var_names = _check_var_names(var_names, names, hidden) if "posterior" in groups else []
 
     rows = [_spread(p.mean.shape[0] - 1, max_inputs) for p in posts]
     rows = [np.append(r, p.mean.shape[0] - 1) for r, p in zip(rows, posts, strict=True)]
@@ -247,30 +232,12 @@ def to_inference_data(
     mean_xh, cache = forward(net.spec, net.posteriors_, X)
     # linearized: the outputs at the means of the layers' pre-activations, x_l W_l
     mean_z = [x @ post.mean for (x, *_), post in zip(cache, net.posteriors_, strict=True)]
-    head_slope = head_post.mean[:-1]
     for start in range(0, n_draws, chunk_size):
         c = min(chunk_size, n_draws - start)
         if hidden == "sample":
-            A: np.ndarray | None = None
-            for i, layer in enumerate(net.layers):
-                Z = _first_layer(xb, draw(i, c)) if A is None else _affine(A, draw(i, c))
-                A = layer.activate(Z)
-            W = draw(len(posts) - 1, c)
-            F = _first_layer(xb, W) if A is None else _affine(A, W)
+            F = _sampled_predictors(net, xb, draw, c)
         else:
-            dA = None  # tangent-linear pass: first-order change of each layer's output
-            for i, ((x, _, slope, _), post) in enumerate(
-                zip(cache, net.posteriors_, strict=True) if hidden == "linearized" else ()
-            ):
-                dA_next = _first_layer(x, draw(i, c))
-                dA_next -= mean_z[i]
-                if dA is not None:
-                    dA_next += dA @ post.mean[:-1]
-                dA_next *= slope
-                dA = dA_next
-            F = _first_layer(mean_xh, draw(len(posts) - 1, c))
-            if dA is not None:
-                F += dA @ head_slope
+            F = _linearized_predictors(net, cache, mean_xh, mean_z, head_post.mean, draw, c, hidden)
         chunk_ll, chunk_pp = _predictive_draws(net, F, obs, rng)
         if chunk_ll is not None:
             ll.append(chunk_ll)
@@ -279,19 +246,7 @@ def to_inference_data(
     coords: dict[str, Any] = {"obs": np.arange(n)}
     variables: dict[str, dict[str, tuple[tuple[str, ...], np.ndarray]]] = {}
     if var_names:
-        variables["posterior"] = {}
-        for i, name in enumerate(names):
-            if name not in kept:
-                continue
-            is_hidden = i < len(net.layers)
-            if is_hidden:
-                in_dim, out_dim, out_coords = f"in{i}", f"unit{i}", cols[i]
-            else:
-                in_dim, (out_dim, out_coords) = "in_head", _head_columns(net, len(cols[i]))
-            n_in = posts[i].mean.shape[0] - 1
-            coords[in_dim] = [str(r) if r < n_in else "bias" for r in rows[i]]
-            coords[out_dim] = out_coords
-            variables["posterior"][name] = ((in_dim, out_dim), np.concatenate(kept[name]))
+        variables["posterior"] = _posterior_group(net, names, posts, kept, rows, cols, coords)
     y_dims: tuple[str, ...] = ("obs",)
     multi = not net.head.is_classifier and net.n_outputs_ > 1
     if multi:
@@ -315,6 +270,78 @@ def to_inference_data(
     if net.head.is_classifier:
         attrs["classes"] = [str(c) for c in net.classes_]
     return _assemble(variables, coords, attrs, chains)
+
+
+def _posterior_group(net, names, posts, kept, rows, cols, coords) -> dict:
+    """The ``posterior`` group's variables; adds their dims' coordinates to ``coords``."""
+    group = {}
+    for i, name in enumerate(names):
+        if name not in kept:
+            continue
+        if i < len(net.layers):
+            in_dim, out_dim, out_coords = f"in{i}", f"unit{i}", cols[i]
+        else:
+            in_dim, (out_dim, out_coords) = "in_head", _head_columns(net, len(cols[i]))
+        n_in = posts[i].mean.shape[0] - 1
+        coords[in_dim] = [str(r) if r < n_in else "bias" for r in rows[i]]
+        coords[out_dim] = out_coords
+        group[name] = ((in_dim, out_dim), np.concatenate(kept[name]))
+    return group
+
+
+def _check_groups(groups: Sequence[str] | None, have_y: bool) -> list[str]:
+    """The groups to build (all that ``y`` allows by default), each checked."""
+    if groups is None:
+        return [g for g in GROUPS if have_y or g not in _NEED_Y]
+    groups = list(groups)
+    for g in groups:
+        if g not in GROUPS:
+            raise ValueError(f"groups may contain only {GROUPS}, got {g!r}")
+        if g in _NEED_Y and not have_y:
+            raise ValueError(f"group {g!r} needs the observations y")
+    return groups
+
+
+def _check_var_names(var_names: Sequence[str] | None, names: list[str], hidden: str) -> list:
+    """The weight matrices kept in ``posterior`` (only the head's with ``hidden="mean"``)."""
+    available = names if hidden != "mean" else names[-1:]
+    chosen = available if var_names is None else list(var_names)
+    unknown = sorted(set(chosen) - set(available))
+    if unknown:
+        raise ValueError(
+            f"var_names {unknown} are not among the weights {available} (hidden={hidden!r})"
+        )
+    return chosen
+
+
+def _sampled_predictors(net, xb: np.ndarray, draw, c: int) -> np.ndarray:
+    """Head predictors ``(c, n, k)`` of the full nonlinear pass, every layer drawn."""
+    A: np.ndarray | None = None
+    for i, layer in enumerate(net.layers):
+        Z = _first_layer(xb, draw(i, c)) if A is None else _affine(A, draw(i, c))
+        A = layer.activate(Z)
+    W = draw(len(net.layers), c)
+    return _first_layer(xb, W) if A is None else _affine(A, W)
+
+
+def _linearized_predictors(
+    net, cache, mean_xh, mean_z, head_mean, draw, c: int, hidden: str
+) -> np.ndarray:
+    """Head predictors ``(c, n, k)`` of the tangent-linear pass (``hidden="mean"``: the head
+    drawn alone); see :func:`to_inference_data`."""
+    dA = None  # first-order change of each layer's output
+    if hidden == "linearized":
+        for i, ((x, _, slope, _), post) in enumerate(zip(cache, net.posteriors_, strict=True)):
+            dA_next = _first_layer(x, draw(i, c))
+            dA_next -= mean_z[i]
+            if dA is not None:
+                dA_next += dA @ post.mean[:-1]
+            dA_next *= slope
+            dA = dA_next
+    F = _first_layer(mean_xh, draw(len(net.layers), c))
+    if dA is not None:
+        F += dA @ head_mean[:-1]
+    return F
 
 
 def _predictive_draws(net, F, obs, rng) -> tuple[np.ndarray | None, np.ndarray]:

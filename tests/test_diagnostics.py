@@ -60,12 +60,12 @@ def test_regression_export_dims_and_coords(regressor):
 
 
 def test_export_is_reproducible_and_leaves_the_network_alone(regressor):
-    state = copy.deepcopy(regressor._rng.bit_generator.state)
+    state = copy.deepcopy(regressor.rng_.bit_generator.state)
     a = to_inference_data(regressor, X, Y2, n_draws=20, seed=3)
     b = to_inference_data(regressor, X, Y2, n_draws=20, seed=3, chunk_size=7)
     np.testing.assert_array_equal(a.posterior["layer1_w"], b.posterior["layer1_w"])
     np.testing.assert_array_equal(a.log_likelihood["y"], b.log_likelihood["y"])
-    assert regressor._rng.bit_generator.state == state
+    assert regressor.rng_.bit_generator.state == state
 
 
 def test_classifier_export(classifier):
