@@ -82,9 +82,11 @@ class Network:
         :math:`\\lambda` of the target solve; 0 gives the original post's pseudo-inverse.
     clip : float, optional
         Clip on every entry of a target correction.
-    targets : {"min_norm", "gauss_newton", "ekf"}
+    targets : {"gauss_newton", "min_norm", "ekf"}
         The backward step that gives each hidden layer its target (a key of
         :data:`bayeslayers.propagation.TARGETS`; its docstring has the math and the cost).
+        ``"gauss_newton"`` equals the original post's ``"min_norm"`` with one hidden layer and
+        trains deeper stacks better.
     bias_spread : float
         Standard deviation of the hidden biases' prior mean (the initialization). Zero biases
         make every ReLU kink pass through the origin, which hurts low-dimensional inputs.
@@ -149,7 +151,7 @@ class Network:
         hidden_noise: float | None = None,
         damping: float = 1e-2,
         clip: float | None = None,
-        targets: str = "min_norm",
+        targets: str = "gauss_newton",
         bias_spread: float = 1.0,
         init: str = "samples",
         sweeps: int = 1,

@@ -102,6 +102,8 @@ class _BayesLayersBase(BaseEstimator):
         inputs (see :class:`bayeslayers.Network`).
     sweeps : int
         Updates per batch, each tempered by ``1 / sweeps`` (an iterated EKF step).
+    targets : {"gauss_newton", "min_norm", "ekf"}
+        The backward step (:data:`bayeslayers.propagation.TARGETS`).
     passes : int
         Passes over the data in ``fit``, each tempered by ``1 / passes``.
     batch_size : int or "auto"
@@ -146,6 +148,7 @@ class _BayesLayersBase(BaseEstimator):
         bias_spread: float = 1.0,
         init: str = "samples",
         sweeps: int = 1,
+        targets: str = "gauss_newton",
         passes: int = 1,
         batch_size: int | str = "auto",
         shuffle: bool = True,
@@ -165,6 +168,7 @@ class _BayesLayersBase(BaseEstimator):
         self.bias_spread = bias_spread
         self.init = init
         self.sweeps = sweeps
+        self.targets = targets
         self.passes = passes
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -237,6 +241,7 @@ class _BayesLayersBase(BaseEstimator):
             bias_spread=self.bias_spread,
             init=self.init,
             sweeps=self.sweeps,
+            targets=self.targets,
             seed=self._seed(),
             dtype=self.dtype,
         )
