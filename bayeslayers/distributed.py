@@ -233,7 +233,7 @@ def _fit(
 def _gather(client, tasks, shards, progress: bool, desc: str) -> list[NetworkDelta]:
     """The shards' deltas in shard order; a failure cancels the rest and is re-raised."""
     _, distributed = _dask()
-    pending = distributed.as_completed(tasks)
+    pending = distributed.as_completed(tasks, loop=client.loop)  # this client, default or not
     if progress:
         from tqdm.auto import tqdm
 

@@ -169,9 +169,35 @@ def _stream_net() -> Network:
     )
 
 
-def part_throughput(args) -> dict:
+def _persisted_stream(client, edges, dtype):
+    """The stream as a Dask array built and kept on the workers (row blocks ``edges``)."""
     import dask
     import dask.array as da
+    from distributed import wait
+
+    blocks = [dask.delayed(_stream_block)(a, b) for a, b in itertools.pairwise(edges)]
+    X = da.concatenate(
+        [
+            da.from_delayed(b[0], (bb - a, 784), float)
+            for b, a, bb in zip(blocks, edges[:-1], edges[1:], strict=True)
+        ]
+    )
+    y = da.concatenate(
+        [
+            da.from_delayed(b[1], (bb - a,), dtype)
+            for b, a, bb in zip(blocks, edges[:-1], edges[1:], strict=True)
+        ]
+    )
+    X, y = client.persist([X, y])
+    with client.as_current():
+        wait([X, y])
+    return X, y
+
+
+def part_throughput(args) -> dict:
+    """Sequential, 1- and 2-process runs in turn, ``--repeats`` times (medians, paired ratios)."""
+    import os
+
     from distributed import Client, LocalCluster
 
     from bayeslayers import distributed as bd
@@ -180,62 +206,50 @@ def part_throughput(args) -> dict:
     edges = [*list(range(0, n, chunk)), n]
     Xs, ys = _stream_block(0, n)
     test = _mnist()
-    out = {"rows": n, "partitions": len(edges) - 1, "batch": 32}
-    start = time.perf_counter()
-    seq = _stream_net().fit(Xs, ys, batch_size=32, shuffle=False)
-    out["sequential_s"] = time.perf_counter() - start
-    out["sequential_accuracy"] = float(np.mean(seq.predict(test.X_test) == test.y_test))
-    print(out, flush=True)
-    del Xs
-    for workers in args.workers:
-        with (
-            LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            client.run(_mnist)  # each worker loads mnist-5k once (not timed)
-            warm_X, warm_y = _stream_block(0, 256)
-            bd.fit(
-                _stream_net(), warm_X, warm_y, client=client, partitions=workers, batch_size=32
-            )  # workers import the library, load the kernels
-            blocks = [dask.delayed(_stream_block)(a, b) for a, b in itertools.pairwise(edges)]
-            X = da.concatenate(
-                [
-                    da.from_delayed(b[0], (bb - a, 784), float)
-                    for b, a, bb in zip(blocks, edges[:-1], edges[1:], strict=True)
-                ]
-            )
-            y = da.concatenate(
-                [
-                    da.from_delayed(b[1], (bb - a,), ys.dtype)
-                    for b, a, bb in zip(blocks, edges[:-1], edges[1:], strict=True)
-                ]
-            )
-            X, y = client.persist([X, y])
-            client.wait_for_workers(workers)
-            dask.distributed.wait([X, y])
-            start = time.perf_counter()
-            net = bd.fit(_stream_net(), X, y, client=client, batch_size=32)
-            seconds = time.perf_counter() - start
-        acc = float(np.mean(net.predict(test.X_test) == test.y_test))
-        out[f"workers_{workers}_s"] = seconds
-        out[f"workers_{workers}_accuracy"] = acc
-        out[f"workers_{workers}_speedup"] = out["sequential_s"] / seconds
-        print(out, flush=True)
+    out: dict = {"rows": n, "partitions": len(edges) - 1, "batch": 32, "runs": []}
+    for rep in range(args.repeats):
+        start = time.perf_counter()
+        seq = _stream_net().fit(Xs, ys, batch_size=32, shuffle=False)
+        run = {
+            "repeat": rep,
+            "load": os.getloadavg()[0],
+            "sequential_s": time.perf_counter() - start,
+            "sequential_accuracy": float(np.mean(seq.predict(test.X_test) == test.y_test)),
+        }
+        for w in args.workers:  # one cluster at a time, started and warmed up untimed
+            with (
+                LocalCluster(
+                    n_workers=w, threads_per_worker=1, processes=True, dashboard_address=None
+                ) as cluster,
+                Client(cluster) as client,
+            ):
+                client.run(_mnist)  # each worker loads mnist-5k once
+                warm_X, warm_y = _stream_block(0, 256)
+                bd.fit(_stream_net(), warm_X, warm_y, client=client, partitions=w, batch_size=32)
+                X, y = _persisted_stream(client, edges, ys.dtype)
+                start = time.perf_counter()
+                net = bd.fit(_stream_net(), X, y, client=client, batch_size=32)
+                run[f"workers_{w}_s"] = time.perf_counter() - start
+            run[f"workers_{w}_accuracy"] = float(np.mean(net.predict(test.X_test) == test.y_test))
+        out["runs"].append(run)
+        print(run, flush=True)
+    runs = out["runs"]
+    seq_s = float(np.median([r["sequential_s"] for r in runs]))
     table = [
-        "| run | training s | rows/s | speed-up | test accuracy |",
+        f"| run | training s (median of {len(runs)}) | rows/s | speed-up (paired, median) | "
+        "test accuracy |",
         "|---|---|---|---|---|",
-        f"| sequential fit | {out['sequential_s']:.1f} | {n / out['sequential_s']:,.0f} | 1.00 "
-        f"| {100 * out['sequential_accuracy']:.1f} % |",
+        f"| sequential fit | {seq_s:.1f} | {n / seq_s:,.0f} | 1.00 | "
+        f"{100 * runs[0]['sequential_accuracy']:.1f} % |",
     ]
     for w in args.workers:
-        s = out[f"workers_{w}_s"]
+        s = float(np.median([r[f"workers_{w}_s"] for r in runs]))
+        ratio = float(np.median([r["sequential_s"] / r[f"workers_{w}_s"] for r in runs]))
         table.append(
             f"| distributed.fit, {w} worker process{'es' if w > 1 else ''} | {s:.1f} | "
-            f"{n / s:,.0f} | {out['sequential_s'] / s:.2f} | "
-            f"{100 * out[f'workers_{w}_accuracy']:.1f} % |"
+            f"{n / s:,.0f} | {ratio:.2f} | {100 * runs[0][f'workers_{w}_accuracy']:.1f} % |"
         )
+    table.append(f"\nLoad average (1 min) at the runs: {[round(r['load'], 1) for r in runs]}")
     print("\n".join(table))
     out["table"] = table
     return out
@@ -387,6 +401,7 @@ def main() -> None:
     parser.add_argument("--stream-rows", type=int, default=50_000)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=3, help="throughput repeats")
     parser.add_argument("--round-rows", type=int, default=50_000)
     parser.add_argument("--bandwidth", type=float, default=1e9, help="bytes/s at the driver")
     parser.add_argument("--project", nargs="+", type=int, default=[8, 16, 32, 64])
