@@ -152,3 +152,12 @@ def test_digits_on_four_partitions_is_within_a_point_of_one_sequential_pass(clie
     net = bd.fit(make(), ds.X_train, ds.y_train, client=client, partitions=4)
     acc = [np.mean(n.predict(ds.X_test) == ds.y_test) for n in (sequential, net)]
     assert acc[1] >= acc[0] - 0.01
+
+
+def test_a_client_that_is_not_the_default_is_used(client, data):
+    X, y, _, Xt = data
+    head = heads.Gaussian(learn_noise=False)
+    with distributed.Client(client.scheduler.address, set_as_default=False) as other:
+        net = bd.fit(Network([], head=head), X, y, client=other, partitions=3)
+    expected = Network([], head=head).fit(X, y)
+    np.testing.assert_allclose(net.predict(Xt), expected.predict(Xt), rtol=TOL, atol=TOL)
