@@ -122,7 +122,10 @@ def _fits(estimator, X, y, label: str) -> bool:
 
 
 def _state(net: Network):
-    return copy.deepcopy({k: v for k, v in vars(net).items() if k not in ("layers", "head")})
+    state = copy.deepcopy({k: v for k, v in vars(net).items() if k not in ("layers", "head")})
+    if "rng_" in state:  # a generator compares by identity: compare its state
+        state["rng_"] = state["rng_"].bit_generator.state
+    return state
 
 
 def _assert_healthy(net: Network, X) -> None:

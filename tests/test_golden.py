@@ -1,4 +1,4 @@
-"""Every shipped variant gives bitwise the predictions recorded before the engine refactor.
+"""Every shipped variant gives the predictions recorded before the engine refactor.
 
 The recording (``tests/golden/record_golden.py``) stores each variant's fully resolved
 ``[model]`` table, the first training rows of its data and its predictions, so this test does
@@ -37,4 +37,7 @@ def test_variant_predictions_unchanged(key: str) -> None:
         out = net.predict_proba(Xt)
     else:
         out = np.stack(net.predict(Xt, return_std=True))
-    np.testing.assert_array_equal(out, GOLDEN[f"{key}.out"])
+    # Bitwise when run alone; within a full run, BLAS can split a product differently once
+    # other tests have changed its thread pool, which moves the last bit (seen: 1e-16 on the
+    # mnist variant's probabilities). 1e-12 still catches any change of the arithmetic.
+    np.testing.assert_allclose(out, GOLDEN[f"{key}.out"], rtol=1e-12, atol=1e-15)
