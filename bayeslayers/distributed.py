@@ -194,8 +194,11 @@ def _fit(
         )
     if len(parts_X) < rounds:
         raise ValueError(f"rounds={rounds} needs at least as many partitions, got {len(parts_X)}")
-    futures_X = client.compute(parts_X)
+    groups = np.array_split(np.arange(len(parts_X)), rounds)
+    # Targets are computed once (the classes need them all); inputs one round at a time, so
+    # the cluster holds at most a round's partitions of X.
     futures_y = client.compute(parts_y)
+    futures_X = dict(zip(groups[0], client.compute([parts_X[i] for i in groups[0]]), strict=True))
     current = copy.deepcopy(network)
     if not current.is_fitted:
         if current.head.is_classifier and classes is None:
@@ -204,8 +207,9 @@ def _fit(
         x0, y0 = client.gather([futures_X[0], futures_y[0]])
         current.initialize(_as_array(x0), _as_array(y0), classes=classes)
     current.head_state_ = current.head.flush(current.head_state_)
-    groups = np.array_split(np.arange(len(parts_X)), rounds)
     for r, group in enumerate(groups):
+        if r:
+            futures_X = dict(zip(group, client.compute([parts_X[i] for i in group]), strict=True))
         shards = [s for s in np.array_split(group, min(n_shards, len(group))) if len(s)]
         broadcast = client.scatter(current, broadcast=True, hash=False)
         tasks = [
