@@ -14,7 +14,16 @@ scikit-learn's ``BayesianRidge``) is, with the eigenvalues :math:`\lambda_i` of
     \gamma = \sum_i \frac{\lambda_i}{\lambda_i + \alpha}, \qquad
     \alpha \leftarrow \frac{\gamma\, \hat\sigma^2}{\lVert m(\alpha) \rVert^2},
 
-(the :math:`\hat\sigma^2` because the prior is relative to the noise). The posterior is then
+(the :math:`\hat\sigma^2` because the prior is relative to the noise). Two safeguards keep
+the online estimate away from the degenerate fixed points :math:`\alpha \to 0` and
+:math:`\alpha \to \infty` (the latter is always a fixed point: :math:`\gamma` and
+:math:`\lVert m \rVert` vanish together, and the head then predicts zero): a Gamma
+hyperprior on :math:`\alpha` with shape :math:`a_0 = 1` and mean the current value
+:math:`\alpha_0` (the maximum a posteriori form of the update,
+:math:`\alpha \leftarrow (\gamma + 2a_0 - 2) \hat\sigma^2 / (\lVert m \rVert^2 +
+2 b_0 \hat\sigma^2)` with :math:`b_0 = a_0 / \alpha_0`), and a trust region: one call moves
+:math:`\alpha` by at most a factor :data:`MAX_STEP`, because the data part was accumulated
+from features that kept changing. The posterior is then
 re-based on the new :math:`\alpha`: :math:`\Lambda \leftarrow \Lambda + (\alpha' - \alpha) I`,
 :math:`m \leftarrow \Lambda'^{-1} \eta`, in the eigenbasis of :math:`\Lambda` (so the new
 covariance is symmetric positive definite by construction). The data's part is the one the
@@ -28,7 +37,10 @@ import numpy as np
 
 from bayeslayers.conjugate import WeightPosterior
 
-__all__ = ["mackay_prior"]
+__all__ = ["MAX_STEP", "mackay_prior"]
+
+#: Largest factor by which one evidence update may move the prior precision.
+MAX_STEP = 4.0
 
 
 def _eig(post: WeightPosterior) -> tuple[np.ndarray, np.ndarray | None]:
@@ -73,14 +85,15 @@ def mackay_prior(
     else:
         coef = np.einsum("mdk,md->mk", U, mean)
     eta = prec * coef  # eta in the eigenbasis
+    copies = len(mean) if post.structure == "shared" else 1
+    b0 = 1.0 / alpha  # Gamma(a0 = 1, b0) hyperprior with mean alpha
     new = alpha
     for _ in range(iterations):
         m_new = eta / (lam + new)
-        gamma = float(np.sum(lam / (lam + new)) * (len(mean) if post.structure == "shared" else 1))
+        gamma = float(np.sum(lam / (lam + new)) * copies)
         norm = float(np.sum(m_new**2))
-        if norm <= 0 or gamma <= 0:
-            return post, alpha
-        new = float(np.clip(gamma * noise / norm, 1e-8, 1e8))
+        new = gamma * noise / (norm + 2 * b0 * noise)
+        new = float(np.clip(new, alpha / MAX_STEP, alpha * MAX_STEP))
     coef_new = eta / (lam + new)
     s_new = 1.0 / (lam + new)
     if U is None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bayeslayers import conjugate
-from bayeslayers.evidence import mackay_prior
+from bayeslayers.evidence import MAX_STEP, mackay_prior
 
 
 def data(n=200, d=5, seed=0, noise=0.3):
@@ -31,16 +31,17 @@ def test_rebased_posterior_is_the_closed_form_at_the_new_precision(structure):
         assert np.linalg.eigvalsh(cov).min() > 0
 
 
-def test_the_precision_is_mackays_fixed_point():
-    """alpha' = gamma sigma^2 / |m|^2 with gamma the effective number of parameters."""
+def test_the_precision_is_the_map_fixed_point_under_the_gamma_hyperprior():
+    """alpha' = gamma sigma^2 / (|m|^2 + 2 b0 sigma^2), b0 = 1 / alpha (the starting value)."""
     X, Y = data()
     post, _ = conjugate.update(conjugate.init("unit", np.zeros((6, 2)), 1.0), X, Y, noise=1.0)
     noise = 0.09
     _, alpha = mackay_prior(post, 1.0, noise, iterations=200)
+    assert 1 / MAX_STEP < alpha < MAX_STEP  # an interior fixed point, not the trust bound
     lam = np.linalg.eigvalsh(X.T @ X)
     gamma = 2 * np.sum(lam / (lam + alpha))  # two outputs share the prior
     m = np.linalg.solve(alpha * np.eye(6) + X.T @ X, X.T @ Y)
-    np.testing.assert_allclose(alpha, gamma * noise / np.sum(m**2), rtol=1e-8)
+    np.testing.assert_allclose(alpha, gamma * noise / (np.sum(m**2) + 2 * noise), rtol=1e-8)
 
 
 def test_diag_rebases_every_weight_on_its_own():
@@ -52,12 +53,16 @@ def test_diag_rebases_every_weight_on_its_own():
     np.testing.assert_allclose(new.mean, post.mean / post.cov / (data_precision + alpha))
 
 
-def test_a_weak_signal_gets_a_strong_prior():
-    """Pure noise targets: the evidence shrinks the weights (alpha grows)."""
+def test_a_weak_signal_gets_a_strong_prior_within_the_trust_region():
+    """Pure noise targets: the evidence shrinks the weights; one call moves alpha by at most
+    MAX_STEP, and it never runs off to the degenerate alpha = inf."""
     rng = np.random.default_rng(1)
     X = rng.normal(size=(300, 6))
     post, _ = conjugate.update(
         conjugate.init("unit", np.zeros((6, 1)), 1.0), X, rng.normal(size=(300, 1)), noise=1.0
     )
     _, alpha = mackay_prior(post, 1.0, 1.0)
-    assert alpha > 10
+    assert 1 < alpha <= MAX_STEP
+    for _ in range(30):
+        post, alpha = mackay_prior(post, alpha, 1.0)
+    assert np.isfinite(alpha) and alpha < 1e6 and np.all(np.isfinite(post.mean))

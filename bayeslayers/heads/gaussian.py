@@ -157,7 +157,9 @@ class Gaussian:
                 memory = _score_memories(state.memory, info.n_obs, info.quad)
                 a, b = _average_memories(memory)
             new = GaussianState(post, float(a), float(b), memory, state.alpha, seen)
-            if seen >= 32 and np.floor(np.log2(seen)) > np.floor(np.log2(max(state.seen, 1))):
+            if seen >= max(32, X.shape[1]) and np.floor(np.log2(seen)) > np.floor(
+                np.log2(max(state.seen, 1))
+            ):
                 new = self._evidence_prior(new)
             return new
         post, _ = conjugate.update(
