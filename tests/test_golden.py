@@ -7,13 +7,19 @@ not depend on the library's defaults or on the data loaders.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bayeslayers import config
+_spec = importlib.util.spec_from_file_location(
+    "record_golden", Path(__file__).parent / "golden" / "record_golden.py"
+)
+assert _spec is not None and _spec.loader is not None
+RECORDER = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(RECORDER)  # the recorder's own fit-and-predict, shared with the test
 
 GOLDEN = np.load(Path(__file__).parent / "golden" / "variants.npz")
 TABLES = json.loads(str(GOLDEN["tables"]))
@@ -24,19 +30,7 @@ SLOW = {"digits-logistic-advi", "digits-probit-advi"}  # PyMC compiles for tens 
     "key", [pytest.param(k, marks=pytest.mark.slow) if k in SLOW else k for k in sorted(TABLES)]
 )
 def test_variant_predictions_unchanged(key: str) -> None:
-    table = TABLES[key]
-    net = config.build_network(table["model"])
-    net.fit(
-        GOLDEN[f"{key}.X"],
-        GOLDEN[f"{key}.y"],
-        passes=table["train"]["passes"],
-        batch_size=table["train"]["batch_size"],
-    )
-    Xt = GOLDEN[f"{key}.Xt"]
-    if net.head.is_classifier:
-        out = net.predict_proba(Xt)
-    else:
-        out = np.stack(net.predict(Xt, return_std=True))
+    out = RECORDER.predictions(TABLES[key], GOLDEN, key)
     # Bitwise when run alone; within a full run, BLAS can split a product differently once
     # other tests have changed its thread pool, which moves the last bit (seen: 1e-16 on the
     # mnist variant's probabilities). 1e-12 still catches any change of the arithmetic.

@@ -58,6 +58,21 @@ def main() -> None:
     np.savez_compressed(ROOT / "tests" / "golden" / "variants.npz", **arrays)
 
 
+def predictions(table: dict, arrays, key: str) -> np.ndarray:
+    """Fit the variant ``key`` from its stored table and rows; its stored-kind predictions."""
+    net = config.build_network(table["model"])
+    net.fit(
+        arrays[f"{key}.X"],
+        arrays[f"{key}.y"],
+        passes=table["train"]["passes"],
+        batch_size=table["train"]["batch_size"],
+    )
+    Xt = arrays[f"{key}.Xt"]
+    if net.head.is_classifier:
+        return net.predict_proba(Xt)
+    return np.stack(net.predict(Xt, return_std=True))
+
+
 def rerecord(keys: list[str]) -> None:
     """Re-record the predictions of ``keys`` from their stored tables and data.
 
@@ -67,19 +82,7 @@ def rerecord(keys: list[str]) -> None:
     arrays = dict(np.load(path))
     tables = json.loads(str(arrays["tables"]))
     for key in keys:
-        table = tables[key]
-        net = config.build_network(table["model"])
-        net.fit(
-            arrays[f"{key}.X"],
-            arrays[f"{key}.y"],
-            passes=table["train"]["passes"],
-            batch_size=table["train"]["batch_size"],
-        )
-        Xt = arrays[f"{key}.Xt"]
-        if net.head.is_classifier:
-            arrays[f"{key}.out"] = net.predict_proba(Xt)
-        else:
-            arrays[f"{key}.out"] = np.stack(net.predict(Xt, return_std=True))
+        arrays[f"{key}.out"] = predictions(tables[key], arrays, key)
         print("re-recorded", key)
     np.savez_compressed(path, **arrays)
 
