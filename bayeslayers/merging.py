@@ -192,15 +192,11 @@ def _gaussian_apply(
         b = prior.b + sum(d.b for d in deltas) + (between if learned else 0.0)
     else:
         memory = _merge_memories(memory, [d.memory for d in deltas], between)
-        a, b, _ = memory[int(np.argmax(memory[:, 2]))]
+        a, b = prior.a, prior.b  # recomputed from the merged memories below
     out = prior._replace(post=post, a=float(a), b=float(b), memory=memory)
     if "seen" in type(prior)._fields:
         out = out._replace(seen=prior.seen + sum(d.seen for d in deltas), alpha=alpha)
-    if len(memory):
-        # The noise in use from the merged memories by the head's own rule: an update on no
-        # rows changes no statistic and recomputes it.
-        D, m = post.mean.shape
-        out = head.update(out, np.zeros((0, D), post.mean.dtype), np.zeros((0, m)), 1.0)
+    out = head.noise_from_memory(out)  # the noise in use, by the head's own rule
     evidence = 0.0
     if not head.is_classifier and not len(memory) and alpha == alpha0:
         # The log marginal likelihood from natural parameters (module docstring).

@@ -56,6 +56,7 @@ __all__ = ["NOISE_MEMORIES", "Gaussian", "GaussianState", "OneHot"]
 #: Memories (scalar observations) of the noise statistics compared by evidence: a geometric
 #: grid from "keep everything" down to a short window.
 NOISE_MEMORIES = (math.inf, 4096.0, 1024.0, 256.0, 64.0)
+_MEMORIES = np.asarray(NOISE_MEMORIES)
 
 
 class GaussianState(NamedTuple):
@@ -185,6 +186,14 @@ class Gaussian:
         s2 = self.noise_variance(state)
         return mean, (var * s2 if self.learn_noise else var) + s2
 
+    def noise_from_memory(self, state: GaussianState) -> GaussianState:
+        """``state`` with the noise in use recomputed from its memories (the evidence-weighted
+        average, as after every update); unchanged without memories."""
+        if not len(state.memory):
+            return state
+        a, b = _average_memories(state.memory)
+        return state._replace(a=a, b=b)
+
     def _evidence_prior(self, state: GaussianState) -> GaussianState:
         """``state`` re-based on the evidence-maximizing prior precision (if enabled)."""
         if not (self.prior_evidence and self.learn_noise and np.isfinite(state.alpha)):
@@ -245,7 +254,7 @@ def _score_memories(memory: np.ndarray, n: float, quad: float) -> np.ndarray:
     ``memory`` rows are ``(a, b, log evidence)`` per :data:`NOISE_MEMORIES` entry; ``n``
     scalar observations with scaled squared innovations ``quad`` (module docstring).
     """
-    decay = np.exp(-n / np.asarray(NOISE_MEMORIES))
+    decay = np.exp(-n / _MEMORIES)
     a, b = memory[:, 0] * decay, memory[:, 1] * decay
     a, b = np.maximum(a, 1e-300), np.maximum(b, 1e-300)  # no underflow to 0 in a huge batch
     gain = gammaln(a + n / 2) - gammaln(a) - n / 2 * np.log(2 * np.pi * b)
