@@ -284,6 +284,11 @@ class Network:
         index = np.searchsorted(self.classes_, y)
         return X, self.head.encode(index, len(self.classes_)).astype(self.dtype)
 
+    def _forget(self) -> None:
+        """Drop every fitted attribute (the next call sets the prior anew)."""
+        for attr in self._FITTED:
+            self.__dict__.pop(attr, None)
+
     @one_at_a_time  # one thread at a time trains this network (others wait)
     def initialize(self, X, Y, classes=None) -> Network:
         """Set the prior from ``(X, Y)`` without training (shapes, classes, sampled init).
@@ -291,8 +296,7 @@ class Network:
         Any fitted state is dropped; afterwards the network predicts with its prior.
         """
         with self._atomic():
-            for attr in self._FITTED:
-                self.__dict__.pop(attr, None)
+            self._forget()
             self.encode(X, Y, classes)
         return self
 
@@ -422,8 +426,7 @@ class Network:
         c = 1.0 / passes if fraction is None else fraction
         start = time.perf_counter()
         with self._atomic():
-            for attr in self._FITTED:
-                self.__dict__.pop(attr, None)
+            self._forget()
             for k in range(passes):
                 self.partial_fit(
                     X,
