@@ -111,63 +111,42 @@ def run_models(name: str, seed: int, test_fraction: float) -> list[dict]:
             {"dataset": name, "seed": seed, "model": model_name, "fit_s": seconds, **score, **extra}
         )
 
-    if task == "regression":
-        net, t = timed(lambda: BayesLayersRegressor(hidden, random_state=seed).fit(Xtr, ytr))
-        add(
-            "bayeslayers",
-            regression_scores(yte, *net.predict(Xte, return_std=True)),
-            t,
-            log_evidence_per_row=net.network_.log_evidence_ / len(Xtr)
-            if hasattr(net.network_, "log_evidence_")
-            else float("nan"),
+    regression = task == "regression"
+    classes = None if regression else np.unique(ytr)
+
+    def score(model, X):
+        """The task's scores of a fitted model; an MLP's sd is its training residual sd."""
+        if not regression:
+            return classification_scores(yte, model.predict_proba(X), classes)
+        if isinstance(model, MLPRegressor):
+            sd = np.full(len(yte), np.std(ytr - model.predict(Str)))
+            return regression_scores(yte, model.predict(X), sd)
+        return regression_scores(yte, *model.predict(X, return_std=True))
+
+    Estimator = BayesLayersRegressor if regression else BayesLayersClassifier
+    net, t = timed(lambda: Estimator(hidden, random_state=seed).fit(Xtr, ytr))
+    evidence = {"log_evidence_per_row": net.network_.log_evidence_ / len(Xtr)}
+    add("bayeslayers", score(net, Xte), t, **(evidence if regression else {}))
+    # the fixed-hyperparameter path; classifiers also fix the one-hot head's noise memory/prior
+    head = "gaussian" if regression else heads.OneHot(noise_memory=None, prior_evidence=False)
+    fixed, t = timed(
+        lambda: Estimator(hidden, head=head, random_state=seed, noise=1.0, hidden_noise=1.0).fit(
+            Xtr, ytr
         )
-        fixed, t = timed(
-            lambda: BayesLayersRegressor(
-                hidden, random_state=seed, noise=1.0, hidden_noise=1.0
-            ).fit(Xtr, ytr)
+    )
+    add("fixed", score(fixed, Xte), t)
+    MLP = MLPRegressor if regression else MLPClassifier
+    for label, kwargs in (
+        ("mlp-1epoch", {"batch_size": 1, "max_iter": 1}),
+        ("mlp-converged", {"max_iter": 2000, "tol": 1e-6, "n_iter_no_change": 20}),
+    ):
+        mlp, t = timed(
+            lambda kw=kwargs: MLP(hidden_layer_sizes=hidden, random_state=seed, **kw).fit(Str, ytr)
         )
-        add("fixed", regression_scores(yte, *fixed.predict(Xte, return_std=True)), t)
-        for label, kwargs in (
-            ("mlp-1epoch", {"batch_size": 1, "max_iter": 1}),
-            ("mlp-converged", {"max_iter": 2000, "tol": 1e-6, "n_iter_no_change": 20}),
-        ):
-            mlp, t = timed(
-                lambda kw=kwargs: MLPRegressor(
-                    hidden_layer_sizes=hidden, random_state=seed, **kw
-                ).fit(Str, ytr)
-            )
-            sd = np.full(len(yte), np.std(ytr - mlp.predict(Str)))
-            add(label, regression_scores(yte, mlp.predict(Ste), sd), t, n_iter=mlp.n_iter_)
-        br, t = timed(lambda: BayesianRidge().fit(Str, ytr))
-        add("linear", regression_scores(yte, *br.predict(Ste, return_std=True)), t)
-    else:
-        classes = np.unique(ytr)
-        net, t = timed(lambda: BayesLayersClassifier(hidden, random_state=seed).fit(Xtr, ytr))
-        add("bayeslayers", classification_scores(yte, net.predict_proba(Xte), classes), t)
-        plain = heads.OneHot(noise_memory=None, prior_evidence=False)
-        fixed, t = timed(
-            lambda: BayesLayersClassifier(
-                hidden, head=plain, random_state=seed, noise=1.0, hidden_noise=1.0
-            ).fit(Xtr, ytr)
-        )
-        add("fixed", classification_scores(yte, fixed.predict_proba(Xte), classes), t)
-        for label, kwargs in (
-            ("mlp-1epoch", {"batch_size": 1, "max_iter": 1}),
-            ("mlp-converged", {"max_iter": 2000, "tol": 1e-6, "n_iter_no_change": 20}),
-        ):
-            mlp, t = timed(
-                lambda kw=kwargs: MLPClassifier(
-                    hidden_layer_sizes=hidden, random_state=seed, **kw
-                ).fit(Str, ytr)
-            )
-            add(
-                label,
-                classification_scores(yte, mlp.predict_proba(Ste), classes),
-                t,
-                n_iter=mlp.n_iter_,
-            )
-        lr, t = timed(lambda: LogisticRegression(max_iter=5000).fit(Str, ytr))
-        add("linear", classification_scores(yte, lr.predict_proba(Ste), classes), t)
+        add(label, score(mlp, Ste), t, n_iter=mlp.n_iter_)
+    linear = BayesianRidge() if regression else LogisticRegression(max_iter=5000)
+    linear, t = timed(lambda: linear.fit(Str, ytr))
+    add("linear", score(linear, Ste), t)
     if variant is not None:
         rows.append(run_variant(variant, name, seed, test_fraction))
     return rows
