@@ -1,29 +1,39 @@
 """Every backward strategy at every depth, one pass, against backprop and a random-feature control.
 
-For each dataset, depth (number of equal-width ReLU hidden layers) and seed (the seed draws the
-train/test split and the initialization):
+Everything runs with the library's defaults and nothing but the layer sizes: for each dataset,
+depth (number of equal-width ReLU hidden layers) and seed (the seed draws the train/test split
+and the initialization):
 
-* ``<strategy>``: ``Network(targets=<strategy>)`` for every requested key of
-  ``bayeslayers.propagation.TARGETS``, one pass, the library's defaults plus the per-dataset
-  settings of ``benchmarks/accuracy.py`` (noise 0.01 on the synthetic tasks, hidden biases of
-  spread 0.1 and batch 32 on mnist-5k);
-* ``control``: the hidden layers frozen at their prior mean (the same data-dependent prior as
-  the trained networks, ``Network.initialize``), only the head updated;
+* ``<strategy>``: ``BayesLayersRegressor`` / ``BayesLayersClassifier`` with
+  ``hidden=(width,) * depth``, ``random_state=seed`` and ``targets=<strategy>`` for every
+  requested key of ``bayeslayers.propagation.TARGETS``, on the data in its own units (the
+  estimator's own standardization, ``batch_size="auto"``, learned noises, ``init="samples"``,
+  ``covariance="auto"``, one pass);
+* ``control``: the same network with its hidden layers frozen at their initialization
+  (``Network.initialize`` on the estimator's standardized inputs and targets, the defaults of
+  ``Network``); only a default head is trained, on those frozen features, at the same batch size;
 * ``mlp-1epoch``: scikit-learn's MLP with the same hidden sizes, batch size 1, one epoch;
 * ``mlp-converged``: the same MLP with its defaults until convergence (at most 500 epochs).
+  The MLPs see the inputs scikit-learn recommends: standardized features, MNIST's pixels in
+  ``[0, 1]``.
 
 Metrics on the test split: accuracy, NLL and ECE (15 bins) for classification; RMSE, Gaussian
 NLL and the coverage of the central 90 % interval for regression (the MLP gives no predictive
-spread: RMSE only). Per-sample cost is the ``fit`` time divided by the training rows. Mean and
-standard deviation over seeds are printed as a Markdown table and written with every run to JSON.
+spread: RMSE only), and on the synthetic tasks the RMSE against the noise-free function
+(``rmse_f``, whose floor is 0, where the test RMSE's is the noise). Per-sample cost is the
+``fit`` time divided by the training rows. The printed report holds mean and standard
+deviation over seeds, and the paired differences (mean and standard error over seeds, same
+splits) of every strategy against the control and against ``min_norm``; every run goes to JSON
+with the library's commit.
 
-Run ``OPENBLAS_NUM_THREADS=1 python benchmarks/depth.py --seeds 3`` or see ``--help``.
+Run ``OPENBLAS_NUM_THREADS=1 python benchmarks/depth.py --seeds 5`` or see ``--help``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 import warnings
@@ -34,7 +44,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
 from bayeslayers import Network, engine, heads, layers
-from bayeslayers.datasets import load_dataset
+from bayeslayers.datasets import DATASETS, load_dataset
 from bayeslayers.metrics import (
     central_interval,
     ece,
@@ -44,19 +54,14 @@ from bayeslayers.metrics import (
     rmse,
 )
 from bayeslayers.propagation import TARGETS
+from bayeslayers.sklearn import BayesLayersClassifier, BayesLayersRegressor, auto_batch_size
 
-#: Per dataset: hidden width, batch size, Network keywords, whether to standardize the inputs.
-SETUPS = {
-    "sine-1d": {"width": 50, "batch": 1, "net": {"noise": 0.01}},
-    "wave-2d": {"width": 50, "batch": 1, "net": {"noise": 0.01}},
-    "digits": {"width": 100, "batch": 1, "net": {}},
-    "mnist-5k": {"width": 100, "batch": 32, "net": {"bias_spread": 0.1}, "standardize": False},
-}
-METRICS = ("accuracy", "rmse", "nll", "ece", "coverage90", "us_per_sample")
-
-
-def head_for(task: str):
-    return heads.OneHot() if task == "classification" else heads.Gaussian()
+#: Hidden width per dataset (the only size given; everything else is a default).
+WIDTHS = {"sine-1d": 50, "wave-2d": 50, "digits": 100, "mnist-5k": 100}
+#: Datasets whose MLP inputs stay in their units (MNIST's pixels, already in [0, 1]).
+RAW_FOR_MLP = ("mnist-5k",)
+CONTROL = "control (random features)"
+METRICS = ("accuracy", "rmse", "rmse_f", "nll", "ece", "coverage90", "us_per_sample")
 
 
 def classification(y, proba, classes) -> dict:
@@ -68,73 +73,119 @@ def classification(y, proba, classes) -> dict:
     }
 
 
-def regression(y, mean, std=None) -> dict:
+def regression(y, mean, std=None, truth=None) -> dict:
     scores = {"rmse": rmse(y, mean)}
+    if truth is not None:
+        scores["rmse_f"] = rmse(truth, mean)
     if std is not None:
         scores["nll"] = nll_gaussian(y, mean, std)
         scores["coverage90"] = interval_coverage(y, *central_interval(mean, std, 0.9))
     return scores
 
 
-def score(net: Network, X, y, task) -> dict:
-    if task == "classification":
-        return classification(y, net.predict_proba(X), net.classes_)
-    mean, var = net.predict_moments(X)
-    return regression(y, mean[:, 0], np.sqrt(var[:, 0]))
+class Split:
+    """One seed's split: the data in its units for the library, and the MLP's inputs."""
+
+    def __init__(self, name: str, seed: int, n_samples: int | None, noise_sd: float) -> None:
+        data = load_dataset(
+            name,
+            seed=seed,
+            n_samples=n_samples,
+            noise_sd=noise_sd,
+            standardize=name not in RAW_FOR_MLP,
+        )
+        self.task = data.task
+        self.X_train, self.X_test = (
+            data.unstandardize(data.X_train),
+            data.unstandardize(data.X_test),
+        )
+        self.mlp_train, self.mlp_test = data.X_train, data.X_test
+        self.y_train, self.y_test = data.y_train, data.y_test
+        truth = DATASETS[name].truth
+        self.truth = None if truth is None else truth(self.X_test)
+
+    def score(self, predict, classes=None, proba=None) -> dict:
+        if self.task == "classification":
+            return classification(self.y_test, proba, classes)
+        return regression(self.y_test, *predict, truth=self.truth)
 
 
-def timed_fit(model, X, y, **kwargs) -> float:
+def timed_fit(model, X, y) -> float:
     start = time.perf_counter()
-    model.fit(X, y, **kwargs)
+    model.fit(X, y)
     return time.perf_counter() - start
 
 
-def run_strategy(data, setup, depth, targets, seed) -> dict:
-    hidden = [layers.ReLU(setup["width"]) for _ in range(depth)]
-    net = Network(hidden, head=head_for(data.task), targets=targets, seed=seed, **setup["net"])
-    elapsed = timed_fit(net, data.X_train, data.y_train, batch_size=setup["batch"])
-    scores = score(net, data.X_test, data.y_test, data.task)
-    return {"us_per_sample": 1e6 * elapsed / len(data.X_train), **scores, **health(net, data)}
+def run_strategy(split: Split, width: int, depth: int, targets: str, seed: int) -> dict:
+    """The estimator with its defaults; also returns it (its scaling serves the control)."""
+    kind = BayesLayersClassifier if split.task == "classification" else BayesLayersRegressor
+    est = kind(hidden=(width,) * depth, random_state=seed, targets=targets)
+    elapsed = timed_fit(est, split.X_train, split.y_train)
+    if split.task == "classification":
+        scores = split.score(None, est.classes_, est.predict_proba(split.X_test))
+    else:
+        scores = split.score(est.predict(split.X_test, return_std=True))
+    X_test = (split.X_test - est.x_mean_) / est.x_scale_
+    return {
+        "us_per_sample": 1e6 * elapsed / len(split.X_train),
+        **scores,
+        **health(est.network_, X_test),
+    }, est
 
 
-def health(net: Network, data) -> dict:
-    """Finite posteriors, and the fewest units of any layer active on the test inputs."""
+def health(net: Network, X) -> dict:
+    """Finite posteriors, and the fewest units of any layer active on the inputs ``X``."""
     finite = all(np.isfinite(p.mean).all() and np.isfinite(p.cov).all() for p in net.posteriors_)
-    _, trace = engine.forward(net.spec, net.posteriors_, data.X_test)
-    alive = min(int((t.g != 0).any(axis=0).sum()) for t in trace)
+    _, trace = engine.forward(net.spec, net.posteriors_, X)
+    alive = min((int((t.g != 0).any(axis=0).sum()) for t in trace), default=0)
     return {"finite": bool(finite), "min_alive_units": alive}
 
 
-def run_control(data, setup, depth, seed) -> dict:
-    """Hidden layers frozen at the prior mean of the trained networks; only the head trained."""
-    hidden = [layers.ReLU(setup["width"]) for _ in range(depth)]
-    prior = Network(hidden, head=head_for(data.task), seed=seed, **setup["net"])
-    prior.initialize(data.X_train, data.y_train)
-    F_train, F_test = (
-        engine.forward(prior.spec, prior.posteriors_, X)[0][:, :-1]
-        for X in (data.X_train, data.X_test)
+def run_control(split: Split, width: int, depth: int, seed: int, scaled) -> dict:
+    """Hidden layers frozen at their initialization; only a default head trained.
+
+    ``scaled`` is a fitted estimator of the same split: its standardization (statistics of
+    the training split only) is applied, as the estimator applies it to its own network.
+    """
+    regression_task = split.task == "regression"
+    head = heads.Gaussian if regression_task else heads.OneHot
+    X_train, X_test = (
+        (X - scaled.x_mean_) / scaled.x_scale_ for X in (split.X_train, split.X_test)
     )
-    net = Network([], head=head_for(data.task), seed=seed, **setup["net"])
-    elapsed = timed_fit(net, F_train, data.y_train, batch_size=setup["batch"])
-    return {
-        "us_per_sample": 1e6 * elapsed / len(F_train),
-        **score(net, F_test, data.y_test, data.task),
-    }
+    y_train = split.y_train
+    if regression_task:
+        y_train = (y_train - scaled.y_mean_) / scaled.y_scale_
+    start = time.perf_counter()
+    prior = Network([layers.ReLU(width) for _ in range(depth)], head(), seed=seed)
+    prior.initialize(X_train, y_train)
+    F_train, F_test = (
+        engine.forward(prior.spec, prior.posteriors_, X)[0][:, :-1] for X in (X_train, X_test)
+    )
+    net = Network([], head(), seed=seed)
+    net.fit(F_train, y_train, batch_size=auto_batch_size(len(F_train)), shuffle=True)
+    elapsed = time.perf_counter() - start
+    if regression_task:
+        mean, std = net.predict(F_test, return_std=True)
+        scale = np.squeeze(scaled.y_scale_)
+        scores = split.score((mean * scale + np.squeeze(scaled.y_mean_), std * scale))
+    else:
+        scores = split.score(None, net.classes_, net.predict_proba(F_test))
+    return {"us_per_sample": 1e6 * elapsed / len(F_train), **scores}
 
 
-def run_mlp(data, setup, depth, seed, converged: bool) -> dict:
-    cls = MLPClassifier if data.task == "classification" else MLPRegressor
-    model = cls(hidden_layer_sizes=(setup["width"],) * depth, random_state=seed, max_iter=500)
+def run_mlp(split: Split, width: int, depth: int, seed: int, converged: bool) -> dict:
+    cls = MLPClassifier if split.task == "classification" else MLPRegressor
+    model = cls(hidden_layer_sizes=(width,) * depth, random_state=seed, max_iter=500)
     if not converged:
         model.set_params(batch_size=1, max_iter=1, shuffle=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        elapsed = timed_fit(model, data.X_train, data.y_train)
-    if data.task == "classification":
-        scores = classification(data.y_test, model.predict_proba(data.X_test), model.classes_)
+        elapsed = timed_fit(model, split.mlp_train, split.y_train)
+    if split.task == "classification":
+        scores = split.score(None, model.classes_, model.predict_proba(split.mlp_test))
     else:
-        scores = regression(data.y_test, model.predict(data.X_test))
-    return {"us_per_sample": 1e6 * elapsed / len(data.X_train), **scores}
+        scores = split.score((model.predict(split.mlp_test),))
+    return {"us_per_sample": 1e6 * elapsed / len(split.mlp_train), **scores}
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -156,34 +207,14 @@ def summarize(runs: list[dict]) -> list[dict]:
     return table
 
 
-def markdown(table: list[dict]) -> str:
-    lines = [
-        "| dataset | depth | model | seeds | accuracy / RMSE | NLL | ECE / 90 % cov. "
-        "| µs / sample | finite, min. live units |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in table:
-        cells = []
-        for metrics, fmt in (
-            (("accuracy", "rmse"), None),
-            (("nll",), ".3f"),
-            (("ece", "coverage90"), ".3f"),
-            (("us_per_sample",), ".0f"),
-        ):
-            cell = ""
-            for metric in metrics:
-                if metric in row:
-                    mean, sd = row[metric]
-                    f = fmt or (".2%" if metric == "accuracy" else ".4f")
-                    cell = f"{mean:{f}} ± {sd:{f}}"
-            cells.append(cell)
-        health = f"{row['stable']}, {row['min_alive_units']}" if "stable" in row else ""
-        lines.append(
-            f"| {row['dataset']} | {row['depth']} | {row['model']} | {row['seeds']} | "
-            + " | ".join(cells)
-            + f" | {health} |"
-        )
-    return "\n".join(lines)
+def fmt(metric: str, signed: bool = False) -> str:
+    if metric == "accuracy":
+        return "+.2%" if signed else ".2%"
+    if metric == "us_per_sample":
+        return ".0f"
+    if metric in ("rmse", "rmse_f"):
+        return "+.4f" if signed else ".4f"
+    return "+.3f" if signed else ".3f"
 
 
 def wide(table: list[dict], metrics: tuple[str, ...], models: list[str]) -> str:
@@ -201,28 +232,35 @@ def wide(table: list[dict], metrics: tuple[str, ...], models: list[str]) -> str:
                 out.append("")
                 continue
             mean, sd = row[metric]
-            f = ".2%" if metric == "accuracy" else ".0f" if metric == "us_per_sample" else ".4f"
-            if metric in ("nll", "ece", "coverage90"):
-                f = ".3f"
-            out.append(f"{mean:{f}} ± {sd:{f}}")
-        lines.append(f"| {dataset} | {depth} | " + " | ".join(out) + " |")
+            out.append(f"{mean:{fmt(metric)}} ± {sd:{fmt(metric)}}")
+        if any(out):
+            lines.append(f"| {dataset} | {depth} | " + " | ".join(out) + " |")
     return "\n".join(lines)
 
 
-def paired(runs: list[dict], model: str, reference: str = "min_norm") -> str:
+def paired(runs: list[dict], model: str, reference: str) -> str:
     """Per (dataset, depth): mean ± standard error over seeds of ``model - reference``."""
     keyed = {(r["dataset"], r["depth"], r["model"], r["seed"]): r for r in runs}
     lines = [
-        f"| dataset | depth | accuracy / RMSE, {model} - {reference} | NLL |",
-        "|---|---|---|---|",
+        f"| dataset | depth | seeds | accuracy / RMSE, {model} - {reference} | RMSE to f | NLL |",
+        "|---|---|---|---|---|---|",
     ]
-    seen = sorted({(r["dataset"], r["depth"], r["seed"]) for r in runs if r["model"] == model})
+    seen = sorted(
+        {
+            (r["dataset"], r["depth"], r["seed"])
+            for r in runs
+            if r["model"] == model and (r["dataset"], r["depth"], reference, r["seed"]) in keyed
+        }
+    )
     for dataset, depth in dict.fromkeys((d, k) for d, k, _ in seen):
         seeds = [s for d, k, s in seen if (d, k) == (dataset, depth)]
         out = []
-        for metrics in (("accuracy", "rmse"), ("nll",)):
+        for metrics in (("accuracy", "rmse"), ("rmse_f",), ("nll",)):
             first = keyed[(dataset, depth, model, seeds[0])]
-            metric = next(m for m in metrics if m in first)
+            metric = next((m for m in metrics if m in first), None)
+            if metric is None:
+                out.append("")
+                continue
             diff = np.array(
                 [
                     keyed[(dataset, depth, model, s)][metric]
@@ -231,10 +269,8 @@ def paired(runs: list[dict], model: str, reference: str = "min_norm") -> str:
                 ]
             )
             se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-            f = "+.2%" if metric == "accuracy" else "+.4f"
-            g = ".2%" if metric == "accuracy" else ".4f"
-            out.append(f"{diff.mean():{f}} ± {se:{g}}")
-        lines.append(f"| {dataset} | {depth} | " + " | ".join(out) + " |")
+            out.append(f"{diff.mean():{fmt(metric, True)}} ± {se:{fmt(metric)}}")
+        lines.append(f"| {dataset} | {depth} | {len(seeds)} | " + " | ".join(out) + " |")
     return "\n".join(lines)
 
 
@@ -243,69 +279,94 @@ def report(runs: list[dict]) -> str:
     table = summarize(runs)
     models = list(dict.fromkeys(r["model"] for r in runs))
     strategies = [m for m in models if m in TARGETS]
+    spread = [m for m in models if not m.startswith("mlp")]
     parts = [
         wide(table, ("accuracy", "rmse"), models),
-        wide(table, ("nll",), [m for m in models if not m.startswith("mlp")] + models[-2:]),
-        wide(table, ("ece", "coverage90"), models),
+        wide(table, ("rmse_f",), models),
+        wide(table, ("nll",), [*spread, *(m for m in models if m not in spread)]),
+        wide(table, ("ece", "coverage90"), spread),
         wide(table, ("us_per_sample",), models),
     ]
-    parts += [paired(runs, m) for m in strategies if m != "min_norm"]
+    if CONTROL in models:
+        parts += [paired(runs, m, CONTROL) for m in strategies]
+    if "min_norm" in models:
+        parts += [paired(runs, m, "min_norm") for m in strategies if m != "min_norm"]
     return "\n\n".join(parts)
+
+
+def commit() -> str:
+    """The library's commit, with ``-dirty`` and the changed files when the tree differs."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    changed = git("status", "--porcelain", "--", "bayeslayers").splitlines()
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + (" dirty: " + ", ".join(c[3:] for c in changed) if changed else "")
 
 
 def main(argv=None) -> list[dict]:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=list(SETUPS), choices=list(SETUPS))
+    parser.add_argument("--datasets", nargs="+", default=list(WIDTHS), choices=list(WIDTHS))
     parser.add_argument("--depths", nargs="+", type=int, default=[1, 2, 3, 4])
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--first-seed", type=int, default=0, help="seeds run from here")
+    parser.add_argument("--width", type=int, help="hidden width for every dataset")
     parser.add_argument("--n-samples", type=int, help="a seeded subset of each data set")
+    parser.add_argument(
+        "--noise-sd", type=float, default=0.1, help="noise of the synthetic targets"
+    )
     parser.add_argument("--no-baselines", action="store_true", help="skip MLP and control")
+    parser.add_argument("--no-mlp", action="store_true", help="skip the MLPs (keep the control)")
     parser.add_argument("--no-converged", action="store_true", help="skip the converged MLP")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/depth.json"))
     parser.add_argument(
-        "--report", type=Path, metavar="JSON", help="print the RESULTS tables of a recorded run"
+        "--report", type=Path, nargs="+", metavar="JSON", help="print the tables of recorded runs"
     )
     args = parser.parse_args(argv)
     if args.report:
-        runs = json.loads(args.report.read_text())["runs"]
+        runs = [run for path in args.report for run in json.loads(path.read_text())["runs"]]
         print(report(runs))
         return runs
 
-    runs = []
+    record = {"argv": argv, "commit": commit(), "runs": []}
+    runs = record["runs"]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.datasets:
-        setup = SETUPS[name]
+        width = args.width or WIDTHS[name]
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            data = load_dataset(
-                name,
-                seed=seed,
-                standardize=setup.get("standardize", True),
-                n_samples=args.n_samples,
-            )
+            split = Split(name, seed, args.n_samples, args.noise_sd)
             for depth in args.depths:
-                jobs = [(t, run_strategy, (data, setup, depth, t, seed)) for t in args.targets]
+                results = []
+                for targets in args.targets:
+                    result, fitted = run_strategy(split, width, depth, targets, seed)
+                    results.append((targets, result))
                 if not args.no_baselines:
-                    jobs.append(
-                        ("control (random features)", run_control, (data, setup, depth, seed))
-                    )
-                    jobs.append(
-                        ("mlp-1epoch (batch 1)", run_mlp, (data, setup, depth, seed, False))
+                    results.append((CONTROL, run_control(split, width, depth, seed, fitted)))
+                if not (args.no_baselines or args.no_mlp):
+                    results.append(
+                        ("mlp-1epoch (batch 1)", run_mlp(split, width, depth, seed, False))
                     )
                     if not args.no_converged:
-                        jobs.append(("mlp-converged", run_mlp, (data, setup, depth, seed, True)))
-                for label, func, fargs in jobs:
-                    result = func(*fargs)
+                        results.append(("mlp-converged", run_mlp(split, width, depth, seed, True)))
+                for label, result in results:
                     runs.append(
-                        {"dataset": name, "depth": depth, "model": label, "seed": seed, **result}
+                        {
+                            "dataset": name,
+                            "depth": depth,
+                            "width": width,
+                            "model": label,
+                            "seed": seed,
+                            **result,
+                        }
                     )
                     print(json.dumps(runs[-1]), flush=True)
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(json.dumps({"argv": argv, "runs": runs}, indent=1))
-    table = summarize(runs)
-    print(markdown(table))
-    args.out.write_text(json.dumps({"argv": argv, "runs": runs, "table": table}, indent=1))
+                args.out.write_text(json.dumps(record, indent=1))
+    print(report(runs))
     return runs
 
 
