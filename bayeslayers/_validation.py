@@ -185,3 +185,43 @@ def check_labels(y, n_samples: int, name: str = "y") -> np.ndarray:
     elif arr.dtype == object or np.iscomplexobj(arr):
         raise TypeError(f"{name} must hold integer, string or boolean labels, got {arr.dtype}")
     return arr
+
+
+def check_classes(y, fitted: np.ndarray | None, classes=None) -> tuple[np.ndarray, np.ndarray]:
+    """The class labels of a classifier and each row's index among them.
+
+    Parameters
+    ----------
+    y : ndarray
+        Checked labels of the rows (:func:`check_labels`).
+    fitted : ndarray or None
+        The classes a fitted network already knows; ``None`` on the first call, where they
+        are ``classes`` (if given) or the labels seen in ``y``.
+    classes : array-like, optional
+        Every class label, as the caller declares them.
+
+    Returns
+    -------
+    (ndarray, ndarray)
+        The sorted class labels and the index of each row's label among them.
+    """
+    if fitted is None:
+        known = np.unique(y) if classes is None else np.unique(np.asarray(classes))
+        if len(known) < 2:
+            raise ValueError(f"a classifier needs at least 2 classes, got {known.tolist()}")
+    else:
+        known = fitted
+        if classes is not None:
+            given = np.unique(check_labels(classes, len(classes), "classes"))
+            if not np.array_equal(given, fitted):
+                raise ValueError(
+                    f"classes={given.tolist()} differs from the classes "
+                    f"{fitted.tolist()} this network was first fitted with"
+                )
+    unseen = np.setdiff1d(np.unique(y), known)
+    if unseen.size:
+        raise ValueError(
+            f"y contains labels {unseen.tolist()} not among the classes "
+            f"{known.tolist()} (pass classes= to the first partial_fit)"
+        )
+    return known, np.searchsorted(known, y)

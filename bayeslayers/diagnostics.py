@@ -243,9 +243,32 @@ def to_inference_data(
             ll.append(chunk_ll)
         pp.append(chunk_pp)
 
+    variables, coords = _variables(net, groups, names, (posts, kept, rows, cols), obs, pp, ll)
+    attrs = {
+        "inference_library": "bayeslayers",
+        "head": net.head.kind,
+        "covariance": [p.structure for p in posts],
+        "n_draws": n_draws,
+        "chains": chains,
+        "hidden": hidden,
+    }
+    if net.head.is_classifier:
+        attrs["classes"] = [str(c) for c in net.classes_]
+    return _assemble(variables, coords, attrs, chains)
+
+
+def _variables(net, groups, names, kept_draws, obs, pp, ll) -> tuple[dict, dict[str, Any]]:
+    """The export's variables per group and their coordinates.
+
+    ``kept_draws`` is ``(posts, kept, rows, cols)``: the posteriors, the kept weight draws
+    and the rows and columns kept of each; ``pp`` and ``ll`` the chunks of predictive draws
+    and pointwise log likelihoods.
+    """
+    posts, kept, rows, cols = kept_draws
+    n = pp[0].shape[1]
     coords: dict[str, Any] = {"obs": np.arange(n)}
     variables: dict[str, dict[str, tuple[tuple[str, ...], np.ndarray]]] = {}
-    if var_names:
+    if kept:
         variables["posterior"] = _posterior_group(net, names, posts, kept, rows, cols, coords)
     y_dims: tuple[str, ...] = ("obs",)
     multi = not net.head.is_classifier and net.n_outputs_ > 1
@@ -259,17 +282,7 @@ def to_inference_data(
         variables["log_likelihood"] = {"y": (("obs",), np.concatenate(ll))}
     if "observed_data" in groups and obs is not None:  # checked above: the group needs y
         variables["observed_data"] = {"y": (y_dims, obs.squeeze(squeeze))}
-    attrs = {
-        "inference_library": "bayeslayers",
-        "head": net.head.kind,
-        "covariance": [p.structure for p in posts],
-        "n_draws": n_draws,
-        "chains": chains,
-        "hidden": hidden,
-    }
-    if net.head.is_classifier:
-        attrs["classes"] = [str(c) for c in net.classes_]
-    return _assemble(variables, coords, attrs, chains)
+    return variables, coords
 
 
 def _posterior_group(net, names, posts, kept, rows, cols, coords) -> dict:

@@ -18,41 +18,64 @@ head. How the hidden layers' weight uncertainty enters is chosen by ``hidden``:
 
 With a learned noise a regression head's predictive is Student-t with :math:`\nu` degrees of
 freedom (``head.dof``); :func:`moments` then returns its variance, the squared scale times
-:math:`\nu / (\nu - 2)`, and :func:`quantiles` its quantiles (for ``"sample"``, the mixture's
-components stay Gaussian).
+:math:`\nu / (\nu - 2)`, and :func:`predictive_quantiles` its quantiles (for ``"sample"``,
+the mixture's components stay Gaussian).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.special import ndtr, ndtri, stdtrit
 
 from bayeslayers import conjugate
-from bayeslayers._validation import check_count
+from bayeslayers._validation import check_count, check_features
 from bayeslayers.engine import NetSpec, NetState, forward, with_bias
+from bayeslayers.heads import Head
 
 __all__ = [
     "HIDDEN",
+    "PredictiveMixin",
     "check_hidden",
+    "check_quantiles",
     "head_inputs",
     "linearized_moments",
     "mixture_quantiles",
     "moments",
+    "predictive_quantiles",
     "proba",
-    "quantiles",
     "student_t_factor",
 ]
 
 HIDDEN = ("linearized", "mean", "sample")
 
 
-def check_hidden(hidden: str, n_samples) -> int:
-    """Validate ``hidden`` and ``n_samples``; return the number of draws (0 unless sampling)."""
+def check_hidden(hidden: str, n_samples: int | None) -> int:
+    """Validate ``hidden`` and ``n_samples``; return the number of draws (0 unless sampling).
+
+    ``n_samples`` is the number of draws of ``hidden="sample"`` (100 if omitted) and an
+    error with any other ``hidden``, where it would mean nothing.
+    """
     if hidden not in HIDDEN:
         raise ValueError(f"hidden must be one of {HIDDEN}, got {hidden!r}")
-    count = check_count(n_samples, "n_samples")
-    assert count is not None
+    if n_samples is not None and hidden != "sample":
+        raise ValueError(
+            f"n_samples is the number of draws of hidden='sample', "
+            f"but hidden={hidden!r}: drop n_samples or pass hidden='sample'"
+        )
+    count = check_count(100 if n_samples is None else n_samples, "n_samples")
     return count if hidden == "sample" else 0
+
+
+def check_quantiles(quantiles) -> np.ndarray:
+    """``quantiles`` as a float array, or a ``ValueError`` unless a 1-D sequence in (0, 1)."""
+    q = np.asarray(quantiles, dtype=np.float64)
+    if q.ndim != 1 or q.size == 0 or not np.all((q > 0) & (q < 1)):
+        raise ValueError(
+            f"quantiles must be a 1-D sequence of numbers in (0, 1), got {quantiles!r}"
+        )
+    return q
 
 
 def head_inputs(
@@ -139,7 +162,7 @@ def proba(
     return spec.head.proba(state.head, head_inputs(spec, state, X, n_samples, seed)).mean(axis=0)
 
 
-def quantiles(
+def predictive_quantiles(
     spec: NetSpec,
     state: NetState,
     X: np.ndarray,
@@ -181,3 +204,118 @@ def mixture_quantiles(mean: np.ndarray, sd: np.ndarray, q: np.ndarray) -> np.nda
         lo = np.where(below, mid, lo)
         hi = np.where(below, hi, mid)
     return 0.5 * (lo + hi)
+
+
+class PredictiveMixin:
+    """The prediction methods of a fitted :class:`~bayeslayers.network.Network`.
+
+    They validate their arguments, then call this module's functions on the network's
+    ``spec`` and ``state``.
+    """
+
+    head: Head
+    dtype: str
+    seed: int
+    n_features_in_: int
+    n_outputs_: int
+    classes_: np.ndarray
+    posteriors_: list[conjugate.WeightPosterior]
+    head_state_: Any
+
+    if TYPE_CHECKING:
+
+        @property
+        def is_fitted(self) -> bool: ...
+        @property
+        def spec(self) -> NetSpec: ...
+        @property
+        def state(self) -> NetState: ...
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise RuntimeError("this Network is not fitted yet: call fit or partial_fit first")
+
+    def _prepare(self, X, hidden: str, n_samples) -> tuple[np.ndarray, int]:
+        """Checked features and number of draws for a prediction (before any work)."""
+        self._check_fitted()
+        draws = check_hidden(hidden, n_samples)
+        return check_features(X, self.n_features_in_, self.dtype), draws
+
+    def _output(self, a: np.ndarray) -> np.ndarray:
+        return a[..., 0] if self.n_outputs_ == 1 else a
+
+    def predict_moments(
+        self, X, *, hidden: str = "linearized", n_samples: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Predictive mean and variance ``(n, k)`` of the head's linear predictor.
+
+        The head's weights (and, for regression, the noise) are integrated analytically; the
+        hidden layers' weights as ``hidden`` says (:mod:`bayeslayers.predictive`:
+        ``"linearized"``, ``"mean"`` or ``"sample"`` with ``n_samples`` draws, 100 if
+        omitted).
+        """
+        X, draws = self._prepare(X, hidden, n_samples)
+        return moments(self.spec, self.state, X, hidden, draws, self.seed)
+
+    def predict(
+        self,
+        X,
+        *,
+        return_std: bool = False,
+        hidden: str = "linearized",
+        n_samples: int | None = None,
+    ):
+        """Posterior-mean prediction; class labels for a classification head.
+
+        With ``return_std=True`` (regression) also returns the predictive standard deviation:
+        weight uncertainty of every layer plus the observation noise (``hidden`` and
+        ``n_samples`` as in :meth:`predict_moments`).
+        """
+        self._check_fitted()
+        if self.head.is_classifier:
+            if return_std:
+                raise ValueError("return_std is for regression heads; use predict_proba")
+            return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        if hidden == "sample" and not return_std:
+            raise ValueError(
+                "hidden='sample' applies with return_std=True; the point prediction is the "
+                "forward pass at the posterior means (predict_moments gives the sampled mean)"
+            )
+        X, draws = self._prepare(X, hidden, n_samples)
+        if return_std:
+            mean, var = moments(self.spec, self.state, X, hidden, draws, self.seed)
+            return self._output(mean), self._output(np.sqrt(var))
+        xh, _ = forward(self.spec, self.posteriors_, X)
+        return self._output(xh @ self.head_state_.post.mean)
+
+    def predict_proba(self, X, *, hidden: str = "mean", n_samples: int | None = None):
+        """Class probabilities ``(n, n_classes)``.
+
+        The head integrates its own weight uncertainty; the hidden layers' weights enter as
+        ``hidden`` says (``"mean"``, the default, ``"linearized"`` or ``"sample"``).
+        """
+        self._check_fitted()
+        if not self.head.is_classifier:
+            raise AttributeError(f"predict_proba needs a classification head, not {self.head!r}")
+        X, draws = self._prepare(X, hidden, n_samples)
+        return proba(self.spec, self.state, X, hidden, draws, self.seed)
+
+    def predict_quantiles(
+        self,
+        X,
+        quantiles=(0.05, 0.5, 0.95),
+        *,
+        hidden: str = "linearized",
+        n_samples: int | None = None,
+    ) -> np.ndarray:
+        """Quantiles ``(len(quantiles), n[, k])`` of the predictive distribution (regression).
+
+        See :func:`predictive_quantiles` for ``hidden`` and ``n_samples``.
+        """
+        self._check_fitted()
+        if self.head.is_classifier:
+            raise AttributeError(f"predict_quantiles needs a regression head, not {self.head!r}")
+        q = check_quantiles(quantiles)
+        X, draws = self._prepare(X, hidden, n_samples)
+        out = predictive_quantiles(self.spec, self.state, X, q, hidden, draws, self.seed)
+        return self._output(out)
