@@ -300,10 +300,10 @@ def commit() -> str:
 
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-        return out.stdout.strip()
+        return out.stdout
 
     changed = git("status", "--porcelain", "--", "bayeslayers").splitlines()
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    head = git("rev-parse", "--short", "HEAD").strip() or "unknown"
     return head + (" dirty: " + ", ".join(c[3:] for c in changed) if changed else "")
 
 
