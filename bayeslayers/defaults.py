@@ -10,6 +10,8 @@ call's data, never on labels:
   regression head, :data:`CLASSIFIER_HIDDEN_NOISE` under a classification head, whose
   residuals are structural misfit of the link rather than noise (calibrated on them, the
   pseudo-noise makes the hidden layers overfit);
+* :func:`sweeps` -- ``sweeps="auto"``: two relinearized backward passes of the hidden
+  layers on a batch of several rows, one on a single row;
 * :func:`check_params` -- every constructor parameter, with a message naming it.
 """
 
@@ -28,6 +30,7 @@ __all__ = [
     "check_params",
     "hidden_noise",
     "structure",
+    "sweeps",
 ]
 
 #: ``covariance="auto"``: widest design row (inputs plus bias) given per-unit covariances;
@@ -54,6 +57,21 @@ def hidden_noise(value: float | None, head: Head) -> float | None:
     return CLASSIFIER_HIDDEN_NOISE if head.is_classifier else None
 
 
+def sweeps(value: int | str, n_rows: int) -> int:
+    r"""Backward passes of the hidden layers on a batch of ``n_rows`` rows.
+
+    ``"auto"``: 2 for a batch of several rows, 1 for a single row. A joint update on several
+    rows does not meet each row's target (their corrections interfere through the shared
+    weights), and a second pass relinearized at the updated means aims at what the first
+    left. On a single row the relinearized pass finds nearly the same targets (only slopes
+    that flip and the layers below move them), so the two tempered halves add up to about
+    the one update, at twice the cost.
+    """
+    if value == "auto":
+        return 1 if n_rows <= 1 else 2
+    return int(value)
+
+
 def check_params(layers: Sequence, head, params: dict) -> None:
     """Check ``Network``'s parameters before any work (TypeError / ValueError naming each)."""
     for i, layer in enumerate(layers):
@@ -78,6 +96,7 @@ def check_params(layers: Sequence, head, params: dict) -> None:
     check_count(params["blas_threads"], "blas_threads", allow_none=True)
     if params["init"] not in ("samples", "he"):
         raise ValueError(f"init must be 'samples' or 'he', got {params['init']!r}")
-    check_count(params["sweeps"], "sweeps")
+    if params["sweeps"] != "auto":
+        check_count(params["sweeps"], "sweeps")
     if params["dtype"] not in ("float64", "float32"):
         raise ValueError(f"dtype must be 'float64' or 'float32', got {params['dtype']!r}")

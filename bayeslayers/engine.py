@@ -24,6 +24,8 @@ is a thin shell around them (validation, atomicity, progress, the scikit-learn s
      :math:`e = h^* - (g \circ (x W_{new}) + b)` and the target of the layer below; repeat
      down to the input.
 
+  With ``sweeps`` :math:`k > 1`, steps 3-4 run :math:`k` times, each tempered by
+  :math:`1/k` and relinearized at the updated means (the head is updated once).
   It returns :class:`StepInfo`: every layer's :class:`~bayeslayers.conjugate.UpdateInfo` and
   the largest target correction per layer.
 """
@@ -35,7 +37,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from bayeslayers import conjugate, health, propagation
+from bayeslayers import conjugate, defaults, health, propagation
 from bayeslayers.conjugate import UpdateInfo, WeightPosterior
 from bayeslayers.layers import Layer
 
@@ -139,9 +141,10 @@ class StepInfo(NamedTuple):
     Attributes
     ----------
     layers : tuple of UpdateInfo
-        Each hidden layer's update (input side first).
+        Each hidden layer's update (input side first; summed over the sweeps).
     corrections : tuple of float
-        Largest :math:`|\delta|` of each hidden layer's target correction (input side first).
+        Largest :math:`|\delta|` of each hidden layer's target correction (input side first;
+        over the sweeps).
     log_predictive : float
         :math:`\sum_i \log p(y_i \mid \text{state before the step})`, the batch's
         one-step-ahead log predictive density (the head's ``log_predictive``); summed over a
@@ -189,9 +192,20 @@ def train_step(
     T: np.ndarray,
     fraction: float,
     *,
+    sweeps: int | str = 1,
     overwrite: bool = False,
 ) -> tuple[NetState, StepInfo]:
-    """One training step on a batch ``(X, T)`` (see the module docstring); pure.
+    r"""One training step on a batch ``(X, T)`` (see the module docstring); pure.
+
+    The head is updated once, with the full ``fraction``. The hidden layers then make
+    ``sweeps`` backward passes, each tempered by ``1 / sweeps``: the first from the forward
+    trace of the step, every later one relinearized at the updated means (a new forward
+    pass, new targets from the updated head, slopes and inputs), an iterated extended Kalman
+    filter step for the hidden layers. Within a batch the rows' corrections interfere through
+    the shared weights, so one update does not meet every row's target; each relinearized
+    sweep aims at what the previous ones left. The head sees every row once, so its noise
+    statistics count one-step-ahead residuals only and a model without hidden layers gets
+    the same posterior for every ``sweeps``.
 
     Parameters
     ----------
@@ -203,12 +217,16 @@ def train_step(
         The head's working targets (``head.encode``).
     fraction : float
         Tempering fraction :math:`c` in (0, 1].
+    sweeps : int or "auto"
+        Backward passes of the hidden layers; ``"auto"``: :func:`bayeslayers.defaults.sweeps`
+        of the batch's row count.
     overwrite : bool
         Update the hidden posteriors' arrays in place (the caller owns private copies).
 
     Returns
     -------
     (NetState, StepInfo)
+        The info's layer updates add up over the sweeps; its corrections are the largest.
 
     Raises
     ------
@@ -220,16 +238,53 @@ def train_step(
     log_pred = spec.head.log_predictive(state.head, xh, T)
     with health.named_failure("the head"):
         head_state = spec.head.update(state.head, xh, T, fraction)
+    k = defaults.sweeps(sweeps, len(X))
+    hidden, noise = state.hidden, state.noise
+    infos = [UpdateInfo(0.0, 0.0)] * len(hidden)
+    corrections = [0.0] * len(hidden)
+    for sweep in range(k if hidden else 0):
+        if sweep:
+            xh, trace = forward(spec, hidden, X)
+        # a later sweep owns the arrays of a layer the earlier ones changed
+        owned = [overwrite or p is not q for p, q in zip(hidden, state.hidden, strict=True)]
+        hidden, noise, swept, largest = _backward(
+            spec, head_state, hidden, noise, xh, trace, T, fraction / k, owned
+        )
+        infos = [
+            UpdateInfo(a.n_obs + b.n_obs, a.quad + b.quad)
+            for a, b in zip(infos, swept, strict=True)
+        ]
+        corrections = [max(a, b) for a, b in zip(corrections, largest, strict=True)]
+    names = [f"hidden layer {i}" for i in range(len(hidden))]
+    health.check_posteriors([*hidden, head_state], [*names, "the head"])
+    state = NetState(hidden, head_state, noise)
+    return state, StepInfo(tuple(infos), tuple(corrections), log_pred)
+
+
+def _backward(
+    spec: NetSpec,
+    head_state: Any,
+    hidden: tuple[WeightPosterior, ...],
+    noise: tuple[NoiseState, ...],
+    xh: np.ndarray,
+    trace: tuple[LayerTrace, ...],
+    T: np.ndarray,
+    fraction: float,
+    owned: list[bool],
+) -> tuple[tuple[WeightPosterior, ...], tuple[NoiseState, ...], list[UpdateInfo], list[float]]:
+    """One backward pass from the updated head: every hidden layer's target and update.
+
+    Returns the new posteriors and noise estimates, each layer's ``UpdateInfo`` and its
+    largest target correction; ``owned[i]``: layer ``i``'s arrays may be updated in place.
+    """
     strategy = propagation.check_targets(spec.targets)
-    new = list(state.hidden)
-    noise = list(state.noise)
-    infos: list[UpdateInfo] = [UpdateInfo(0.0, 0.0)] * len(new)
+    new, noises = list(hidden), list(noise)
+    infos = [UpdateInfo(0.0, 0.0)] * len(new)
     corrections = [0.0] * len(new)
-    if new:
-        upper = strategy.start(spec.head, head_state, xh, T, fraction)
+    upper = strategy.start(spec.head, head_state, xh, T, fraction)
     for i in reversed(range(len(spec.layers))):
         x, h, g, b = trace[i]
-        view = propagation.LayerView(x, h, g, b, state.hidden[i])
+        view = propagation.LayerView(x, h, g, b, hidden[i])
         tgt = strategy.target(upper, view, fraction, spec.damping, spec.clip)
         corrections[i] = float(np.abs(tgt.delta).max(initial=0.0))
         slopes, values = g, h + tgt.delta - b
@@ -237,22 +292,19 @@ def train_step(
             slopes, values = g * tgt.weight, values * tgt.weight
         with health.named_failure(f"hidden layer {i}"):
             new[i], infos[i] = conjugate.update(
-                state.hidden[i],
+                hidden[i],
                 x,
                 values,
                 slopes,
-                noise=noise[i].b / noise[i].a,
+                noise=noises[i].b / noises[i].a,
                 fraction=fraction,
-                overwrite=overwrite,
+                overwrite=owned[i],
             )
         if spec.noises[i] is None:
-            noise[i] = learn_noise(noise[i], infos[i], fraction)
+            noises[i] = learn_noise(noises[i], infos[i], fraction)
         if i:
             upper = strategy.down(upper, view, tgt, new[i])
-    names = [f"hidden layer {i}" for i in range(len(new))]
-    health.check_posteriors([*new, head_state], [*names, "the head"])
-    state = NetState(tuple(new), head_state, tuple(noise))
-    return state, StepInfo(tuple(infos), tuple(corrections), log_pred)
+    return tuple(new), tuple(noises), infos, corrections
 
 
 def learn_noise(noise: NoiseState, info: UpdateInfo, fraction: float) -> NoiseState:

@@ -73,10 +73,12 @@ class Network(predictive.PredictiveMixin):
         because one pass moves a random first layer too little. ``"he"``: random He-scaled
         weights that do not look at the data (a stream of ``partial_fit`` calls then equals
         one ``fit``). Deeper layers always use ``"he"``.
-    sweeps : int
-        Updates per batch, each tempered by ``1 / sweeps`` and relinearized at the new means
-        (an iterated extended Kalman filter step); a linear model's posterior is the same for
-        every value.
+    sweeps : int or "auto"
+        Backward passes of the hidden layers per batch, each tempered by ``1 / sweeps`` and
+        relinearized at the new means (an iterated extended Kalman filter step); the head is
+        updated once per batch, so a linear model's posterior is the same for every value.
+        ``"auto"``: 2 on batches of several rows, 1 on single rows
+        (:func:`bayeslayers.defaults.sweeps`).
     seed : int
         Seeds the prior mean, shuffling and posterior sampling.
     dtype : {"float64", "float32"}
@@ -121,7 +123,7 @@ class Network(predictive.PredictiveMixin):
         targets: str = "gauss_newton",
         bias_spread: float = 1.0,
         init: str = "samples",
-        sweeps: int = 1,
+        sweeps: int | str = "auto",
         seed: int = 0,
         dtype: str = "float64",
         blas_threads: int | None = 1,

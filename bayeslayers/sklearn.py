@@ -100,8 +100,9 @@ class _BayesLayersBase(BaseEstimator):
     init : {"he", "samples"}
         Prior mean of the first hidden layer: random He-scaled weights, or centred training
         inputs (see :class:`bayeslayers.Network`).
-    sweeps : int
-        Updates per batch, each tempered by ``1 / sweeps`` (an iterated EKF step).
+    sweeps : int or "auto"
+        Backward passes of the hidden layers per batch, each tempered by ``1 / sweeps`` (an
+        iterated EKF step; see :class:`bayeslayers.Network`).
     targets : {"gauss_newton", "min_norm", "ekf"}
         The backward step (:data:`bayeslayers.propagation.TARGETS`).
     passes : int
@@ -147,7 +148,7 @@ class _BayesLayersBase(BaseEstimator):
         clip: float | None = None,
         bias_spread: float = 1.0,
         init: str = "samples",
-        sweeps: int = 1,
+        sweeps: int | str = "auto",
         targets: str = "gauss_newton",
         passes: int = 1,
         batch_size: int | str = "auto",

@@ -1,8 +1,8 @@
 r"""One pass over the data: the loop that feeds :func:`bayeslayers.engine.train_step`.
 
-A pass visits the rows in ``order``, ``batch_size`` at a time, and makes ``sweeps`` tempered
-updates per batch (each with fraction :math:`c / \text{sweeps}`, relinearized at the new
-means: an iterated extended Kalman filter step). It works on a private copy of the hidden
+A pass visits the rows in ``order``, ``batch_size`` at a time, one
+:func:`bayeslayers.engine.train_step` per batch (the head updated once, the hidden layers in
+``sweeps`` relinearized backward passes). It works on a private copy of the hidden
 posteriors, updated in place, so the caller's state is never touched and a failure anywhere
 leaves it as it was. The pass also sums the prequential log evidence: each batch's log
 predictive density under the state *before* its first update,
@@ -64,7 +64,7 @@ def run_pass(
     order: np.ndarray,
     batch_size: int,
     fraction: float,
-    sweeps: int = 1,
+    sweeps: int | str = 1,
     progress: bool = False,
     on_batch: Callable[[engine.NetState, int], None] | None = None,
 ) -> tuple[engine.NetState, float]:
@@ -82,8 +82,8 @@ def run_pass(
         Rows per update.
     fraction : float
         Tempering fraction :math:`c` of the pass.
-    sweeps : int
-        Updates per batch, each tempered by ``1 / sweeps``.
+    sweeps : int or "auto"
+        Backward passes of the hidden layers per batch (:func:`bayeslayers.engine.train_step`).
     progress : bool
         Show a tqdm progress bar.
     on_batch : callable, optional
@@ -104,12 +104,10 @@ def run_pass(
     log_evidence = 0.0
     for start in starts:
         rows = order[start : start + batch_size]
-        for sweep in range(sweeps):
-            state, info = engine.train_step(
-                spec, state, X[rows], T[rows], fraction / sweeps, overwrite=True
-            )
-            if not sweep:  # the one-step-ahead density: before the batch's first update
-                log_evidence += info.log_predictive
+        state, info = engine.train_step(
+            spec, state, X[rows], T[rows], fraction, sweeps=sweeps, overwrite=True
+        )
+        log_evidence += info.log_predictive  # the one-step-ahead density, before the update
         if on_batch is not None:
             on_batch(state, min(start + batch_size, len(order)))
     return state, log_evidence

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy.stats import multivariate_normal
 
 from bayeslayers import Network, engine, heads, layers
@@ -28,6 +29,32 @@ def test_train_step_is_pure_and_reports_every_layer():
     assert all(i.n_obs > 0 for i in info.layers) and all(c > 0 for c in info.corrections)
     assert np.isfinite(info.log_predictive)
     assert not np.array_equal(new.hidden[0].mean, before[0])
+
+
+def test_sweeps_relinearize_the_hidden_layers_and_update_the_head_once():
+    X, y = sine(60)
+    net = Network([layers.ReLU(8), layers.ReLU(6)]).initialize(X, y)
+    spec, state, T = net.spec, net.state, net.head.encode(y)
+    before = [(p.mean.copy(), p.cov.copy()) for p in state.hidden]
+    one, info1 = engine.train_step(spec, state, X[:10], T[:10], 1.0)
+    two, info2 = engine.train_step(spec, state, X[:10], T[:10], 1.0, sweeps=2)
+    for p, (m, c) in zip(state.hidden, before, strict=True):  # pure with several sweeps too
+        np.testing.assert_array_equal(p.mean, m)
+        np.testing.assert_array_equal(p.cov, c)
+    # the head sees the batch once, from the same forward pass: its state (noise statistics
+    # included) does not depend on the sweeps
+    np.testing.assert_array_equal(two.head.post.mean, one.head.post.mean)
+    assert (two.head.a, two.head.b) == (one.head.a, one.head.b)
+    assert info2.log_predictive == info1.log_predictive
+    # the hidden layers are relinearized: a different fit, the same tempered weight of data
+    assert not np.allclose(two.hidden[0].mean, one.hidden[0].mean)
+    for a, b in zip(info1.layers, info2.layers, strict=True):
+        assert b.n_obs == pytest.approx(a.n_obs, rel=0.5)
+    # "auto" makes two sweeps on a batch of several rows and one on a single row
+    auto, _ = engine.train_step(spec, state, X[:10], T[:10], 1.0, sweeps="auto")
+    np.testing.assert_array_equal(auto.hidden[0].mean, two.hidden[0].mean)
+    single = [engine.train_step(spec, state, X[:1], T[:1], 1.0, sweeps=k)[0] for k in (1, "auto")]
+    np.testing.assert_array_equal(single[0].hidden[0].mean, single[1].hidden[0].mean)
 
 
 def test_learned_noise_has_calibrated_innovations_as_fixed_point():
