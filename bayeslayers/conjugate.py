@@ -223,6 +223,18 @@ class Structure(NamedTuple):
         ``merge(prior, deltas) -> (WeightPosterior, NaturalDelta)``: the prior plus the sum of
         the deltas, back in covariance form, and the result's own delta from the prior (its
         ``quad`` and ``logdet`` recomputed; see :func:`merge`).
+    eig : callable
+        ``eig(post) -> (values, coef, basis)``: the eigenvalues of the covariances,
+        ``(m, D)`` one row per column (or ``(1, D)`` for one covariance shared by every
+        column), each column's mean in its eigenbasis ``(m, D)``, :math:`U_j^\top \mu_j`
+        with :math:`\Sigma_j = U_j \operatorname{diag}(s_j) U_j^\top`, and the basis
+        (opaque, for ``from_eig``).
+    from_eig : callable
+        ``from_eig(post, basis, values, coef) -> WeightPosterior``: the inverse of ``eig``,
+        the posterior with covariances :math:`U_j \operatorname{diag}(s_j) U_j^\top` and means
+        :math:`U_j c_j` (exactly symmetric covariances). With ``eig`` it is what
+        :func:`bayeslayers.evidence.mackay_prior` needs to re-base a posterior on a new prior
+        precision.
     """
 
     name: str
@@ -236,6 +248,10 @@ class Structure(NamedTuple):
     inflate: Callable[[np.ndarray, float, np.ndarray], np.ndarray]
     delta: Callable[[WeightPosterior, WeightPosterior], NaturalDelta]
     merge: Callable[[WeightPosterior, Sequence[NaturalDelta]], tuple[WeightPosterior, NaturalDelta]]
+    eig: Callable[[WeightPosterior], tuple[np.ndarray, np.ndarray, np.ndarray | None]]
+    from_eig: Callable[
+        [WeightPosterior, np.ndarray | None, np.ndarray, np.ndarray], WeightPosterior
+    ]
 
 
 class _Registry(dict[str, Structure]):
@@ -644,6 +660,34 @@ def _unit_from_natural(precision: np.ndarray, shift: np.ndarray):
     return mean, cov, logdet
 
 
+def _unit_eig(post: WeightPosterior):
+    """One ``eigh`` per column, or a single one when every column's covariance is the same
+    (a head whose slopes are all one): the basis is then ``(1, D, D)``."""
+    cov = post.cov
+    if len(cov) > 1 and bool((cov == cov[0]).all()):
+        s, U = np.linalg.eigh(cov[0])
+        s, U = np.broadcast_to(s, cov.shape[:2]).copy(), U[None]
+    else:
+        s, U = np.linalg.eigh(cov)
+    coef = np.einsum("mdk,md->mk", np.broadcast_to(U, cov.shape), post.mean.T)
+    return s, coef, U
+
+
+def _unit_from_eig(post: WeightPosterior, U, values: np.ndarray, coef: np.ndarray):
+    m, D = values.shape
+    full = np.broadcast_to(U, (m, D, D))
+    # Fortran order, as the einsum gives it for one basis per column: the same layout (and
+    # so the same rounding downstream) whether the columns share a basis or not.
+    mean = np.asfortranarray(np.einsum("mdk,mk->dm", full, coef))
+    if len(U) == 1 and bool((values == values[0]).all()):  # one covariance, copied
+        cov = np.einsum("dk,k,ek->de", U[0], values[0], U[0])
+        cov = np.broadcast_to(0.5 * (cov + cov.T), (m, D, D)).copy()
+    else:
+        cov = np.einsum("mdk,mk,mek->mde", full, values, full)
+        cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
+    return post._replace(mean=mean, cov=cov)
+
+
 # ----------------------------------------------------------------------- "shared" structure
 def _shared_prior(var: np.ndarray, m: int) -> np.ndarray:
     return np.diag(var)
@@ -702,6 +746,17 @@ def _shared_from_natural(precision: np.ndarray, shift: np.ndarray):
     cov = _symmetric(scipy.linalg.cho_solve(factor, eye, check_finite=False))
     mean = scipy.linalg.cho_solve(factor, shift, check_finite=False)
     return mean, cov, shift.shape[1] * _logdet(factor)
+
+
+def _shared_eig(post: WeightPosterior):
+    s, U = np.linalg.eigh(post.cov[None])
+    return s, np.einsum("dk,md->mk", U[0], post.mean.T), U
+
+
+def _shared_from_eig(post: WeightPosterior, U, values: np.ndarray, coef: np.ndarray):
+    mean = np.einsum("dk,mk->dm", U[0], coef)
+    cov = (U[0] * values[0]) @ U[0].T
+    return post._replace(mean=mean, cov=0.5 * (cov + cov.T))
 
 
 def _dense_health(post: WeightPosterior, symmetry_tol: float) -> CovarianceHealth:
@@ -772,6 +827,15 @@ def _diag_from_natural(precision: np.ndarray, shift: np.ndarray):
     if not np.all(precision > 0):
         raise np.linalg.LinAlgError("a merged precision is not positive")
     return shift / precision, 1.0 / precision, float(np.log(precision).sum())
+
+
+def _diag_eig(post: WeightPosterior):
+    """Every weight is its own eigendirection: no basis."""
+    return post.cov.T, post.mean.T, None
+
+
+def _diag_from_eig(post: WeightPosterior, basis, values: np.ndarray, coef: np.ndarray):
+    return post._replace(mean=coef.T.copy(), cov=values.T.copy())
 
 
 # ------------------------------------------------------------------------ shared helpers
@@ -887,7 +951,9 @@ def _natural_merge(
     return WeightPosterior(prior.structure, mean, cov), total
 
 
-def _record_of(name, exact, prior, upd, marg, draws, var, health, infl, natural, from_natural):
+def _record_of(
+    name, exact, prior, upd, marg, draws, var, health, infl, natural, from_natural, eig, from_eig
+):
     return Structure(
         name,
         exact,
@@ -900,6 +966,8 @@ def _record_of(name, exact, prior, upd, marg, draws, var, health, infl, natural,
         infl,
         partial(_natural_delta, natural),
         partial(_natural_merge, natural, from_natural),
+        eig,
+        from_eig,
     )
 
 
@@ -917,6 +985,8 @@ STRUCTURES: dict[str, Structure] = _Registry(
         _dense_inflate,
         _unit_natural,
         _unit_from_natural,
+        _unit_eig,
+        _unit_from_eig,
     ),
     shared=_record_of(
         "shared",
@@ -930,6 +1000,8 @@ STRUCTURES: dict[str, Structure] = _Registry(
         _dense_inflate,
         _shared_natural,
         _shared_from_natural,
+        _shared_eig,
+        _shared_from_eig,
     ),
     diag=_record_of(
         "diag",
@@ -943,5 +1015,7 @@ STRUCTURES: dict[str, Structure] = _Registry(
         _diag_inflate,
         _diag_natural,
         _diag_from_natural,
+        _diag_eig,
+        _diag_from_eig,
     ),
 )

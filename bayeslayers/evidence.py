@@ -29,27 +29,27 @@ re-based on the new :math:`\alpha`: :math:`\Lambda \leftarrow \Lambda + (\alpha'
 covariance is symmetric positive definite by construction). The data's part is the one the
 online pass accumulated, so in a network whose features change as it learns this is the
 evidence of the features as they were seen.
+
+The eigenbasis comes from the covariance structure's own hooks
+(:attr:`bayeslayers.conjugate.Structure.eig` and ``from_eig``), so any registered structure
+is re-based the same way: one basis per column (``"unit"``; a single one when every column
+has the same covariance, as a head with unit slopes does), one shared by every column
+(``"shared"``, each of its :math:`m` columns counted in :math:`\gamma`), or the weights
+themselves (``"diag"``). The fixed-point iteration stops early once :math:`\alpha` repeats
+exactly (every further iteration would return the same value).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from bayeslayers import conjugate
 from bayeslayers.conjugate import WeightPosterior
 
 __all__ = ["MAX_STEP", "mackay_prior"]
 
 #: Largest factor by which one evidence update may move the prior precision.
 MAX_STEP = 4.0
-
-
-def _eig(post: WeightPosterior) -> tuple[np.ndarray, np.ndarray | None]:
-    """Eigenvalues ``(m, D)`` of each column's covariance and eigenvectors (None: diagonal)."""
-    if post.structure == "diag":
-        return post.cov.T, None
-    cov = post.cov if post.structure == "unit" else post.cov[None]
-    s, U = np.linalg.eigh(cov)
-    return s, U
 
 
 def mackay_prior(
@@ -66,43 +66,30 @@ def mackay_prior(
     noise : float
         Current noise variance estimate :math:`\\hat\\sigma^2`.
     iterations : int
-        Fixed-point iterations.
+        Largest number of fixed-point iterations.
 
     Returns
     -------
     (WeightPosterior, float)
         The re-based posterior and the new prior precision.
     """
-    s, U = _eig(post)
+    record = conjugate.STRUCTURES[post.structure]
+    s, coef, basis = record.eig(post)  # per column (m, D), or (1, D) shared by the m columns
     s = np.maximum(s, np.finfo(s.dtype).tiny)
-    prec = 1.0 / s  # eigenvalues of Lambda, per column (m, D) or shared (1, D)
+    prec = 1.0 / s  # eigenvalues of Lambda
     lam = np.maximum(prec - alpha, 0.0)  # of the data's part
-    mean = post.mean.T  # (m, D)
-    if U is None:
-        coef = mean
-    elif post.structure == "shared":
-        coef = np.einsum("dk,md->mk", U[0], mean)
-    else:
-        coef = np.einsum("mdk,md->mk", U, mean)
-    eta = prec * coef  # eta in the eigenbasis
-    copies = len(mean) if post.structure == "shared" else 1
+    eta = prec * coef  # eta in the eigenbasis, (m, D)
+    copies = len(coef) / len(s)  # columns per covariance
     b0 = 1.0 / alpha  # Gamma(a0 = 1, b0) hyperprior with mean alpha
+    low, high = alpha / MAX_STEP, alpha * MAX_STEP
     new = alpha
     for _ in range(iterations):
-        m_new = eta / (lam + new)
-        gamma = float(np.sum(lam / (lam + new)) * copies)
-        norm = float(np.sum(m_new**2))
-        new = gamma * noise / (norm + 2 * b0 * noise)
-        new = float(np.clip(new, alpha / MAX_STEP, alpha * MAX_STEP))
-    coef_new = eta / (lam + new)
-    s_new = 1.0 / (lam + new)
-    if U is None:
-        return post._replace(mean=coef_new.T.copy(), cov=s_new.T.copy()), new
-    if post.structure == "shared":
-        mean_new = np.einsum("dk,mk->dm", U[0], coef_new)
-        cov_new = (U[0] * s_new[0]) @ U[0].T
-    else:
-        mean_new = np.einsum("mdk,mk->dm", U, coef_new)
-        cov_new = np.einsum("mdk,mk,mek->mde", U, s_new, U)
-    cov_new = 0.5 * (cov_new + np.swapaxes(cov_new, -1, -2))
-    return post._replace(mean=mean_new, cov=cov_new), new
+        denominator = lam + new
+        gamma = float(np.sum(lam / denominator) * copies)
+        norm = float(np.sum((eta / denominator) ** 2))
+        last, new = new, gamma * noise / (norm + 2 * b0 * noise)
+        new = min(max(new, low), high)  # the trust region (NaN stays NaN)
+        if new == last:  # a fixed point in floating point: every further step repeats it
+            break
+    denominator = lam + new
+    return record.from_eig(post, basis, 1.0 / denominator, eta / denominator), new

@@ -226,3 +226,49 @@ def test_an_outlier_row_never_leaves_a_covariance_without_cholesky_factor(name, 
             return
     health = conjugate.covariance_health(new)
     assert not health.finite or health.cholesky
+
+
+def dense_covariances(post):
+    """Each column's covariance ``(m, D, D)`` from ``marginal_variance`` alone (polarization)."""
+    D = post.mean.shape[0]
+    E = np.eye(D)
+    v = conjugate.marginal_variance(post, (E[:, None] + E[None]).reshape(-1, D))
+    v = v.reshape(D, D, -1)  # v[a, b] = (e_a + e_b)^T Sigma (e_a + e_b)
+    diag = np.einsum("aam->am", v) / 4
+    return ((v - diag[:, None] - diag[None]) / 2).transpose(2, 0, 1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_eig_and_from_eig_rebase_the_posterior_on_a_shifted_precision(name, problem):
+    """``eig``: each column's covariance spectrum and its mean in that eigenbasis;
+    ``from_eig`` inverts it, and with the eigenvalues of :math:`\\Lambda_j + \\delta I` (and
+    :math:`\\Lambda_j \\mu_j` kept) gives that posterior, exactly symmetric (the evidence
+    update's re-basing on a new prior precision)."""
+    rng, mean0, var0 = problem
+    record = conjugate.STRUCTURES[name]
+    X, G = design(record.exact, 20, *mean0.shape, rng)
+    post, _ = conjugate.update(
+        conjugate.init(name, mean0, var0), X, rng.normal(size=(20, 3)), G, noise=0.4
+    )
+    values, coef, basis = record.eig(post)
+    covs = dense_covariances(post)
+    assert coef.shape == (3, 4) and values.shape[1] == 4 and 3 % len(values) == 0
+    np.testing.assert_allclose(
+        np.sort(np.broadcast_to(values, coef.shape)), np.linalg.eigvalsh(covs), rtol=1e-9
+    )
+    same = record.from_eig(post, basis, values, coef)
+    np.testing.assert_allclose(same.mean, post.mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(dense_covariances(same), covs, rtol=1e-9, atol=1e-12)
+    delta = 0.7
+    shifted = 1.0 / (1.0 / values + delta)
+    new = record.from_eig(post, basis, shifted, coef / values * shifted)
+    assert new.structure == name and new.cov.shape == post.cov.shape
+    for j, cov in enumerate(covs):
+        precision = np.linalg.inv(cov) + delta * np.eye(4)
+        eta = np.linalg.solve(cov, post.mean[:, j])
+        np.testing.assert_allclose(new.mean[:, j], np.linalg.solve(precision, eta), rtol=1e-9)
+        np.testing.assert_allclose(
+            dense_covariances(new)[j], np.linalg.inv(precision), rtol=1e-9, atol=1e-12
+        )
+    health = conjugate.covariance_health(new, symmetry_tol=0.0)
+    assert health.symmetric and health.cholesky

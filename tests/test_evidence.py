@@ -66,3 +66,44 @@ def test_a_weak_signal_gets_a_strong_prior_within_the_trust_region():
     for _ in range(30):
         post, alpha = mackay_prior(post, alpha, 1.0)
     assert np.isfinite(alpha) and alpha < 1e6 and np.all(np.isfinite(post.mean))
+
+
+def test_unit_columns_with_one_covariance_are_rebased_as_the_shared_structure():
+    """Unit slopes leave every column of a "unit" posterior the same covariance: one
+    eigendecomposition serves them all, and the result is the "shared" structure's."""
+    X, Y = data()
+    unit, _ = conjugate.update(conjugate.init("unit", np.zeros((6, 2)), 1.0), X, Y, noise=1.0)
+    shared, _ = conjugate.update(conjugate.init("shared", np.zeros((6, 2)), 1.0), X, Y, noise=1.0)
+    assert np.array_equal(unit.cov[0], unit.cov[1])
+    new_unit, alpha_unit = mackay_prior(unit, 1.0, 0.09)
+    new_shared, alpha_shared = mackay_prior(shared, 1.0, 0.09)
+    np.testing.assert_allclose(alpha_unit, alpha_shared, rtol=1e-12)
+    np.testing.assert_allclose(new_unit.mean, new_shared.mean, rtol=1e-10, atol=1e-14)
+    for cov in new_unit.cov:
+        np.testing.assert_allclose(cov, new_shared.cov, rtol=1e-10, atol=1e-14)
+    # columns that differ get one basis each; the mean comes back in the same layout
+    G = np.random.default_rng(2).uniform(0.5, 2.0, Y.shape)
+    apart, _ = conjugate.update(conjugate.init("unit", np.zeros((6, 2)), 1.0), X, Y, G, noise=1.0)
+    assert mackay_prior(apart, 1.0, 0.09)[0].mean.flags.f_contiguous
+    assert new_unit.mean.flags.f_contiguous
+
+
+def test_a_newly_registered_structure_is_rebased_through_its_own_hooks(monkeypatch):
+    """The update reads the eigenbasis from the structure's record, not from its name."""
+    record = conjugate.STRUCTURES["unit"]
+    calls = []
+
+    def eig(post):
+        calls.append("eig")
+        return record.eig(post)
+
+    monkeypatch.setitem(
+        conjugate.STRUCTURES, "unit-copy", record._replace(name="unit-copy", eig=eig)
+    )
+    X, Y = data()
+    post, _ = conjugate.update(conjugate.init("unit-copy", np.zeros((6, 2)), 1.0), X, Y, noise=1.0)
+    new, alpha = mackay_prior(post, 1.0, 0.09)
+    reference, alpha_ref = mackay_prior(post._replace(structure="unit"), 1.0, 0.09)
+    assert calls == ["eig"] and new.structure == "unit-copy" and alpha == alpha_ref
+    np.testing.assert_array_equal(new.mean, reference.mean)
+    np.testing.assert_array_equal(new.cov, reference.cov)
