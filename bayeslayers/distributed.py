@@ -5,10 +5,11 @@ or DataFrame, or NumPy arrays it splits). The partitions are taken in ``rounds``
 groups; in each round
 
 1. the driver broadcasts the current network to the workers;
-2. the round's partitions are dealt, in order, into ``n_shards`` contiguous shards, and each
-   shard is one task: a copy of the broadcast network makes the single pass
-   (``Network.partial_fit``) over the shard's partitions, one after the other, and returns
-   what it learned in natural parameters (:func:`bayeslayers.merging.network_delta`);
+2. the round's partitions are dealt into ``n_shards`` shards by where they are held (below),
+   and each shard is one task, run on the worker that holds its partitions: a copy of the
+   broadcast network makes the single pass (``Network.partial_fit``) over the shard's
+   partitions, in their order, and returns what it learned in natural parameters
+   (:func:`bayeslayers.merging.network_delta`);
 3. the driver adds the changes up (:func:`bayeslayers.merging.apply_deltas`):
 
 .. math::
@@ -22,6 +23,36 @@ the partitioning, the number of shards and rounds (:mod:`bayeslayers.merging`). 
 layers each shard's targets come from its own copy of the body, so the merge is exact given
 those targets: more shards per round means each shard sees less data before the merge; more
 rounds synchronize more often.
+
+Data stay where they are
+-----------------------
+A partition is tens of MB (6,250 rows of 784 float64 are 39 MB); the network and a delta of a
+``diag`` or ``shared`` first layer are a few MB. So the computation moves to the data, not the
+data to the computation: each worker's shards are made of the partitions it already holds
+(:func:`_deal`: shard :math:`s` is owned by the :math:`s`-th worker, those holding data
+first; each partition, in order, goes to the first shard of its holder that stays within the
+balanced share :math:`\lceil N / S \rceil` of the round's rows, else to the first shard that
+does: balance comes first, since a partition takes far longer to train on than to send),
+and the shard's task is pinned to that worker. Dealing contiguous partitions instead would
+send, with Dask's usual round-robin placement, half of every shard's rows between the workers
+in each round. Only the network (broadcast once per round with
+``client.scatter(..., broadcast=True)``) and the deltas travel.
+
+The prior
+---------
+An unfitted network gets the prior that ``Network.fit`` would set from all the rows, not from
+one partition: with ``init="samples"`` the first layer's prior mean
+(:func:`bayeslayers.engine.sample_prior_mean`) reads the inputs' mean :math:`\bar x`, a few
+rows drawn by index from all :math:`N`, and the spread over all rows of the drawn units'
+pre-activations :math:`z = (x - \bar x) W`. :class:`_PartitionedRows` computes each of those on
+the workers, partition by partition (sums and row counts; the picked rows; per partition the
+count, mean and sum of squared deviations of :math:`z`, pooled exactly by Chan's formula
+:math:`M_2 = \sum_p M_{2,p} + \sum_p n_p (\bar z_p - \bar z)^2`), so the prior equals the
+sequential one to rounding. With the same prior, one shard reproduces ``Network.fit`` with
+``shuffle=False`` exactly (``batch_size=1``), and with several shards the only difference left
+to the sequential pass is the sharding itself, not a different random start: the
+hidden-layer networks' accuracy then stays close to that of one sequential pass, seed by seed
+(``benchmarks/RESULTS.md``).
 
 At the end the head finishes pending work (``head.flush``, as at the end of ``Network.fit``:
 an ADVI refit, an evidence update of a Gaussian head's prior precision). The network is
@@ -183,6 +214,7 @@ def fit(
 def _fit(
     network, X, y, client, n_shards, rounds, partitions, batch_size, fraction, classes, progress
 ) -> Network:
+    _, distributed = _dask()
     start = time.perf_counter()
     if n_shards is None:
         n_shards = max(1, len(client.scheduler_info().get("workers", {})))
@@ -205,26 +237,56 @@ def _fit(
             labels = client.gather(client.map(_unique_labels, futures_y, pure=False))
             classes = np.unique(np.concatenate(labels))
         x0, y0 = client.gather([futures_X[0], futures_y[0]])
-        current.initialize(_as_array(x0), _as_array(y0), classes=classes)
+        current.initialize(_as_array(x0), _as_array(y0), classes=classes)  # shapes, classes
+        if current.init == "samples" and current.layers:
+            # The prior Network.fit sets from all the rows (module docstring); the inputs of
+            # later rounds are computed for it and released (their round computes them again).
+            later = client.compute(parts_X[len(groups[0]) :])
+            rows = [futures_X[i] for i in groups[0]] + later
+            try:
+                current._init_state(
+                    current.n_features_in_, current.n_outputs_, _PartitionedRows(client, rows)
+                )
+            except Exception as error:
+                raise ShardError(
+                    f"setting the prior from the partitions failed ({type(error).__name__}: "
+                    f"{error}); the network was left unchanged"
+                ) from error
+            del rows, later
     current.head_state_ = current.head.flush(current.head_state_)
     for r, group in enumerate(groups):
-        if r:
+        if any(i not in futures_X for i in group):
             futures_X = dict(zip(group, client.compute([parts_X[i] for i in group]), strict=True))
-        shards = [s for s in np.array_split(group, min(n_shards, len(group))) if len(s)]
+        round_X = [futures_X[i] for i in group]
+        distributed.wait(round_X + [futures_y[i] for i in group])
+        holders = client.who_has(round_X)
+        nbytes = client.nbytes(keys=[f.key for f in round_X], summary=False)
+        shards, owners = _deal(
+            [int(nbytes.get(f.key, 0)) for f in round_X],  # rows, in bytes (a failed one: 0)
+            [holders[f.key][0] if holders.get(f.key) else None for f in round_X],
+            list(client.scheduler_info().get("workers", {})),
+            n_shards,
+        )
         broadcast = client.scatter(current, broadcast=True, hash=False)
         tasks = [
             client.submit(
                 _train_shard,
                 broadcast,
-                [futures_X[i] for i in shard],
-                [futures_y[i] for i in shard],
-                [int(i) for i in shard],
+                [round_X[j] for j in shard],
+                [futures_y[group[j]] for j in shard],
+                [int(group[j]) for j in shard],
                 batch_size,
                 fraction,
                 pure=False,
+                workers=None if owner is None else [owner],
+                allow_other_workers=True,  # if the owner is lost, any worker may run it
             )
-            for shard in shards
+            for shard, owner in zip(shards, owners, strict=True)
         ]
+        shards = [np.asarray([group[j] for j in shard]) for shard in shards]
+        for i in group:  # a round's inputs leave the cluster with it
+            futures_X.pop(i, None)
+        del round_X
         deltas = _gather(client, tasks, shards, progress, f"round {r + 1}/{rounds}")
         current = apply_deltas(current, deltas)
     current.head_state_ = current.head.flush(current.head_state_)  # as at the end of fit
@@ -281,6 +343,132 @@ def _train_shard(
             error.add_note(f"in partition {i}")
             raise
     return network_delta(net, trained, name="the shard's network")
+
+
+def _deal(
+    sizes: Sequence[int], holders: Sequence[str | None], workers: Sequence[str], n_shards: int
+) -> tuple[list[list[int]], list[str | None]]:
+    r"""Partitions (by position) into at most ``n_shards`` shards, each run by one worker.
+
+    ``sizes`` are the partitions' sizes (rows, or bytes of rows of one width), ``holders`` the
+    worker holding each (None: unknown), ``workers`` the cluster's workers. Shard ``s`` is
+    owned by the ``s``-th worker, those holding data first (cycling if there are more shards).
+    Each partition, in order, joins the first shard owned by its holder that stays within the
+    balanced share :math:`\lceil N / S \rceil` (or is empty), else the first shard that does
+    (its rows then travel once), else the least-loaded one. Shards keep their partitions in
+    order, so with no known holders they are contiguous; empty shards are dropped.
+
+    Returns
+    -------
+    (shards, owners)
+        Positions per shard, and the worker each shard should run on (None: any).
+    """
+    n_shards = min(n_shards, len(sizes))
+    order = list(dict.fromkeys([*(h for h in holders if h is not None), *workers]))
+    owners: list[str | None] = [order[s % len(order)] if order else None for s in range(n_shards)]
+    share = -(-sum(sizes) // n_shards)
+    load = [0] * n_shards
+    members: list[list[int]] = [[] for _ in range(n_shards)]
+    for j, (size, holder) in enumerate(zip(sizes, holders, strict=True)):
+        fits = [s for s in range(n_shards) if load[s] + size <= share or not members[s]]
+        mine = [s for s in fits if holder is not None and owners[s] == holder]
+        s = (mine or fits or [min(range(n_shards), key=lambda k: load[k])])[0]
+        members[s].append(j)
+        load[s] += size
+    kept = [s for s in range(n_shards) if members[s]]
+    return [members[s] for s in kept], [owners[s] for s in kept]
+
+
+class _PartitionedRows:
+    r"""The rows of partitioned inputs, as :func:`bayeslayers.engine.sample_prior_mean` reads them.
+
+    That function takes ``len(X)``, ``X.mean(axis=0)``, ``X[pick]`` and
+    ``((X - mu) @ W).std(axis=0)``; each is computed here on the workers, partition by
+    partition, so the prior equals the one set from the whole array (module docstring).
+    """
+
+    def __init__(self, client, parts: Sequence) -> None:
+        self._client, self._parts = client, list(parts)
+        stats = client.gather(client.map(_row_sums, self._parts, pure=False))
+        self._sizes = np.array([n for n, _ in stats], dtype=np.int64)
+        self._sum = np.sum([s for _, s in stats], axis=0)
+        self.shape = (int(self._sizes.sum()), len(self._sum))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def mean(self, axis: int = 0) -> np.ndarray:
+        if axis != 0:
+            raise ValueError("only the mean over rows is computed")
+        return self._sum / len(self)
+
+    def __getitem__(self, pick) -> np.ndarray:
+        pick = np.asarray(pick, dtype=np.int64)
+        edges = np.concatenate([[0], np.cumsum(self._sizes)])
+        part = np.searchsorted(edges, pick, side="right") - 1
+        used = np.unique(part)
+        tasks = [
+            self._client.submit(_take, self._parts[p], pick[part == p] - edges[p], pure=False)
+            for p in used
+        ]
+        out = np.empty((len(pick), self.shape[1]))
+        for p, rows in zip(used, self._client.gather(tasks), strict=True):
+            out[part == p] = rows
+        return out
+
+    def __sub__(self, mu) -> _Centred:
+        return _Centred(self, np.asarray(mu))
+
+
+class _Centred:
+    """``X - mu`` of :class:`_PartitionedRows`, kept lazy until it is projected."""
+
+    def __init__(self, rows: _PartitionedRows, mu: np.ndarray) -> None:
+        self._rows, self._mu = rows, mu
+
+    def __matmul__(self, W) -> _Projected:
+        return _Projected(self._rows, self._mu, np.asarray(W))
+
+
+class _Projected:
+    """``(X - mu) @ W`` of :class:`_PartitionedRows`; only its column spread is computed."""
+
+    def __init__(self, rows: _PartitionedRows, mu: np.ndarray, W: np.ndarray) -> None:
+        self._rows, self._mu, self._W = rows, mu, W
+
+    def std(self, axis: int = 0) -> np.ndarray:
+        """Population standard deviation over rows, pooled from the partitions (Chan)."""
+        if axis != 0:
+            raise ValueError("only the spread over rows is computed")
+        client = self._rows._client
+        mu, W = client.scatter([self._mu, self._W], broadcast=True, hash=False)
+        stats = client.gather(
+            [client.submit(_moments, p, mu, W, pure=False) for p in self._rows._parts]
+        )
+        n = np.array([s[0] for s in stats], dtype=np.float64)
+        means = np.array([s[1] for s in stats])
+        total = n.sum()
+        mean = (n[:, None] * means).sum(axis=0) / total
+        m2 = sum(s[2] for s in stats) + (n[:, None] * (means - mean) ** 2).sum(axis=0)
+        return np.sqrt(m2 / total)
+
+
+def _row_sums(x) -> tuple[int, np.ndarray]:
+    x = np.asarray(_as_array(x), dtype=np.float64)
+    return len(x), x.sum(axis=0)
+
+
+def _take(x, index: np.ndarray) -> np.ndarray:
+    return np.asarray(_as_array(x)[index], dtype=np.float64)
+
+
+def _moments(x, mu: np.ndarray, W: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """Rows, mean and sum of squared deviations of the columns of ``(x - mu) @ W``."""
+    z = (np.asarray(_as_array(x), dtype=np.float64) - mu) @ W
+    if not len(z):
+        return 0, np.zeros(W.shape[1]), np.zeros(W.shape[1])
+    m = z.mean(axis=0)
+    return len(z), m, ((z - m) ** 2).sum(axis=0)
 
 
 def _unique_labels(y) -> np.ndarray:

@@ -98,6 +98,44 @@ def test_hidden_layers_train_and_the_current_client_is_used(client, data, capsys
     assert acc[1] > acc[0] - 0.05
 
 
+def test_the_prior_is_set_from_all_partitions_as_a_sequential_fit_sets_it(client, data):
+    X, _, labels, _ = data
+    make = lambda: Network([layers.ReLU(16), layers.ReLU(8)], head=heads.OneHot(), seed=3)  # noqa: E731
+    whole = make().initialize(X, labels)
+    from_first = make().initialize(X[:100], labels[:100])
+    assert not np.allclose(from_first.posteriors_[0].mean, whole.posteriors_[0].mean)
+    net = make().initialize(X[:100], labels[:100])
+    rows = bd._PartitionedRows(client, client.scatter(np.array_split(X, 6)))
+    assert len(rows) == len(X)
+    net._init_state(X.shape[1], 3, rows)
+    for a, b in zip(_posteriors(net), _posteriors(whole), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    # One shard, batch size 1: the same prior and the same rows in the same order as fit.
+    one = bd.fit(make(), X, labels, client=client, partitions=6, n_shards=1)
+    sequential = make().fit(X, labels, batch_size=1, shuffle=False)
+    for a, b in zip(_posteriors(one), _posteriors(sequential), strict=True):
+        np.testing.assert_allclose(a, b, rtol=TOL, atol=TOL)
+    np.testing.assert_allclose(one.predict_proba(X), sequential.predict_proba(X), atol=TOL)
+
+
+def test_shards_are_made_of_the_partitions_each_worker_holds():
+    workers = ["A", "B"]
+    assert bd._deal([1] * 8, list("ABABABAB"), workers, 2) == (
+        [[0, 2, 4, 6], [1, 3, 5, 7]],
+        ["A", "B"],
+    )
+    # Balance first: five partitions on A, three on B: one of A's is trained on B.
+    shards, owners = bd._deal([1] * 8, list("AAAAABBB"), workers, 2)
+    assert sorted(map(len, shards)) == [4, 4] and owners == ["A", "B"]
+    assert shards[0] == [0, 1, 2, 3]
+    # Everything on one worker: both workers get a contiguous half.
+    assert bd._deal([1] * 8, ["A"] * 8, workers, 2) == ([[0, 1, 2, 3], [4, 5, 6, 7]], ["A", "B"])
+    # Unknown holders: contiguous shards; more shards than partitions: one each.
+    assert bd._deal([1] * 4, [None] * 4, workers, 2)[0] == [[0, 1], [2, 3]]
+    assert bd._deal([1] * 3, list("ABA"), workers, 8) == ([[0], [1], [2]], ["A", "B", "A"])
+    assert bd._deal([3, 1, 1, 1], list("ABAB"), workers, 2)[0] == [[0], [1, 2, 3]]
+
+
 def test_bad_arguments_fail_before_any_work(client, data):
     X, y, _, _ = data
     with pytest.raises(TypeError, match="network must be a Network"):
