@@ -235,7 +235,7 @@ def wide(table: list[dict], metrics: tuple[str, ...], models: list[str]) -> str:
             out.append(f"{mean:{fmt(metric)}} ± {sd:{fmt(metric)}}")
         if any(out):
             lines.append(f"| {dataset} | {depth} | " + " | ".join(out) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def paired(runs: list[dict], model: str, reference: str) -> str:
@@ -291,7 +291,7 @@ def report(runs: list[dict]) -> str:
         parts += [paired(runs, m, CONTROL) for m in strategies]
     if "min_norm" in models:
         parts += [paired(runs, m, "min_norm") for m in strategies if m != "min_norm"]
-    return "\n\n".join(parts)
+    return "\n\n".join(part for part in parts if part)
 
 
 def commit() -> str:
