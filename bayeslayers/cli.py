@@ -83,9 +83,9 @@ def evaluate(net: Network, data: Dataset) -> tuple[dict[str, float], np.ndarray]
 
     Classification: accuracy, NLL, Brier, ECE from ``predict_proba``. Regression: RMSE of
     ``predict`` (posterior means), and NLL, CRPS and 90% interval coverage of the predictive
-    distribution ``predict(return_std=True)``. Both add ``elpd`` and ``elpd_se`` (module
-    docstring) and ``log_evidence_per_row``, the training pass's prequential log evidence per
-    row (``Network.log_evidence_``).
+    distribution ``predict(return_std=True)`` (Student-t with ``predictive_dof()``). Both
+    add ``elpd`` and ``elpd_se`` (module docstring) and ``log_evidence_per_row``, the
+    training pass's prequential log evidence per row (``Network.log_evidence_``).
     """
     from bayeslayers import metrics
 
@@ -95,10 +95,10 @@ def evaluate(net: Network, data: Dataset) -> tuple[dict[str, float], np.ndarray]
         lpd = metrics.log_density_classification(data.y_test, proba, classes=net.classes_)
     else:
         mean, std = net.predict(data.X_test, return_std=True)
-        out = metrics.regression_metrics(data.y_test, mean, std)
+        dof = net.predictive_dof()  # Student-t with a learned noise
+        out = metrics.regression_metrics(data.y_test, mean, std, dof=dof)
         out["rmse"] = metrics.rmse(data.y_test, net.predict(data.X_test))
-        lpd = metrics.log_density_gaussian(data.y_test, mean, std)
-        lpd = lpd.sum(axis=1) if lpd.ndim == 2 else lpd
+        lpd = metrics.log_density_student_t(data.y_test, mean, std, dof)
     out["elpd"] = float(lpd.sum())
     out["elpd_se"] = float(math.sqrt(len(lpd) * lpd.var()))
     # the training pass's prequential evidence, per training row (comparable to elpd / n)

@@ -65,6 +65,7 @@ from bayeslayers._validation import (
     check_targets,
 )
 from bayeslayers.engine import forward, with_bias
+from bayeslayers.heads import RegressionHead
 
 __all__ = ["ELPD", "GROUPS", "HIDDEN", "compare", "elpd", "to_inference_data"]
 
@@ -189,14 +190,8 @@ def to_inference_data(
         Dims and coordinates as described in the module docstring; ``attrs`` record the
         head, the covariance structures, ``n_draws`` and ``hidden``.
     """
-    if not getattr(net, "is_fitted", False):
-        raise ValueError("net must be a fitted Network: call fit or partial_fit first")
-    n_draws = check_count(n_draws, "n_draws")
-    chains = check_count(chains, "chains")
-    if n_draws % chains:
-        raise ValueError(f"n_draws={n_draws} must be a multiple of chains={chains}")
+    n_draws, chains, chunk_size = _check_counts(net, n_draws, chains, chunk_size)
     seed = check_seed(seed)
-    chunk_size = check_count(chunk_size, "chunk_size")
     max_units = check_count(max_units, "max_units", allow_none=True)
     max_inputs = check_count(max_inputs, "max_inputs", allow_none=True)
     X = check_features(X, net.n_features_in_, net.dtype)
@@ -217,10 +212,16 @@ def to_inference_data(
     kept: dict[str, list[np.ndarray]] = {name: [] for name in var_names}
     # One generator per weight matrix and one for the predictive draws: the result does not
     # depend on chunk_size.
-    *rngs, rng = np.random.default_rng(seed).spawn(len(posts) + 1)
+    *rngs, rng, noise_rng = np.random.default_rng(seed).spawn(len(posts) + 2)
+    # a regression head's noise is drawn jointly with its weights (Normal-Inverse-Gamma)
+    regression = not net.head.is_classifier and isinstance(net.head, RegressionHead)
+    joint = net.head if regression else None
+    chunk_noise: dict[str, np.ndarray] = {}
 
     def draw(i: int, c: int) -> np.ndarray:
         W = conjugate.sample(posts[i], c, rngs[i])
+        if i == len(posts) - 1 and joint is not None:
+            W = posts[i].mean + chunk_noise["scale"][:, None, None] * (W - posts[i].mean)
         if names[i] in kept:
             whole = len(rows[i]) == W.shape[1] and len(cols[i]) == W.shape[2]
             kept[names[i]].append(W if whole else W[:, rows[i]][:, :, cols[i]])
@@ -234,11 +235,15 @@ def to_inference_data(
     mean_z = [x @ post.mean for (x, *_), post in zip(cache, net.posteriors_, strict=True)]
     for start in range(0, n_draws, chunk_size):
         c = min(chunk_size, n_draws - start)
+        if joint is not None:
+            chunk_noise["var"], chunk_noise["scale"] = joint.noise_draws(
+                net.head_state_, c, noise_rng
+            )
         if hidden == "sample":
             F = _sampled_predictors(net, xb, draw, c)
         else:
             F = _linearized_predictors(net, cache, mean_xh, mean_z, head_post.mean, draw, c, hidden)
-        chunk_ll, chunk_pp = _predictive_draws(net, F, obs, rng)
+        chunk_ll, chunk_pp = _predictive_draws(net, F, obs, rng, chunk_noise.get("var"))
         if chunk_ll is not None:
             ll.append(chunk_ll)
         pp.append(chunk_pp)
@@ -255,6 +260,17 @@ def to_inference_data(
     if net.head.is_classifier:
         attrs["classes"] = [str(c) for c in net.classes_]
     return _assemble(variables, coords, attrs, chains)
+
+
+def _check_counts(net, n_draws, chains, chunk_size) -> tuple[int, int, int]:
+    """The export's fitted network and its draw counts, checked before any work."""
+    if not getattr(net, "is_fitted", False):
+        raise ValueError("net must be a fitted Network: call fit or partial_fit first")
+    n_draws = check_count(n_draws, "n_draws")
+    chains = check_count(chains, "chains")
+    if n_draws % chains:
+        raise ValueError(f"n_draws={n_draws} must be a multiple of chains={chains}")
+    return n_draws, chains, check_count(chunk_size, "chunk_size")
 
 
 def _variables(net, groups, names, kept_draws, obs, pp, ll) -> tuple[dict, dict[str, Any]]:
@@ -357,14 +373,18 @@ def _linearized_predictors(
     return F
 
 
-def _predictive_draws(net, F, obs, rng) -> tuple[np.ndarray | None, np.ndarray]:
+def _predictive_draws(net, F, obs, rng, noise=None) -> tuple[np.ndarray | None, np.ndarray]:
     """Pointwise log likelihood ``(S, n)`` (None without ``obs``) and one predictive draw.
 
-    ``F`` ``(S, n, k)`` are the head's linear predictors for the weight draws.
+    ``F`` ``(S, n, k)`` are the head's linear predictors for the weight draws, ``noise`` the
+    draws' noise variances (regression heads, drawn jointly with the head's weights).
     """
     head, state = net.head, net.head_state_
-    ll = None if obs is None else head.log_likelihood(state, F, obs)
-    return ll, head.sample(state, F, rng)
+    if noise is None:
+        ll = None if obs is None else head.log_likelihood(state, F, obs)
+        return ll, head.sample(state, F, rng)
+    ll = None if obs is None else head.log_likelihood(state, F, obs, noise)
+    return ll, head.sample(state, F, rng, noise)
 
 
 def _affine(A: np.ndarray, W: np.ndarray) -> np.ndarray:

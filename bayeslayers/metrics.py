@@ -1,8 +1,11 @@
 r"""Calibration and accuracy metrics for predictive distributions, in one place.
 
-Regression metrics take the observed ``y`` and a Gaussian predictive given by its ``mean`` and
+Regression metrics take the observed ``y`` and a predictive given by its ``mean`` and
 standard deviation ``std`` (what ``Network.predict(X, return_std=True)`` returns), each of shape
-``(n,)`` or ``(n, k)``. Classification metrics take labels ``y`` and class probabilities
+``(n,)`` or ``(n, k)``: Gaussian, or Student-t with ``dof`` degrees of freedom (what
+``Network.predictive_dof()`` returns for a head with a learned noise; ``std`` is then the
+t distribution's standard deviation, its scale times :math:`\sqrt{\nu / (\nu - 2)}`).
+Classification metrics take labels ``y`` and class probabilities
 ``proba`` of shape ``(n, K)`` (what ``Network.predict_proba`` returns); labels are either
 integer indices ``0..K-1`` or, with ``classes=``, values of ``classes`` (e.g. ``net.classes_``).
 
@@ -11,17 +14,20 @@ except for ``interval_coverage``, which should match the interval's nominal leve
 
 =========================  ================================================================
 regression                 :func:`rmse`, :func:`nll_gaussian`, :func:`crps_gaussian`,
+                           :func:`nll_student_t`, :func:`crps_student_t`,
                            :func:`interval_coverage` (with :func:`central_interval`)
 classification             :func:`nll_classification`, :func:`brier`, :func:`ece`
                            (with :func:`reliability_curve`), :func:`accuracy`
-pointwise (for comparing)  :func:`log_density_gaussian`, :func:`log_density_classification`
+pointwise (for comparing)  :func:`log_density_gaussian`, :func:`log_density_student_t`,
+                           :func:`log_density_classification`
 =========================  ================================================================
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import ndtr, ndtri
+from scipy import stats
+from scipy.special import betaln, ndtr, ndtri
 
 from bayeslayers._validation import as_float_array, check_count
 
@@ -31,12 +37,15 @@ __all__ = [
     "central_interval",
     "classification_metrics",
     "crps_gaussian",
+    "crps_student_t",
     "ece",
     "interval_coverage",
     "log_density_classification",
     "log_density_gaussian",
+    "log_density_student_t",
     "nll_classification",
     "nll_gaussian",
+    "nll_student_t",
     "regression_metrics",
     "reliability_curve",
     "rmse",
@@ -160,8 +169,84 @@ def crps_gaussian(y, mean, std) -> float:
     return float(np.mean(crps))
 
 
-def central_interval(mean, std, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
-    r"""Central ``level`` interval of Gaussian predictives, :math:`\mu \mp z_{(1+\ell)/2}\,\sigma`.
+def _check_dof(dof) -> float:
+    """``dof`` as a float in (0, inf] (``None`` is ``inf``: Gaussian)."""
+    if dof is None:
+        return np.inf
+    if isinstance(dof, bool) or not isinstance(dof, int | float | np.integer | np.floating):
+        raise TypeError(f"dof must be a number or None, got {type(dof).__name__}")
+    if not dof > 0:
+        raise ValueError(f"dof must be > 0 (inf for a Gaussian), got {dof!r}")
+    return float(dof)
+
+
+def _t_scale(std: np.ndarray, nu: float) -> np.ndarray:
+    """The t scale whose standard deviation is ``std`` (``std`` itself where ``nu <= 2``,
+    where the variance is infinite and ``Network.predict`` reports the scale)."""
+    return std * np.sqrt((nu - 2.0) / nu) if 2.0 < nu < np.inf else std
+
+
+def log_density_student_t(y, mean, std, dof) -> np.ndarray:
+    r"""Pointwise log predictive density under independent Student-t's, shape ``(n,)``.
+
+    With scale :math:`s = \sigma \sqrt{(\nu - 2) / \nu}` (so that ``std`` is the standard
+    deviation) and :math:`z = (y - \mu) / s`,
+
+    .. math::
+
+        \log p(y) = \log\Gamma\big(\tfrac{\nu+1}{2}\big) - \log\Gamma\big(\tfrac{\nu}{2}\big)
+            - \tfrac12 \log(\nu \pi s^2) - \tfrac{\nu + 1}{2} \log\big(1 + z^2 / \nu\big),
+
+    summed over outputs; ``dof=None`` or ``inf`` gives :func:`log_density_gaussian`.
+    """
+    nu = _check_dof(dof)
+    if nu == np.inf:
+        return log_density_gaussian(y, mean, std)
+    y, mean, std = _regression_args(y, mean, std)
+    scale = _t_scale(std, nu)
+    lp = stats.t.logpdf(y, nu, loc=mean, scale=scale)
+    return lp if lp.ndim == 1 else lp.sum(axis=1)
+
+
+def nll_student_t(y, mean, std, dof) -> float:
+    """Mean negative log predictive density (:func:`log_density_student_t`), nats per point."""
+    return float(-np.mean(log_density_student_t(y, mean, std, dof)))
+
+
+def crps_student_t(y, mean, std, dof) -> float:
+    r"""Mean CRPS of Student-t predictives (closed form, e.g. Jordan, Krüger & Lerch 2019).
+
+    For :math:`\nu > 1`, scale :math:`s` (as in :func:`log_density_student_t`) and
+    :math:`z = (y - \mu) / s`, with :math:`F_\nu, f_\nu` the standard t's CDF and density,
+
+    .. math::
+
+        \mathrm{CRPS} = s \Big[ z\,(2F_\nu(z) - 1) + 2 f_\nu(z) \frac{\nu + z^2}{\nu - 1}
+            - \frac{2\sqrt{\nu}\, B(\tfrac12, \nu - \tfrac12)}{(\nu - 1)\, B(\tfrac12,
+            \tfrac{\nu}{2})^2} \Big];
+
+    ``dof=None`` or ``inf`` gives :func:`crps_gaussian`.
+    """
+    nu = _check_dof(dof)
+    if nu == np.inf:
+        return crps_gaussian(y, mean, std)
+    if nu <= 1:
+        raise ValueError(f"the CRPS of a Student-t needs dof > 1 (a finite mean), got {dof!r}")
+    y, mean, std = _regression_args(y, mean, std)
+    scale = _t_scale(std, nu)
+    z = (y - mean) / scale
+    const = 2 * np.sqrt(nu) * np.exp(betaln(0.5, nu - 0.5) - 2 * betaln(0.5, nu / 2)) / (nu - 1)
+    crps = z * (2 * stats.t.cdf(z, nu) - 1) + 2 * stats.t.pdf(z, nu) * (nu + z**2) / (nu - 1)
+    return float(np.mean(scale * (crps - const)))
+
+
+def central_interval(
+    mean, std, level: float = 0.9, *, dof: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Central ``level`` interval, :math:`\mu \mp z_{(1+\ell)/2}\,\sigma` for Gaussians.
+
+    With ``dof`` (Student-t predictives, ``std`` their standard deviation) the quantile is
+    the t's: :math:`\mu \mp t_{\nu, (1+\ell)/2}\, s`, :math:`s` the scale.
 
     Returns
     -------
@@ -174,7 +259,11 @@ def central_interval(mean, std, level: float = 0.9) -> tuple[np.ndarray, np.ndar
         raise ValueError(f"std must have the shape of mean {mean.shape}, got {std.shape}")
     if np.any(std < 0):
         raise ValueError("std must be >= 0 everywhere")
-    half = ndtri(0.5 + level / 2.0) * std
+    nu = _check_dof(dof)
+    if nu == np.inf:
+        half = ndtri(0.5 + level / 2.0) * std
+    else:
+        half = stats.t.ppf(0.5 + level / 2.0, nu) * _t_scale(std, nu)
     return mean - half, mean + half
 
 
@@ -194,13 +283,18 @@ def interval_coverage(y, lower, upper) -> float:
     return float(np.mean((lower <= y) & (y <= upper)))
 
 
-def regression_metrics(y, mean, std, level: float = 0.9) -> dict[str, float]:
-    """All regression metrics at once: ``rmse``, ``nll``, ``crps`` and ``coverage`` at ``level``."""
+def regression_metrics(
+    y, mean, std, level: float = 0.9, *, dof: float | None = None
+) -> dict[str, float]:
+    """All regression metrics at once: ``rmse``, ``nll``, ``crps`` and ``coverage`` at ``level``.
+
+    ``dof`` (e.g. ``net.predictive_dof()``) scores Student-t predictives; ``None``: Gaussian.
+    """
     return {
         "rmse": rmse(y, mean),
-        "nll": nll_gaussian(y, mean, std),
-        "crps": crps_gaussian(y, mean, std),
-        "coverage": interval_coverage(y, *central_interval(mean, std, level)),
+        "nll": nll_student_t(y, mean, std, dof),
+        "crps": crps_student_t(y, mean, std, dof),
+        "coverage": interval_coverage(y, *central_interval(mean, std, level, dof=dof)),
     }
 
 

@@ -32,7 +32,7 @@ from scipy.special import ndtr, ndtri, stdtrit
 from bayeslayers import conjugate
 from bayeslayers._validation import check_count, check_features
 from bayeslayers.engine import NetSpec, NetState, forward, with_bias
-from bayeslayers.heads import Head
+from bayeslayers.heads import Head, RegressionHead
 
 __all__ = [
     "HIDDEN",
@@ -243,6 +243,18 @@ class PredictiveMixin:
 
     def _output(self, a: np.ndarray) -> np.ndarray:
         return a[..., 0] if self.n_outputs_ == 1 else a
+
+    def predictive_dof(self) -> float:
+        r"""Degrees of freedom :math:`\nu` of the regression predictive (``inf``: Gaussian).
+
+        With a learned noise, ``predict(return_std=True)``'s standard deviation and
+        ``predict_quantiles`` are those of a Student-t with :math:`\nu` degrees of freedom;
+        score them with ``bayeslayers.metrics.regression_metrics(..., dof=nu)``.
+        """
+        self._check_fitted()
+        if self.head.is_classifier or not isinstance(self.head, RegressionHead):
+            raise AttributeError(f"predictive_dof needs a regression head, not {self.head!r}")
+        return float(self.head.dof(self.head_state_))
 
     def predict_moments(
         self, X, *, hidden: str = "linearized", n_samples: int | None = None

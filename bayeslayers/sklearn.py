@@ -350,6 +350,12 @@ class BayesLayersRegressor(RegressorMixin, _BayesLayersBase):
             return mean * self._y_out_scale() + self._y_out_mean(), std * self._y_out_scale()
         return out * self._y_out_scale() + self._y_out_mean()
 
+    def predictive_dof(self) -> float:
+        """Degrees of freedom of the Student-t predictive (``inf``: Gaussian); see
+        :meth:`bayeslayers.network.Network.predictive_dof`."""
+        check_is_fitted(self)
+        return self.network_.predictive_dof()
+
     def _scale_y(self, y: np.ndarray) -> None:
         """Target statistics from the first call (identity without ``standardize``)."""
         if self.standardize:

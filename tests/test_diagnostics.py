@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 from scipy.special import ndtr
 
-from bayeslayers import Network, heads, layers, predictive
+from bayeslayers import Network, heads, layers, metrics, predictive
 from bayeslayers.diagnostics import compare, elpd, to_inference_data
 
 matplotlib.use("Agg")
@@ -124,7 +124,7 @@ def test_draws_have_the_posterior_mean_and_covariance(structure):
     se(cov_ij) = sqrt((S_ii S_jj + S_ij^2) / n) for Gaussian draws.
     """
     Xs = RNG.standard_normal((6, 2))
-    net = Network([layers.Linear(2)], covariance=structure, noise=0.3, seed=4)
+    net = Network([layers.Linear(2)], covariance=structure, noise=0.3, seed=4, sweeps=1)
     net.fit(Xs, Xs @ [1.0, -1.0], batch_size=3)
     post = net.posteriors_[0]
     n = 20_000
@@ -188,6 +188,29 @@ def test_log_likelihood_averages_to_the_analytic_predictive(head, labels):
         exact = stats.norm.pdf(y, mean, sd)
     tol = 5 * p.std(axis=0) / np.sqrt(len(p)) + (0.01 if head.kind == "logistic" else 1e-12)
     np.testing.assert_array_less(np.abs(p.mean(axis=0) - exact), tol)
+
+
+def test_learned_noise_is_drawn_jointly_with_the_head_weights():
+    """With a learned noise (Normal-Inverse-Gamma) the export draws sigma^2 with the head's
+    weights, so mean_s p(y | W_s, sigma_s) tends to the Student-t predictive that ``predict``
+    reports, and the predictive draws have its variance (5 standard errors)."""
+    head = heads.Gaussian(learn_noise=True, noise_memory=None, prior_evidence=False)
+    Xs, y = X[:12], Y2[:12, 0]
+    net = Network([], head=head, seed=0).fit(Xs, y)
+    nu = net.predictive_dof()
+    assert 2 < nu < 100  # a few rows: clearly heavier tails than a Gaussian
+    S = 20_000
+    idata = to_inference_data(net, Xs, y, n_draws=S, seed=1)
+    ll = idata.log_likelihood["y"].stack(s=("chain", "draw")).transpose("s", ...).values
+    p = np.exp(ll)
+    mean, sd = net.predict(Xs, return_std=True)
+    exact = np.exp(metrics.log_density_student_t(y, mean, sd, nu))
+    np.testing.assert_array_less(np.abs(p.mean(axis=0) - exact), 5 * p.std(axis=0) / np.sqrt(S))
+    draws = idata.posterior_predictive["y"].stack(s=("chain", "draw")).transpose("s", ...).values
+    np.testing.assert_allclose(draws.mean(axis=0), mean, atol=5 * sd.max() / np.sqrt(S))
+    # heavier tails than the plug-in Gaussian: more mass beyond 3 sd than its 0.27%
+    z = np.abs(draws - mean) / sd
+    assert np.mean(z > 3) > 1.5 * 2 * stats.norm.sf(3)
 
 
 def test_linearized_draws_have_the_linearized_predictive_moments(regressor):

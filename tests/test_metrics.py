@@ -138,3 +138,60 @@ def test_labels_with_classes():
 def test_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# ------------------------------------------------------------------- Student-t predictives
+def _t_scale(sd, nu):
+    return sd * np.sqrt((nu - 2) / nu)
+
+
+def test_log_density_student_t_is_scipy_s_with_std_as_the_standard_deviation():
+    y, mu, sd, nu = np.array([0.3, -2.0, 4.0]), np.zeros(3), np.array([1.0, 2.0, 0.5]), 5.0
+    got = metrics.log_density_student_t(y, mu, sd, nu)
+    np.testing.assert_allclose(got, stats.t.logpdf(y, nu, mu, _t_scale(sd, nu)), rtol=1e-12)
+    assert stats.t.std(nu, 0, _t_scale(sd, nu)) == pytest.approx(sd)
+    assert metrics.nll_student_t(y, mu, sd, nu) == pytest.approx(-got.mean())
+    # many degrees of freedom: the Gaussian; none given: the Gaussian exactly
+    np.testing.assert_allclose(
+        metrics.log_density_student_t(y, mu, sd, 1e9),
+        metrics.log_density_gaussian(y, mu, sd),
+        rtol=1e-7,
+    )
+    assert np.array_equal(
+        metrics.log_density_student_t(y, mu, sd, None), metrics.log_density_gaussian(y, mu, sd)
+    )
+
+
+def test_crps_student_t_matches_its_defining_integral():
+    """CRPS = int (F(x) - [x >= y])^2 dx, by quadrature, against the closed form."""
+    nu, mu, sd = 4.0, 0.5, 1.5
+    F = stats.t(nu, mu, _t_scale(sd, nu)).cdf
+    for y in (-3.0, 0.5, 2.0):
+        below, _ = integrate.quad(lambda x: F(x) ** 2, -np.inf, y)
+        above, _ = integrate.quad(lambda x: (1 - F(x)) ** 2, y, np.inf)
+        got = metrics.crps_student_t([y], [mu], [sd], nu)
+        assert got == pytest.approx(below + above, rel=1e-7)
+    assert metrics.crps_student_t([0.3], [0.0], [1.0], 1e8) == pytest.approx(
+        metrics.crps_gaussian([0.3], [0.0], [1.0]), rel=1e-6
+    )
+
+
+def test_central_interval_with_dof_has_the_t_quantiles():
+    lo, hi = metrics.central_interval(np.zeros(2), np.array([1.0, 3.0]), 0.9, dof=3.0)
+    scale = _t_scale(np.array([1.0, 3.0]), 3.0)
+    np.testing.assert_allclose(hi, stats.t.ppf(0.95, 3.0) * scale, rtol=1e-12)
+    np.testing.assert_allclose(lo, -hi)
+    wide = metrics.regression_metrics(np.zeros(2), np.zeros(2), np.ones(2), dof=3.0)
+    assert set(wide) == {"rmse", "nll", "crps", "coverage"}
+    assert wide["nll"] == pytest.approx(metrics.nll_student_t(np.zeros(2), 0 * hi, 1 + 0 * hi, 3))
+
+
+@pytest.mark.parametrize(("dof", "error"), [(0.0, ValueError), (-1, ValueError), ("5", TypeError)])
+def test_bad_dof_is_refused(dof, error):
+    with pytest.raises(error, match="dof"):
+        metrics.nll_student_t([0.0], [0.0], [1.0], dof)
+
+
+def test_crps_student_t_needs_a_finite_mean():
+    with pytest.raises(ValueError, match="dof > 1"):
+        metrics.crps_student_t([0.0], [0.0], [1.0], 1.0)

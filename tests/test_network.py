@@ -316,3 +316,18 @@ def test_sweeps_leave_a_linear_model_unchanged_and_relinearize_a_network():
     assert not np.allclose(deep[0].posteriors_[0].mean, deep[1].posteriors_[0].mean)
     err = [np.sqrt(np.mean((net.predict(X) - y) ** 2)) for net in deep]
     assert err[1] < 1.0 and err[0] < 1.0
+
+
+def test_predictive_dof_is_the_student_t_s_and_only_for_regression():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 2))
+    y = X @ [1.0, -1.0] + 0.1 * rng.normal(size=30)
+    learned = Network([layers.ReLU(4)]).fit(X, y)
+    assert np.isfinite(learned.predictive_dof()) and learned.predictive_dof() > 2
+    assert learned.predictive_dof() == learned.head.dof(learned.head_state_)
+    assert Network([layers.ReLU(4)], noise=0.1).fit(X, y).predictive_dof() == np.inf
+    clf = Network([layers.ReLU(4)], head=heads.OneHot()).fit(X, (y > 0).astype(int))
+    with pytest.raises(AttributeError, match="regression head"):
+        clf.predictive_dof()
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Network([layers.ReLU(4)]).predictive_dof()

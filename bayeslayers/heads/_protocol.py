@@ -101,3 +101,19 @@ class RegressionHead(Head, Protocol):
 
     def dof(self, state) -> float:
         """Degrees of freedom of the Student-t predictive (``inf``: Gaussian)."""
+
+    def noise_draws(
+        self, state, n_draws: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior draws ``(S,)`` of the noise variance, and the factor by which each scales
+        its head-weight draw's deviation from the mean (joint draws; ones if independent)."""
+
+    def log_likelihood(
+        self, state, F: np.ndarray, y: np.ndarray, noise: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Pointwise log likelihood; ``noise``: one variance per draw (``F``'s first axis)."""
+
+    def sample(
+        self, state, F: np.ndarray, rng: np.random.Generator, noise: np.ndarray | None = None
+    ) -> np.ndarray:
+        """One outcome per predictor; ``noise`` as in :meth:`log_likelihood`."""

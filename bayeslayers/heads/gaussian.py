@@ -233,19 +233,53 @@ class Gaussian:
         const = gammaln((nu + 1) / 2) - gammaln(nu / 2) - 0.5 * np.log(nu * np.pi)
         return float(np.sum(const - 0.5 * np.log(scale2) - (nu + 1) / 2 * np.log1p(z2 / nu)))
 
-    def log_likelihood(self, state: GaussianState, F: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def noise_draws(
+        self, state: GaussianState, n_draws: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        r"""Joint posterior draws of the noise: variances and the head weights' scale, ``(S,)``.
+
+        With a learned noise the posterior is Normal-Inverse-Gamma,
+        :math:`\sigma^2 \sim \mathrm{IG}(a, b)`, :math:`w \mid \sigma^2 \sim N(m, \sigma^2
+        \tilde\Sigma)`; :meth:`weight_posterior` draws :math:`w` at :math:`\hat\sigma^2 = b / a`,
+        so a joint draw scales that draw's deviation from :math:`m` by
+        :math:`\sqrt{\sigma_s^2 / \hat\sigma^2}` (the second array). Predictors from such draws,
+        plus noise of variance :math:`\sigma_s^2`, have the Student-t predictive of
+        :meth:`dof`. A fixed noise gives constant variances and unit scales.
+        """
+        s2 = self.noise_variance(state)
+        if not self.learn_noise:
+            return np.full(n_draws, s2), np.ones(n_draws)
+        draws = state.b / rng.gamma(state.a, 1.0, n_draws)
+        return draws, np.sqrt(draws / s2)
+
+    def _noise_sd(self, state: GaussianState, noise: np.ndarray | None, F: np.ndarray):
+        """The noise sd: the point estimate, or one per draw along ``F``'s first axis."""
+        if noise is None:
+            return np.sqrt(self.noise_variance(state))
+        return np.sqrt(np.asarray(noise)).reshape(-1, *([1] * (F.ndim - 1)))
+
+    def log_likelihood(
+        self, state: GaussianState, F: np.ndarray, y: np.ndarray, noise: np.ndarray | None = None
+    ) -> np.ndarray:
         r"""Pointwise :math:`\log N(y \mid f, \sigma^2)`, summed over outputs: ``F.shape[:-1]``.
 
-        ``F`` ``(..., n, k)`` are linear predictors for drawn weights, ``y`` ``(n, k)`` targets.
+        ``F`` ``(..., n, k)`` are linear predictors for drawn weights, ``y`` ``(n, k)`` targets;
+        ``noise``, optional, one noise variance per draw (``F``'s first axis, as from
+        :meth:`noise_draws`), else the point estimate.
         """
-        sd = np.sqrt(self.noise_variance(state))
+        sd = self._noise_sd(state, noise, F)
         z = (y - F) / sd
         return (-0.5 * (np.log(2 * np.pi) + z**2) - np.log(sd)).sum(axis=-1)
 
-    def sample(self, state: GaussianState, F: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One outcome per predictor: ``F + sigma * noise``."""
-        sd = np.sqrt(self.noise_variance(state))
-        return F + sd * rng.standard_normal(F.shape)
+    def sample(
+        self,
+        state: GaussianState,
+        F: np.ndarray,
+        rng: np.random.Generator,
+        noise: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """One outcome per predictor: ``F + sigma * noise`` (``noise`` as in log_likelihood)."""
+        return F + self._noise_sd(state, noise, F) * rng.standard_normal(F.shape)
 
 
 def _score_memories(memory: np.ndarray, n: float, quad: float) -> np.ndarray:
@@ -307,14 +341,23 @@ class OneHot(Gaussian):
         mean, var = self.predictive(state, X)
         return float(argmax_log_proba(mean, var, np.argmax(T, axis=1)).sum())
 
-    def log_likelihood(self, state: GaussianState, F: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def log_likelihood(
+        self, state: GaussianState, F: np.ndarray, y: np.ndarray, noise: np.ndarray | None = None
+    ) -> np.ndarray:
         """:math:`\\log P(y = \\arg\\max_j (f_j + \\varepsilon_j))`, noise of variance ``b / a``.
 
-        ``F`` ``(..., n, K)`` are the outputs for drawn weights, ``y`` ``(n,)`` class indices.
+        ``F`` ``(..., n, K)`` are the outputs for drawn weights, ``y`` ``(n,)`` class indices;
+        ``noise`` as in :meth:`Gaussian.log_likelihood`.
         """
-        return argmax_log_proba(F, self.noise_variance(state), y)
+        return argmax_log_proba(F, self._noise_sd(state, noise, F) ** 2, y)
 
-    def sample(self, state: GaussianState, F: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def sample(
+        self,
+        state: GaussianState,
+        F: np.ndarray,
+        rng: np.random.Generator,
+        noise: np.ndarray | None = None,
+    ) -> np.ndarray:
         """One class index per row: the argmax of the outputs plus noise."""
-        s2 = self.noise_variance(state)
-        return np.argmax(F + np.sqrt(s2) * rng.standard_normal(F.shape), axis=-1)
+        sd = self._noise_sd(state, noise, F)
+        return np.argmax(F + sd * rng.standard_normal(F.shape), axis=-1)
