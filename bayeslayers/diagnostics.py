@@ -184,6 +184,14 @@ def to_inference_data(
         Chains the draws are split into (in order: draw ``s`` is draw ``s mod (S / chains)``
         of chain ``s // (S / chains)``); ``chains=1`` gives the layout of earlier versions.
 
+    Notes
+    -----
+    A regression head with a learned noise has a Normal-Inverse-Gamma posterior: each draw
+    takes its noise variance :math:`\sigma_s^2 \sim \mathrm{IG}(a, b)` jointly with the head's
+    weights (``RegressionHead.noise_draws``), and ``log_likelihood`` and
+    ``posterior_predictive`` use that draw's :math:`\sigma_s`, so the export's predictive is
+    the Student-t that ``predict`` reports.
+
     Returns
     -------
     arviz.InferenceData
