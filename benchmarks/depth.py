@@ -274,6 +274,25 @@ def paired(runs: list[dict], model: str, reference: str) -> str:
     return "\n".join(lines)
 
 
+def stability(table: list[dict], strategies: list[str]) -> str:
+    """Per (dataset, depth): every fit finite over seeds, and the fewest live units seen."""
+    cells: dict[tuple, dict] = {}
+    for row in table:
+        if row["model"] in strategies:
+            cells.setdefault((row["dataset"], row["depth"]), {})[row["model"]] = row
+    lines = [
+        "| dataset | depth | " + " | ".join(strategies) + " |",
+        "|---" * (2 + len(strategies)) + "|",
+    ]
+    for (dataset, depth), rows in cells.items():
+        out = [
+            f"{rows[m]['stable']}, {rows[m]['min_alive_units']}" if m in rows else ""
+            for m in strategies
+        ]
+        lines.append(f"| {dataset} | {depth} | " + " | ".join(out) + " |")
+    return "\n".join(lines) if cells else ""
+
+
 def report(runs: list[dict]) -> str:
     """The tables of ``benchmarks/RESULTS.md``: metrics side by side, paired differences, cost."""
     table = summarize(runs)
@@ -287,6 +306,7 @@ def report(runs: list[dict]) -> str:
         wide(table, ("ece", "coverage90"), spread),
         wide(table, ("us_per_sample",), models),
     ]
+    parts.append(stability(table, strategies))
     if CONTROL in models:
         parts += [paired(runs, m, CONTROL) for m in strategies]
     if "min_norm" in models:
