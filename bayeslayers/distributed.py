@@ -122,9 +122,10 @@ def fit(
     Parameters
     ----------
     network : Network
-        Trained further if fitted (like ``partial_fit``); otherwise its prior is set from the
-        first partition (``Network.initialize``: shapes and, with ``init="samples"``, that
-        partition's inputs) and the classes from all partitions' labels.
+        Trained further if fitted (like ``partial_fit``); otherwise its prior is the one
+        ``Network.fit`` would set from all the rows (shapes from the first partition; with
+        ``init="samples"`` the inputs' statistics computed over all partitions, module
+        docstring) and the classes from all partitions' labels.
     X : dask array, dask DataFrame or array-like of shape (n, d)
         Inputs. A Dask array is rechunked to whole rows; a NumPy array is split into
         ``partitions`` parts.
@@ -136,6 +137,7 @@ def fit(
         ``LocalCluster``.
     n_shards : int, optional
         Tasks per round; the number of workers if omitted (at most the round's partitions).
+        Each is made of partitions held by one worker and runs there (module docstring).
     rounds : int
         Consecutive groups of partitions, with a broadcast and a merge after each.
     partitions : int, optional

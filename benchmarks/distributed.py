@@ -194,11 +194,22 @@ def _persisted_stream(client, edges, dtype):
     return X, y
 
 
+def _cpu_seconds() -> float:
+    return time.process_time()
+
+
 def part_throughput(args) -> dict:
-    """Sequential, 1- and 2-process runs in turn, ``--repeats`` times (medians, paired ratios)."""
+    """Sequential and ``distributed.fit`` in turn, ``--repeats`` times, on one cluster per size.
+
+    Per run: wall time; CPU seconds of the sequential process and of each worker process
+    (``client.run``), so the share of a core each got under the machine's load is known; and
+    from Dask's task stream the shard tasks' compute and transfer times: ``sum of compute /
+    wall`` is the parallelism achieved, ``compute per row`` against the sequential fit's the
+    worker's own overhead.
+    """
     import os
 
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, get_task_stream
 
     from bayeslayers import distributed as bd
 
@@ -207,49 +218,76 @@ def part_throughput(args) -> dict:
     Xs, ys = _stream_block(0, n)
     test = _mnist()
     out: dict = {"rows": n, "partitions": len(edges) - 1, "batch": 32, "runs": []}
-    for rep in range(args.repeats):
-        start = time.perf_counter()
-        seq = _stream_net().fit(Xs, ys, batch_size=32, shuffle=False)
-        run = {
-            "repeat": rep,
-            "load": os.getloadavg()[0],
-            "sequential_s": time.perf_counter() - start,
-            "sequential_accuracy": float(np.mean(seq.predict(test.X_test) == test.y_test)),
-        }
-        for w in args.workers:  # one cluster at a time, started and warmed up untimed
-            with (
-                LocalCluster(
-                    n_workers=w, threads_per_worker=1, processes=True, dashboard_address=None
-                ) as cluster,
-                Client(cluster) as client,
-            ):
-                client.run(_mnist)  # each worker loads mnist-5k once
-                warm_X, warm_y = _stream_block(0, 256)
-                bd.fit(_stream_net(), warm_X, warm_y, client=client, partitions=w, batch_size=32)
-                X, y = _persisted_stream(client, edges, ys.dtype)
-                start = time.perf_counter()
-                net = bd.fit(_stream_net(), X, y, client=client, batch_size=32)
-                run[f"workers_{w}_s"] = time.perf_counter() - start
-            run[f"workers_{w}_accuracy"] = float(np.mean(net.predict(test.X_test) == test.y_test))
-        out["runs"].append(run)
-        print(run, flush=True)
-    runs = out["runs"]
-    seq_s = float(np.median([r["sequential_s"] for r in runs]))
+    for w in args.workers:  # one cluster per size, started, loaded and warmed up untimed
+        with (
+            LocalCluster(
+                n_workers=w, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            client.run(_mnist)  # each worker loads mnist-5k once
+            warm_X, warm_y = _stream_block(0, 256)
+            bd.fit(_stream_net(), warm_X, warm_y, client=client, partitions=w, batch_size=32)
+            X, y = _persisted_stream(client, edges, ys.dtype)
+            for rep in range(args.repeats):
+                run = {"workers": w, "repeat": rep, "load_1min": os.getloadavg()[0]}
+                cpu, start = time.process_time(), time.perf_counter()
+                seq = _stream_net().fit(Xs, ys, batch_size=32, shuffle=False)
+                run["sequential_s"] = time.perf_counter() - start
+                run["sequential_cpu_s"] = time.process_time() - cpu
+                run["sequential_accuracy"] = float(np.mean(seq.predict(test.X_test) == test.y_test))
+                before = client.run(_cpu_seconds)
+                with get_task_stream(client) as stream:
+                    start = time.perf_counter()
+                    net = bd.fit(_stream_net(), X, y, client=client, batch_size=32)
+                    run["distributed_s"] = time.perf_counter() - start
+                after = client.run(_cpu_seconds)
+                run["worker_cpu_s"] = [after[k] - before[k] for k in sorted(after)]
+                shards = [t for t in stream.data if "_train_shard" in str(t["key"])]
+                run["shard_compute_s"] = [
+                    sum(s["stop"] - s["start"] for s in t["startstops"] if s["action"] == "compute")
+                    for t in shards
+                ]
+                run["shard_transfer_s"] = [
+                    sum(
+                        s["stop"] - s["start"] for s in t["startstops"] if s["action"] == "transfer"
+                    )
+                    for t in shards
+                ]
+                run["distributed_accuracy"] = float(
+                    np.mean(net.predict(test.X_test) == test.y_test)
+                )
+                run["speedup"] = run["sequential_s"] / run["distributed_s"]
+                run["load_1min_after"] = os.getloadavg()[0]
+                out["runs"].append(run)
+                print(run, flush=True)
     table = [
-        f"| run | training s (median of {len(runs)}) | rows/s | speed-up (paired, median) | "
-        "test accuracy |",
-        "|---|---|---|---|---|",
-        f"| sequential fit | {seq_s:.1f} | {n / seq_s:,.0f} | 1.00 | "
-        f"{100 * runs[0]['sequential_accuracy']:.1f} % |",
+        "| workers | sequential s | distributed s | speed-up (median) | runs | "
+        "Σ shard compute / wall | worker compute per row / sequential | "
+        "CPU share: sequential, workers | CPU-time speed-up | load (1 min) | "
+        "accuracy seq / dist |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for w in args.workers:
-        s = float(np.median([r[f"workers_{w}_s"] for r in runs]))
-        ratio = float(np.median([r["sequential_s"] / r[f"workers_{w}_s"] for r in runs]))
-        table.append(
-            f"| distributed.fit, {w} worker process{'es' if w > 1 else ''} | {s:.1f} | "
-            f"{n / s:,.0f} | {ratio:.2f} | {100 * runs[0][f'workers_{w}_accuracy']:.1f} % |"
+        rs = [r for r in out["runs"] if r["workers"] == w]
+        med = lambda k, rs=rs: float(np.median([r[k] for r in rs]))  # noqa: E731
+        par = np.median([sum(r["shard_compute_s"]) / r["distributed_s"] for r in rs])
+        per_row = np.median([sum(r["shard_compute_s"]) / r["sequential_s"] for r in rs])
+        seq_share = np.median([r["sequential_cpu_s"] / r["sequential_s"] for r in rs])
+        work_share = np.median([sum(r["worker_cpu_s"]) / sum(r["shard_compute_s"]) for r in rs])
+        # CPU seconds of the sequential fit over those of the busiest worker: the speed-up
+        # with a free core per process, at the per-row costs measured in this run
+        cpu_speedup = np.median([r["sequential_cpu_s"] / max(r["worker_cpu_s"]) for r in rs])
+        speedups = ", ".join(f"{r['speedup']:.2f}" for r in rs)
+        loads = ", ".join(f"{r['load_1min']:.1f}" for r in rs)
+        acc = (
+            f"{100 * rs[0]['sequential_accuracy']:.1f} / {100 * rs[0]['distributed_accuracy']:.1f}"
         )
-    table.append(f"\nLoad average (1 min) at the runs: {[round(r['load'], 1) for r in runs]}")
+        table.append(
+            f"| {w} | {med('sequential_s'):.1f} | {med('distributed_s'):.1f} | "
+            f"{med('speedup'):.2f} | {speedups} | {par:.2f} | {per_row:.2f} | "
+            f"{seq_share:.2f}, {work_share:.2f} | {cpu_speedup:.2f} | {loads} | {acc} % |"
+        )
     print("\n".join(table))
     out["table"] = table
     return out
@@ -400,7 +438,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--stream-rows", type=int, default=50_000)
     parser.add_argument("--partitions", type=int, default=8)
-    parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--workers", nargs="+", type=int, default=[2])
     parser.add_argument("--repeats", type=int, default=3, help="throughput repeats")
     parser.add_argument("--round-rows", type=int, default=50_000)
     parser.add_argument("--bandwidth", type=float, default=1e9, help="bytes/s at the driver")
