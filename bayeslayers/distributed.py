@@ -238,8 +238,11 @@ def _fit(
         if current.head.is_classifier and classes is None:
             labels = client.gather(client.map(_unique_labels, futures_y, pure=False))
             classes = np.unique(np.concatenate(labels))
-        x0, y0 = client.gather([futures_X[0], futures_y[0]])
-        current.initialize(_as_array(x0), _as_array(y0), classes=classes)  # shapes, classes
+        # Shapes and classes need two rows, not the partition (the prior's inputs follow).
+        x0, y0 = client.gather(
+            [client.submit(_first_rows, f, pure=False) for f in (futures_X[0], futures_y[0])]
+        )
+        current.initialize(x0, y0, classes=classes)
         if current.init == "samples" and current.layers:
             # The prior Network.fit sets from all the rows (module docstring); the inputs of
             # later rounds are computed for it and released (their round computes them again).
@@ -285,11 +288,11 @@ def _fit(
             )
             for shard, owner in zip(shards, owners, strict=True)
         ]
-        shards = [np.asarray([group[j] for j in shard]) for shard in shards]
+        indices = [np.asarray([group[j] for j in shard]) for shard in shards]
         for i in group:  # a round's inputs leave the cluster with it
             futures_X.pop(i, None)
         del round_X
-        deltas = _gather(client, tasks, shards, progress, f"round {r + 1}/{rounds}")
+        deltas = _gather(client, tasks, indices, progress, f"round {r + 1}/{rounds}")
         current = apply_deltas(current, deltas)
     current.head_state_ = current.head.flush(current.head_state_)  # as at the end of fit
     current.training_time_ = time.perf_counter() - start
@@ -471,6 +474,10 @@ def _moments(x, mu: np.ndarray, W: np.ndarray) -> tuple[int, np.ndarray, np.ndar
         return 0, np.zeros(W.shape[1]), np.zeros(W.shape[1])
     m = z.mean(axis=0)
     return len(z), m, ((z - m) ** 2).sum(axis=0)
+
+
+def _first_rows(part, k: int = 2) -> np.ndarray:
+    return _as_array(part)[:k]
 
 
 def _unique_labels(y) -> np.ndarray:
