@@ -59,7 +59,7 @@ def _save(fig: Figure, name: str) -> Path:
 def regression_1d() -> Figure:
     """One-pass fit of sin(3x) with the linearized predictive band, in the data's units."""
     data = load_dataset("sine-1d", n_samples=1000, noise_sd=NOISE_SD, seed=0)
-    net = Network([layers.ReLU(50), layers.ReLU(50)], noise=NOISE_SD**2, seed=0)
+    net = Network([layers.ReLU(50), layers.ReLU(50)], seed=0)
     net.fit(data.X_train, data.y_train)
     x_train = data.unstandardize(data.X_train)[:, 0]
     lo, hi = x_train.min(), x_train.max()
@@ -85,7 +85,7 @@ def regression_1d() -> Figure:
 def regression_2d() -> Figure:
     """True surface, one-pass mean, error and predictive sd of the 2-D wave."""
     data = load_dataset("wave-2d", n_samples=1500, noise_sd=NOISE_SD, seed=0, standardize=False)
-    net = Network([layers.ReLU(50), layers.ReLU(50)], noise=NOISE_SD**2, seed=0)
+    net = Network([layers.ReLU(50), layers.ReLU(50)], seed=0)
     net.fit(data.X_train, data.y_train)
     side = np.linspace(-3, 3, 61)
     g1, g2 = np.meshgrid(side, side)
@@ -135,7 +135,7 @@ def online_drift(n_rows: int = 400, chunk: int = 20, lam: float = 0.7) -> Figure
     curves: dict[str, list[float]] = {}
     seen: list[int] = []
     for label, forget in (("no forgetting", None), (f"head forgetting, λ = {lam}", lam)):
-        net = Network([layers.ReLU(50), layers.ReLU(50)], noise=NOISE_SD**2, seed=0)
+        net = Network([layers.ReLU(50), layers.ReLU(50)], seed=0)
         seen, errors = [], []
         for rows in np.array_split(np.arange(2 * n_rows), 2 * n_rows // chunk):
             if forget is not None and net.is_fitted:
