@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from bayeslayers import conjugate, propagation
 from bayeslayers._validation import check_count, check_real, check_seed
 from bayeslayers.heads import Head
@@ -96,7 +98,9 @@ def check_params(layers: Sequence, head, params: dict) -> None:
     check_count(params["blas_threads"], "blas_threads", allow_none=True)
     if params["init"] not in ("samples", "he"):
         raise ValueError(f"init must be 'samples' or 'he', got {params['init']!r}")
-    if params["sweeps"] != "auto":
-        check_count(params["sweeps"], "sweeps")
+    sweeps = params["sweeps"]
+    if not (isinstance(sweeps, str) and sweeps == "auto"):
+        if isinstance(sweeps, bool) or not isinstance(sweeps, int | np.integer) or sweeps < 1:
+            raise ValueError(f"sweeps must be an int >= 1 or 'auto', got {sweeps!r}")
     if params["dtype"] not in ("float64", "float32"):
         raise ValueError(f"dtype must be 'float64' or 'float32', got {params['dtype']!r}")

@@ -55,6 +55,8 @@ def test_sweeps_relinearize_the_hidden_layers_and_update_the_head_once():
     np.testing.assert_array_equal(auto.hidden[0].mean, two.hidden[0].mean)
     single = [engine.train_step(spec, state, X[:1], T[:1], 1.0, sweeps=k)[0] for k in (1, "auto")]
     np.testing.assert_array_equal(single[0].hidden[0].mean, single[1].hidden[0].mean)
+    with pytest.raises(ValueError, match="sweeps must be an int >= 1 or 'auto'"):
+        Network([layers.ReLU(8)], sweeps="twice")
 
 
 def test_learned_noise_has_calibrated_innovations_as_fixed_point():
