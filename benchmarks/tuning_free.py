@@ -76,11 +76,13 @@ def load(name: str, seed: int, test_fraction: float):
     return data.X_train, data.X_test, data.y_train, data.y_test
 
 
-def regression_scores(y, mean, std) -> dict:
+def regression_scores(y, mean, std, dof=None) -> dict:
+    """Scores of a Gaussian predictive, or a Student-t one with ``dof`` (a learned noise)."""
+    interval = metrics.central_interval(mean, std, 0.9, dof=dof)
     return {
         "rmse": metrics.rmse(y, mean),
-        "loglik": -metrics.nll_gaussian(y, mean, std),
-        "coverage90": metrics.interval_coverage(y, *metrics.central_interval(mean, std, 0.9)),
+        "loglik": -metrics.nll_student_t(y, mean, std, dof),
+        "coverage90": metrics.interval_coverage(y, *interval),
         "mean_sd": float(np.mean(std)),
     }
 
@@ -121,7 +123,8 @@ def run_models(name: str, seed: int, test_fraction: float) -> list[dict]:
         if isinstance(model, MLPRegressor):
             sd = np.full(len(yte), np.std(ytr - model.predict(Str)))
             return regression_scores(yte, model.predict(X), sd)
-        return regression_scores(yte, *model.predict(X, return_std=True))
+        dof = model.predictive_dof() if hasattr(model, "predictive_dof") else None
+        return regression_scores(yte, *model.predict(X, return_std=True), dof)
 
     Estimator = BayesLayersRegressor if regression else BayesLayersClassifier
     net, t = timed(lambda: Estimator(hidden, random_state=seed).fit(Xtr, ytr))
@@ -169,7 +172,8 @@ def run_variant(variant: str, name: str, seed: int, test_fraction: float) -> dic
     )
     if data.task == "regression":
         # the variant's loader standardizes y; scores are in that variant's units
-        score = regression_scores(data.y_test, *net.predict(data.X_test, return_std=True))
+        mean, std = net.predict(data.X_test, return_std=True)
+        score = regression_scores(data.y_test, mean, std, net.predictive_dof())
     else:
         score = classification_scores(data.y_test, net.predict_proba(data.X_test), net.classes_)
     return {"dataset": name, "seed": seed, "model": "tuned variant", "fit_s": t, **score}
