@@ -21,11 +21,10 @@ Metrics on the test split: accuracy, NLL and ECE (15 bins) for classification; R
 the coverage of the central 90 % interval of the library's Student-t predictive
 (``predictive_dof()``) for regression (the MLP gives no predictive spread: RMSE only), and on
 the synthetic tasks the RMSE against the noise-free function (``rmse_f``, whose floor is 0,
-where the test RMSE's is the noise). Per-sample cost is the
-``fit`` time divided by the training rows. The printed report holds mean and standard
-deviation over seeds, and the paired differences (mean and standard error over seeds, same
-splits) of every strategy against the control and against ``min_norm``; every run goes to JSON
-with the library's commit.
+where the test RMSE's is the noise). Per-sample cost is the ``fit`` time divided by the
+training rows. The printed report holds mean and standard deviation over seeds, and the paired
+differences (mean and standard error over seeds, same splits) of every strategy against the
+control and against ``min_norm``; every run goes to JSON with the library's commit.
 
 Run ``OPENBLAS_NUM_THREADS=1 python benchmarks/depth.py --seeds 5`` or see ``--help``.
 """
@@ -119,8 +118,10 @@ def timed_fit(model, X, y) -> float:
     return time.perf_counter() - start
 
 
-def run_strategy(split: Split, width: int, depth: int, targets: str, seed: int) -> dict:
-    """The estimator with its defaults; also returns it (its scaling serves the control)."""
+def run_strategy(
+    split: Split, width: int, depth: int, targets: str, seed: int
+) -> tuple[dict, BayesLayersClassifier | BayesLayersRegressor]:
+    """The estimator with its defaults, scored; also returns it (its scaling serves the control)."""
     kind = BayesLayersClassifier if split.task == "classification" else BayesLayersRegressor
     est = kind(hidden=(width,) * depth, random_state=seed, targets=targets)
     elapsed = timed_fit(est, split.X_train, split.y_train)
