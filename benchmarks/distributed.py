@@ -13,7 +13,8 @@ Three parts (``--part``):
     layers on digits, for which the merge is exact.
 ``digits``
     digits 64-100-10 (one-hot head) fitted by ``distributed.fit`` on a 2-process LocalCluster
-    with 4 partitions (1 and 2 rounds) against one sequential pass, over ``--seeds``.
+    with 4 partitions (``--rounds``: 1, 2 and 4) against one sequential pass, over ``--seeds``,
+    paired by seed.
 ``throughput``
     A 50,000-row stream (mnist-5k training rows repeated with N(0, 0.02^2) noise added to the
     pixels), 784-100-10 with a diagonal first layer (as ``variants/mnist-5k-relu.toml``), one
@@ -313,7 +314,7 @@ def part_digits(args) -> dict:
             row = {"seed": seed}
             seq = make().fit(data.X_train, data.y_train, batch_size=1, shuffle=False)
             row["sequential"] = scores(seq, data)
-            for rounds in (1, 2):
+            for rounds in args.rounds:
                 net = bd.fit(
                     make(), data.X_train, data.y_train, client=client, partitions=4, rounds=rounds
                 )
@@ -325,11 +326,11 @@ def part_digits(args) -> dict:
         "|---|---|---|---|---|",
     ]
     base = np.array([r["sequential"]["accuracy"] for r in rows])
-    for key, label in [
-        ("sequential", "one sequential pass"),
-        ("rounds_1", "4 partitions, 2 workers, 1 round"),
-        ("rounds_2", "4 partitions, 2 workers, 2 rounds"),
-    ]:
+    labels = [("sequential", "one sequential pass")] + [
+        (f"rounds_{r}", f"4 partitions, 2 workers, {r} round{'s' if r > 1 else ''}")
+        for r in args.rounds
+    ]
+    for key, label in labels:
         acc = np.array([r[key]["accuracy"] for r in rows])
         nll = np.array([r[key]["nll"] for r in rows])
         d = 100 * (acc - base)
@@ -436,6 +437,7 @@ def main() -> None:
     )
     parser.add_argument("--shards", nargs="+", type=int, default=[1, 2, 4, 8, 16])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rounds", nargs="+", type=int, default=[1, 2, 4], help="digits")
     parser.add_argument("--stream-rows", type=int, default=50_000)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--workers", nargs="+", type=int, default=[2])
