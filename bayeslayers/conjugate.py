@@ -680,10 +680,10 @@ def _unit_from_eig(post: WeightPosterior, U, values: np.ndarray, coef: np.ndarra
     # so the same rounding downstream) whether the columns share a basis or not.
     mean = np.asfortranarray(np.einsum("mdk,mk->dm", full, coef))
     if len(U) == 1 and bool((values == values[0]).all()):  # one covariance, copied
-        cov = np.einsum("dk,k,ek->de", U[0], values[0], U[0])
+        cov = (U[0] * values[0]) @ U[0].T
         cov = np.broadcast_to(0.5 * (cov + cov.T), (m, D, D)).copy()
     else:
-        cov = np.einsum("mdk,mk,mek->mde", full, values, full)
+        cov = (full * values[:, None, :]) @ np.swapaxes(full, -1, -2)
         cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
     return post._replace(mean=mean, cov=cov)
 
