@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from bayeslayers import Network, heads
+from bayeslayers.heads import gaussian
 
 
 def drifting_noise(n=2000, seed=0):
@@ -59,3 +61,32 @@ def test_evidence_prior_shrinks_an_overparameterized_head():
 def test_bad_noise_memory(bad):
     with pytest.raises(ValueError, match="noise_memory"):
         heads.Gaussian(noise_memory=bad)
+
+
+def test_each_memory_scores_the_student_t_predictive_of_the_batch_then_forgets():
+    """Gain = log multivariate t_{2a}(r | 0, b/a I) after the decay e^{-n/M}; then
+    a <- a + n/2, b <- b + q/2 (module docstring)."""
+    rng = np.random.default_rng(0)
+    memory = np.column_stack([rng.uniform(1, 50, 5), rng.uniform(0.1, 20, 5), rng.normal(size=5)])
+    r = rng.normal(size=4)
+    rows = gaussian._score_memories(memory.tolist(), 4.0, float(r @ r))
+    for (a_next, b_next, evidence), (a, b, before), M in zip(
+        rows, memory, gaussian.NOISE_MEMORIES, strict=True
+    ):
+        a, b = a * np.exp(-4 / M), b * np.exp(-4 / M)
+        t = stats.multivariate_t(np.zeros(4), b / a * np.eye(4), df=2 * a)
+        np.testing.assert_allclose(evidence - before, t.logpdf(r), rtol=1e-12)
+        np.testing.assert_allclose([a_next, b_next], [a + 2, b + r @ r / 2], rtol=1e-14)
+    huge = gaussian._score_memories(memory.tolist(), 1e6, 1e5)  # decay underflows: no 0 / 0
+    assert np.all(np.isfinite(huge))
+
+
+def test_the_noise_in_use_is_the_evidence_weighted_average():
+    memory = np.array([[3.0, 1.5, -1000.0], [5.0, 1.0, -1001.0], [2.0, 8.0, -1e6]])
+    w = np.exp(memory[:, 2] - memory[:, 2].max())
+    w /= w.sum()
+    a, b = gaussian._average_memories(memory.tolist())
+    np.testing.assert_allclose(a, w @ memory[:, 0], rtol=1e-14)
+    np.testing.assert_allclose(b / a, w @ (memory[:, 1] / memory[:, 0]), rtol=1e-14)
+    memory[1, 2] = np.nan
+    assert np.isnan(gaussian._average_memories(memory.tolist())).all()

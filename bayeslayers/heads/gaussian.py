@@ -40,12 +40,12 @@ r"""Gaussian heads: linear regression outputs through the conjugate core.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
 import numpy as np
-from scipy.special import gammaln
 
 from bayeslayers import conjugate
 from bayeslayers.evidence import mackay_prior
@@ -56,7 +56,6 @@ __all__ = ["NOISE_MEMORIES", "Gaussian", "GaussianState", "OneHot"]
 #: Memories (scalar observations) of the noise statistics compared by evidence: a geometric
 #: grid from "keep everything" down to a short window.
 NOISE_MEMORIES = (math.inf, 4096.0, 1024.0, 256.0, 64.0)
-_MEMORIES = np.asarray(NOISE_MEMORIES)
 
 
 class GaussianState(NamedTuple):
@@ -155,8 +154,8 @@ class Gaussian:
             if not len(state.memory):
                 a, b, memory = state.a + info.n_obs / 2, state.b + info.quad / 2, state.memory
             else:
-                memory = _score_memories(state.memory, info.n_obs, info.quad)
-                a, b = _average_memories(memory)
+                rows = _score_memories(state.memory.tolist(), info.n_obs, info.quad)
+                memory, (a, b) = np.array(rows), _average_memories(rows)
             new = GaussianState(post, float(a), float(b), memory, state.alpha, seen)
             if seen >= max(32, X.shape[1]) and np.floor(np.log2(seen)) > np.floor(
                 np.log2(max(state.seen, 1))
@@ -191,7 +190,7 @@ class Gaussian:
         average, as after every update); unchanged without memories."""
         if not len(state.memory):
             return state
-        a, b = _average_memories(state.memory)
+        a, b = _average_memories(state.memory.tolist())
         return state._replace(a=a, b=b)
 
     def _evidence_prior(self, state: GaussianState) -> GaussianState:
@@ -230,7 +229,7 @@ class Gaussian:
         nu = self.dof(state)
         if nu == np.inf:
             return float(-0.5 * np.sum(np.log(2 * np.pi * scale2) + z2))
-        const = gammaln((nu + 1) / 2) - gammaln(nu / 2) - 0.5 * np.log(nu * np.pi)
+        const = math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi)
         return float(np.sum(const - 0.5 * np.log(scale2) - (nu + 1) / 2 * np.log1p(z2 / nu)))
 
     def noise_draws(
@@ -282,31 +281,45 @@ class Gaussian:
         return F + self._noise_sd(state, noise, F) * rng.standard_normal(F.shape)
 
 
-def _score_memories(memory: np.ndarray, n: float, quad: float) -> np.ndarray:
+def _score_memories(rows, n: float, quad: float) -> list[tuple[float, float, float]]:
     """Each candidate's Student-t log evidence of a batch, then its forgetting and update.
 
-    ``memory`` rows are ``(a, b, log evidence)`` per :data:`NOISE_MEMORIES` entry; ``n``
-    scalar observations with scaled squared innovations ``quad`` (module docstring).
+    ``rows`` are ``(a, b, log evidence)`` per :data:`NOISE_MEMORIES` entry (Python floats);
+    ``n`` scalar observations with scaled squared innovations ``quad`` (module docstring).
+    Scalar arithmetic (:mod:`math`): for five candidates, array operations would cost more in
+    calls than in arithmetic, on every batch.
     """
-    decay = np.exp(-n / _MEMORIES)
-    a, b = memory[:, 0] * decay, memory[:, 1] * decay
-    a, b = np.maximum(a, 1e-300), np.maximum(b, 1e-300)  # no underflow to 0 in a huge batch
-    gain = gammaln(a + n / 2) - gammaln(a) - n / 2 * np.log(2 * np.pi * b)
-    gain -= (a + n / 2) * np.log1p(quad / (2 * b))
-    return np.column_stack([a + n / 2, b + quad / 2, memory[:, 2] + gain])
+    half = n / 2
+    out = []
+    for (a, b, evidence), decay in zip(rows, _decays(n), strict=True):
+        a, b = max(a * decay, 1e-300), max(b * decay, 1e-300)  # no underflow to 0 in a huge batch
+        a_next = a + half
+        gain = math.lgamma(a_next) - math.lgamma(a) - half * math.log(2 * math.pi * b)
+        gain -= a_next * math.log1p(quad / (2 * b))
+        out.append((a_next, b + quad / 2, evidence + gain))
+    return out
 
 
-def _average_memories(memory: np.ndarray) -> tuple[float, float]:
+@functools.lru_cache(maxsize=16)
+def _decays(n: float) -> tuple[float, ...]:
+    """:math:`e^{-n / M}` per memory (one batch size is met again and again)."""
+    return tuple(math.exp(-n / m) for m in NOISE_MEMORIES)
+
+
+def _average_memories(rows) -> tuple[float, float]:
     r"""The noise in use: the evidence-weighted average of the candidates' estimates.
 
     Weights :math:`w_k \propto e^{\log p_k}` (Bayesian model averaging over the memories);
     returns :math:`(\bar a, \bar a \sum_k w_k b_k / a_k)` with :math:`\bar a = \sum_k w_k
-    a_k`, so that ``b / a`` is the averaged noise variance.
+    a_k`, so that ``b / a`` is the averaged noise variance. ``rows`` as in
+    :func:`_score_memories`; a NaN anywhere gives NaN.
     """
-    w = np.exp(memory[:, 2] - memory[:, 2].max())
-    w /= w.sum()
-    a = float(w @ memory[:, 0])
-    return a, a * float(w @ (memory[:, 1] / memory[:, 0]))
+    top = max(evidence for _, _, evidence in rows)
+    w = [math.exp(evidence - top) for _, _, evidence in rows]
+    total = sum(w)
+    a = sum(wk * ak for wk, (ak, _, _) in zip(w, rows, strict=True)) / total
+    ratio = sum(wk * (bk / ak) for wk, (ak, bk, _) in zip(w, rows, strict=True)) / total
+    return a, a * ratio
 
 
 @dataclass(frozen=True)
