@@ -27,16 +27,15 @@ rounds synchronize more often.
 Data stay where they are
 -----------------------
 A partition is tens of MB (6,250 rows of 784 float64 are 39 MB); the network and a delta of a
-``diag`` or ``shared`` first layer are a few MB. So the computation moves to the data, not the
-data to the computation: each worker's shards are made of the partitions it already holds
-(:func:`_deal`: shard :math:`s` is owned by the :math:`s`-th worker, those holding data
-first; each partition, in order, goes to the first shard of its holder that stays within the
-balanced share :math:`\lceil N / S \rceil` of the round's rows, else to the first shard that
-does: balance comes first, since a partition takes far longer to train on than to send),
-and the shard's task is pinned to that worker. Dealing contiguous partitions instead would
-send, with Dask's usual round-robin placement, half of every shard's rows between the workers
-in each round. Only the network (broadcast once per round with
-``client.scatter(..., broadcast=True)``) and the deltas travel.
+``diag`` or ``shared`` first layer are a few MB. So the computation goes to the data. The
+shards are contiguous runs of each round's partitions, fixed by the partitioning alone (the
+result does not depend on where Dask happens to put the data), and shard :math:`k` is meant
+for worker :math:`k` (in address order, cycling). Partitions that are not in the cluster's
+memory yet (NumPy inputs, lazy collections) are computed on the worker their shard is meant
+for, so they never move; for partitions already held (persisted before the call) each shard
+runs on the worker holding most of its bytes, balanced across the workers (:func:`_owners`),
+and what is held elsewhere moves once. Only the network (broadcast once per round with
+``client.scatter(..., broadcast=True)``) and the deltas travel each round.
 
 The prior
 ---------
@@ -137,7 +136,8 @@ def fit(
         ``LocalCluster``.
     n_shards : int, optional
         Tasks per round; the number of workers if omitted (at most the round's partitions).
-        Each is made of partitions held by one worker and runs there (module docstring).
+        Each is a contiguous run of the round's partitions and runs where they are held
+        (module docstring).
     rounds : int
         Consecutive groups of partitions, with a broadcast and a merge after each.
     partitions : int, optional
@@ -229,14 +229,36 @@ def _fit(
     if len(parts_X) < rounds:
         raise ValueError(f"rounds={rounds} needs at least as many partitions, got {len(parts_X)}")
     groups = np.array_split(np.arange(len(parts_X)), rounds)
+    # Contiguous shards per round, fixed by the partitioning alone (so the result does not
+    # depend on where Dask put the data); shard k of each round is meant for worker k.
+    workers = sorted(client.scheduler_info().get("workers", {}))
+    plan = [[s for s in np.array_split(g, min(n_shards, len(g))) if len(s)] for g in groups]
+    meant = {
+        int(i): workers[k % len(workers)] if workers else None
+        for shards in plan
+        for k, shard in enumerate(shards)
+        for i in shard
+    }
+
+    def compute(parts: Sequence, index) -> dict:
+        """Futures of ``parts[i]``, each computed on the worker its shard is meant for."""
+        return {
+            int(i): client.compute(
+                parts[i],
+                workers=None if meant[int(i)] is None else [meant[int(i)]],
+                allow_other_workers=True,
+            )
+            for i in index
+        }
+
     # Targets are computed once (the classes need them all); inputs one round at a time, so
     # the cluster holds at most a round's partitions of X.
-    futures_y = client.compute(parts_y)
-    futures_X = dict(zip(groups[0], client.compute([parts_X[i] for i in groups[0]]), strict=True))
+    futures_y = compute(parts_y, range(len(parts_y)))
+    futures_X = compute(parts_X, groups[0])
     current = copy.deepcopy(network)
     if not current.is_fitted:
         if current.head.is_classifier and classes is None:
-            labels = client.gather(client.map(_unique_labels, futures_y, pure=False))
+            labels = client.gather(client.map(_unique_labels, list(futures_y.values()), pure=False))
             classes = np.unique(np.concatenate(labels))
         # Shapes and classes need two rows, not the partition (the prior's inputs follow).
         x0, y0 = client.gather(
@@ -246,8 +268,8 @@ def _fit(
         if current.init == "samples" and current.layers:
             # The prior Network.fit sets from all the rows (module docstring); the inputs of
             # later rounds are computed for it and released (their round computes them again).
-            later = client.compute(parts_X[len(groups[0]) :])
-            rows = [futures_X[i] for i in groups[0]] + later
+            later = compute(parts_X, range(len(groups[0]), len(parts_X)))
+            rows = [{**futures_X, **later}[i] for i in range(len(parts_X))]
             try:
                 current._init_state(
                     current.n_features_in_, current.n_outputs_, _PartitionedRows(client, rows)
@@ -259,27 +281,27 @@ def _fit(
                 ) from error
             del rows, later
     current.head_state_ = current.head.flush(current.head_state_)
-    for r, group in enumerate(groups):
-        if any(i not in futures_X for i in group):
-            futures_X = dict(zip(group, client.compute([parts_X[i] for i in group]), strict=True))
-        round_X = [futures_X[i] for i in group]
-        distributed.wait(round_X + [futures_y[i] for i in group])
-        holders = client.who_has(round_X)
-        nbytes = client.nbytes(keys=[f.key for f in round_X], summary=False)
-        shards, owners = _deal(
-            [int(nbytes.get(f.key, 0)) for f in round_X],  # rows, in bytes (a failed one: 0)
-            [holders[f.key][0] if holders.get(f.key) else None for f in round_X],
-            list(client.scheduler_info().get("workers", {})),
-            n_shards,
+    for r, (group, shards) in enumerate(zip(groups, plan, strict=True)):
+        if any(int(i) not in futures_X for i in group):
+            futures_X = compute(parts_X, group)
+        round_X = [futures_X[int(i)] for i in group]
+        distributed.wait(round_X)
+        owners = _owners(
+            [[int(i) - int(group[0]) for i in shard] for shard in shards],
+            client.who_has(round_X),
+            client.nbytes(keys=[f.key for f in round_X], summary=False),
+            [f.key for f in round_X],
+            [meant[int(shard[0])] for shard in shards],
+            workers,
         )
         broadcast = client.scatter(current, broadcast=True, hash=False)
         tasks = [
             client.submit(
                 _train_shard,
                 broadcast,
-                [round_X[j] for j in shard],
-                [futures_y[group[j]] for j in shard],
-                [int(group[j]) for j in shard],
+                [futures_X[int(i)] for i in shard],
+                [futures_y[int(i)] for i in shard],
+                [int(i) for i in shard],
                 batch_size,
                 fraction,
                 pure=False,
@@ -288,11 +310,10 @@ def _fit(
             )
             for shard, owner in zip(shards, owners, strict=True)
         ]
-        indices = [np.asarray([group[j] for j in shard]) for shard in shards]
         for i in group:  # a round's inputs leave the cluster with it
-            futures_X.pop(i, None)
+            futures_X.pop(int(i), None)
         del round_X
-        deltas = _gather(client, tasks, indices, progress, f"round {r + 1}/{rounds}")
+        deltas = _gather(client, tasks, shards, progress, f"round {r + 1}/{rounds}")
         current = apply_deltas(current, deltas)
     current.head_state_ = current.head.flush(current.head_state_)  # as at the end of fit
     current.training_time_ = time.perf_counter() - start
@@ -350,38 +371,42 @@ def _train_shard(
     return network_delta(net, trained, name="the shard's network")
 
 
-def _deal(
-    sizes: Sequence[int], holders: Sequence[str | None], workers: Sequence[str], n_shards: int
-) -> tuple[list[list[int]], list[str | None]]:
-    r"""Partitions (by position) into at most ``n_shards`` shards, each run by one worker.
+def _owners(
+    shards: Sequence[Sequence[int]],
+    who_has: dict,
+    nbytes: dict,
+    keys: Sequence,
+    meant: Sequence[str | None],
+    workers: Sequence[str],
+) -> list[str | None]:
+    r"""The worker each shard runs on: the one holding most of its bytes, balanced.
 
-    ``sizes`` are the partitions' sizes (rows, or bytes of rows of one width), ``holders`` the
-    worker holding each (None: unknown), ``workers`` the cluster's workers. Shard ``s`` is
-    owned by the ``s``-th worker, those holding data first (cycling if there are more shards).
-    Each partition, in order, joins the first shard owned by its holder that stays within the
-    balanced share :math:`\lceil N / S \rceil` (or is empty), else the first shard that does
-    (its rows then travel once), else the least-loaded one. Shards keep their partitions in
-    order, so with no known holders they are contiguous; empty shards are dropped.
-
-    Returns
-    -------
-    (shards, owners)
-        Positions per shard, and the worker each shard should run on (None: any).
+    ``shards`` hold positions into ``keys`` (the round's input partitions). Shard by shard,
+    the owner is the worker holding the most bytes of the shard's partitions among the
+    workers that have fewer than :math:`\lceil S / W \rceil` shards so far (``W`` the
+    workers holding data), ties going to the worker the shard was meant for (``meant``); a
+    shard none of whose partitions is held anywhere keeps its meant worker. So data computed
+    where its shard was meant to run never moves, and data placed elsewhere (persisted before
+    the call) moves as little as balance allows.
     """
-    n_shards = min(n_shards, len(sizes))
-    order = list(dict.fromkeys([*(h for h in holders if h is not None), *workers]))
-    owners: list[str | None] = [order[s % len(order)] if order else None for s in range(n_shards)]
-    share = -(-sum(sizes) // n_shards)
-    load = [0] * n_shards
-    members: list[list[int]] = [[] for _ in range(n_shards)]
-    for j, (size, holder) in enumerate(zip(sizes, holders, strict=True)):
-        fits = [s for s in range(n_shards) if load[s] + size <= share or not members[s]]
-        mine = [s for s in fits if holder is not None and owners[s] == holder]
-        s = (mine or fits or [min(range(n_shards), key=lambda k: load[k])])[0]
-        members[s].append(j)
-        load[s] += size
-    kept = [s for s in range(n_shards) if members[s]]
-    return [members[s] for s in kept], [owners[s] for s in kept]
+    holders = sorted({*workers, *(w for k in keys for w in who_has.get(k, ()))})
+    cap = -(-len(shards) // max(1, len(workers)))
+    taken: dict[str, int] = {}
+    owners: list[str | None] = []
+    for shard, hint in zip(shards, meant, strict=True):
+        held: dict[str, int] = {}
+        for j in shard:
+            for w in who_has.get(keys[j], ())[:1]:
+                held[w] = held.get(w, 0) + int(nbytes.get(keys[j], 0))
+        free = [w for w in holders if taken.get(w, 0) < cap]
+        if not free:
+            owners.append(hint)
+            continue
+        best = max(free, key=lambda w: (held.get(w, 0), w == hint))
+        owner = best if held.get(best, 0) or hint is None or hint not in free else hint
+        taken[owner] = taken.get(owner, 0) + 1
+        owners.append(owner)
+    return owners
 
 
 class _PartitionedRows:

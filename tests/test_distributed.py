@@ -118,22 +118,38 @@ def test_the_prior_is_set_from_all_partitions_as_a_sequential_fit_sets_it(client
     np.testing.assert_allclose(one.predict_proba(X), sequential.predict_proba(X), atol=TOL)
 
 
-def test_shards_are_made_of_the_partitions_each_worker_holds():
-    workers = ["A", "B"]
-    assert bd._deal([1] * 8, list("ABABABAB"), workers, 2) == (
-        [[0, 2, 4, 6], [1, 3, 5, 7]],
-        ["A", "B"],
-    )
-    # Balance first: five partitions on A, three on B: one of A's is trained on B.
-    shards, owners = bd._deal([1] * 8, list("AAAAABBB"), workers, 2)
-    assert sorted(map(len, shards)) == [4, 4] and owners == ["A", "B"]
-    assert shards[0] == [0, 1, 2, 3]
-    # Everything on one worker: both workers get a contiguous half.
-    assert bd._deal([1] * 8, ["A"] * 8, workers, 2) == ([[0, 1, 2, 3], [4, 5, 6, 7]], ["A", "B"])
-    # Unknown holders: contiguous shards; more shards than partitions: one each.
-    assert bd._deal([1] * 4, [None] * 4, workers, 2)[0] == [[0, 1], [2, 3]]
-    assert bd._deal([1] * 3, list("ABA"), workers, 8) == ([[0], [1], [2]], ["A", "B", "A"])
-    assert bd._deal([3, 1, 1, 1], list("ABAB"), workers, 2)[0] == [[0], [1, 2, 3]]
+def test_each_shard_runs_where_most_of_its_partitions_are_held():
+    workers, keys = ["A", "B"], list("01234567")
+    nbytes = dict.fromkeys(keys, 8)
+    halves, meant = [[0, 1, 2, 3], [4, 5, 6, 7]], ["A", "B"]
+
+    def held(rule):
+        return {k: (rule(int(k)),) for k in keys}
+
+    # Computed where meant: stays; placed in turn (a tie): as meant; the second half on A.
+    assert bd._owners(halves, held(lambda i: "AB"[i // 4]), nbytes, keys, meant, workers) == meant
+    assert bd._owners(halves, held(lambda i: "AB"[i % 2]), nbytes, keys, meant, workers) == meant
+    assert bd._owners(halves, held(lambda i: "BA"[i // 4]), nbytes, keys, meant, workers) == [
+        "B",
+        "A",
+    ]
+    # Everything on one worker: balance first (one shard per worker), nothing held: as meant.
+    assert bd._owners(halves, held(lambda i: "A"), nbytes, keys, meant, workers) == meant
+    assert bd._owners(halves, {}, nbytes, keys, meant, workers) == meant
+    quarters = [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert bd._owners(
+        quarters, held(lambda i: "AB"[i // 4]), nbytes, keys, list("ABAB"), workers
+    ) == list("AABB")
+
+
+def test_the_result_does_not_depend_on_where_the_data_are(client, data):
+    X, _, labels, _ = data
+    make = lambda: Network([layers.ReLU(8)], head=heads.OneHot(), seed=1)  # noqa: E731
+    lazy = bd.fit(make(), X, labels, client=client, partitions=4)
+    placed = da.from_array(X, chunks=(150, 5)).persist()  # Dask places the blocks itself
+    distributed.wait(placed)
+    held = bd.fit(make(), placed, labels, client=client)
+    np.testing.assert_allclose(held.predict_proba(X), lazy.predict_proba(X), rtol=0, atol=TOL)
 
 
 def test_bad_arguments_fail_before_any_work(client, data):
