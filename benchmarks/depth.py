@@ -86,9 +86,20 @@ def regression(y, mean, std=None, dof=None, truth=None) -> dict:
 
 
 class Split:
-    """One seed's split: the data in its units for the library, and the MLP's inputs."""
+    r"""One seed's split: the data in its units for the library, and the MLP's inputs.
 
-    def __init__(self, name: str, seed: int, n_samples: int | None, noise_sd: float) -> None:
+    ``frequency`` (sine-1d only) swaps the target for :math:`\sin(\omega x)` plus the same
+    noise draw, on the same inputs and split: a harder 1-D task than :math:`\sin(3x)`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        seed: int,
+        n_samples: int | None,
+        noise_sd: float,
+        frequency: float | None = None,
+    ) -> None:
         data = load_dataset(
             name,
             seed=seed,
@@ -105,6 +116,12 @@ class Split:
         self.y_train, self.y_test = data.y_train, data.y_test
         truth = DATASETS[name].truth
         self.truth = None if truth is None else truth(self.X_test)
+        if frequency is not None:  # main() allows it for sine-1d only
+            self.y_train = (
+                self.y_train - truth(self.X_train) + np.sin(frequency * self.X_train[:, 0])
+            )
+            self.y_test = self.y_test - self.truth + np.sin(frequency * self.X_test[:, 0])
+            self.truth = np.sin(frequency * self.X_test[:, 0])
 
     def score(self, predict, classes=None, proba=None) -> dict:
         if self.task == "classification":
@@ -345,6 +362,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument(
         "--noise-sd", type=float, default=0.1, help="noise of the synthetic targets"
     )
+    parser.add_argument(
+        "--frequency", type=float, help="sine-1d only: the target sin(frequency * x) instead"
+    )
     parser.add_argument("--no-baselines", action="store_true", help="skip MLP and control")
     parser.add_argument("--no-mlp", action="store_true", help="skip the MLPs (keep the control)")
     parser.add_argument("--no-converged", action="store_true", help="skip the converged MLP")
@@ -353,6 +373,8 @@ def main(argv=None) -> list[dict]:
         "--report", type=Path, nargs="+", metavar="JSON", help="print the tables of recorded runs"
     )
     args = parser.parse_args(argv)
+    if args.frequency is not None and args.datasets != ["sine-1d"]:
+        parser.error(f"--frequency applies to sine-1d only, got --datasets {args.datasets}")
     if args.report:
         runs = [run for path in args.report for run in json.loads(path.read_text())["runs"]]
         print(report(runs))
@@ -364,7 +386,7 @@ def main(argv=None) -> list[dict]:
     for name in args.datasets:
         width = args.width or WIDTHS[name]
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            split = Split(name, seed, args.n_samples, args.noise_sd)
+            split = Split(name, seed, args.n_samples, args.noise_sd, args.frequency)
             for depth in args.depths:
                 results = []
                 for targets in args.targets:
