@@ -372,5 +372,4 @@ class OneHot(Gaussian):
         noise: np.ndarray | None = None,
     ) -> np.ndarray:
         """One class index per row: the argmax of the outputs plus noise."""
-        sd = self._noise_sd(state, noise, F)
-        return np.argmax(F + sd * rng.standard_normal(F.shape), axis=-1)
+        return np.argmax(super().sample(state, F, rng, noise), axis=-1)
