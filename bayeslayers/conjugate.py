@@ -552,9 +552,13 @@ def _risky_units(X, G, traces, s2) -> tuple[np.ndarray, float]:
 
 
 def _require_cholesky(covs: np.ndarray, units, largest: float) -> None:
-    """Raise :class:`numpy.linalg.LinAlgError` unless every covariance in ``covs`` factors."""
+    """Raise :class:`numpy.linalg.LinAlgError` unless every covariance in ``covs`` factors.
+
+    The factorization is the one ``covariance_health`` checks (SciPy's LAPACK), so a covariance
+    accepted here is one the health report calls positive definite.
+    """
     try:
-        np.linalg.cholesky(covs)
+        scipy.linalg.cholesky(covs, lower=True, check_finite=False)
     except np.linalg.LinAlgError:
         pass
     else:

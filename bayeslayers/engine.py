@@ -238,6 +238,7 @@ def train_step(
     log_pred = spec.head.log_predictive(state.head, xh, T)
     with health.named_failure("the head"):
         head_state = spec.head.update(state.head, xh, T, fraction)
+    health.check_posteriors([head_state], ["the head"])
     k = defaults.sweeps(sweeps, len(X))
     hidden, noise = state.hidden, state.noise
     infos = [UpdateInfo(0.0, 0.0)] * len(hidden)
@@ -255,8 +256,8 @@ def train_step(
             for a, b in zip(infos, swept, strict=True)
         ]
         corrections = [max(a, b) for a, b in zip(corrections, largest, strict=True)]
-    names = [f"hidden layer {i}" for i in range(len(hidden))]
-    health.check_posteriors([*hidden, head_state], [*names, "the head"])
+        # after every sweep: the next one must not start from a non-finite posterior
+        health.check_posteriors(hidden, [f"hidden layer {i}" for i in range(len(hidden))])
     state = NetState(hidden, head_state, noise)
     return state, StepInfo(tuple(infos), tuple(corrections), log_pred)
 
