@@ -65,7 +65,10 @@ Clusters
 ``LocalCluster`` of single-threaded worker processes on this machine for the call. The same
 code runs on any Dask cluster: pass a ``distributed.Client`` connected to it, e.g.
 ``Client("tcp://scheduler:8786")`` for an existing scheduler, a ``dask_jobqueue.SLURMCluster``
-(or PBS, SGE, ...) for a batch system, or a ``dask_kubernetes`` cluster. Workers need
+(or PBS, SGE, ...) for a batch system, or a ``dask_kubernetes`` cluster. Give the workers one
+thread each (several worker processes per machine rather than threads: a shard's loop holds
+the GIL) and :data:`WORKER_CONFIG` (no sampling profiler), e.g.
+``distributed.worker.profile.enabled: false`` in the workers' Dask configuration. Workers need
 bayeslayers installed; the network travels to them by pickle (Dask's own serialization;
 model files written by :func:`bayeslayers.io.save` remain pickle-free).
 """
@@ -84,7 +87,13 @@ from bayeslayers._validation import check_count
 from bayeslayers.merging import NetworkDelta, apply_deltas, network_delta
 from bayeslayers.network import Network
 
-__all__ = ["ShardError", "fit"]
+__all__ = ["WORKER_CONFIG", "ShardError", "fit"]
+
+#: Dask settings for workers that train (used for the ``LocalCluster`` :func:`fit` starts;
+#: for another cluster, set them in its Dask configuration). A shard's task is a long loop of
+#: small Python-level steps, and the worker's statistical profiler, which samples the running
+#: thread's stack every 10 ms, slows such a loop measurably (``benchmarks/RESULTS.md``).
+WORKER_CONFIG: dict[str, Any] = {"distributed.worker.profile.enabled": False}
 
 
 class ShardError(RuntimeError):
@@ -186,9 +195,11 @@ def fit(
         try:
             client = distributed.get_client()
         except ValueError:
-            own = distributed.Client(
-                distributed.LocalCluster(threads_per_worker=1, dashboard_address=None)
-            )
+            dask, _ = _dask()
+            with dask.config.set(WORKER_CONFIG):
+                own = distributed.Client(
+                    distributed.LocalCluster(threads_per_worker=1, dashboard_address=None)
+                )
             client = own
     elif not isinstance(client, distributed.Client):
         raise TypeError(f"client must be a distributed.Client or None, got {client!r}")

@@ -214,14 +214,18 @@ def _cpu_seconds() -> float:
 def part_throughput(args) -> dict:
     """Sequential and ``distributed.fit`` in turn, ``--repeats`` times, on one cluster per size.
 
-    Per run: wall time; CPU seconds of the sequential process and of each worker process
-    (``client.run``), so the share of a core each got under the machine's load is known; and
-    from Dask's task stream the shard tasks' compute and transfer times: ``sum of compute /
-    wall`` is the parallelism achieved, ``compute per row`` against the sequential fit's the
-    worker's own overhead.
+    The workers run with ``bayeslayers.distributed.WORKER_CONFIG`` (no sampling profiler)
+    unless ``--no-worker-config``. Per run: wall time; CPU seconds of the sequential process
+    and of each worker process (``client.run``), so the share of a core each got under the
+    machine's load is known; and from Dask's task stream the shard tasks' compute and
+    transfer times: ``sum of compute / wall`` is the parallelism achieved, ``compute per
+    row`` against the sequential fit's the worker's own overhead, and the sequential CPU
+    seconds over the busiest worker's the speed-up the same work would have with a free core
+    per process.
     """
     import os
 
+    import dask
     from distributed import Client, LocalCluster, get_task_stream
 
     from bayeslayers import distributed as bd
@@ -230,9 +234,16 @@ def part_throughput(args) -> dict:
     edges = [*list(range(0, n, chunk)), n]
     Xs, ys = _stream_block(0, n)
     test = _mnist()
-    out: dict = {"rows": n, "partitions": len(edges) - 1, "batch": 32, "runs": []}
+    out: dict = {
+        "rows": n,
+        "partitions": len(edges) - 1,
+        "batch": 32,
+        "worker_config": bd.WORKER_CONFIG if args.worker_config else {},
+        "runs": [],
+    }
     for w in args.workers:  # one cluster per size, started, loaded and warmed up untimed
         with (
+            dask.config.set(bd.WORKER_CONFIG if args.worker_config else {}),
             LocalCluster(
                 n_workers=w, threads_per_worker=1, processes=True, dashboard_address=None
             ) as cluster,
@@ -454,6 +465,12 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--workers", nargs="+", type=int, default=[2])
     parser.add_argument("--repeats", type=int, default=3, help="throughput repeats")
+    parser.add_argument(
+        "--no-worker-config",
+        dest="worker_config",
+        action="store_false",
+        help="throughput: Dask's default worker settings instead of distributed.WORKER_CONFIG",
+    )
     parser.add_argument("--round-rows", type=int, default=50_000)
     parser.add_argument("--bandwidth", type=float, default=1e9, help="bytes/s at the driver")
     parser.add_argument("--project", nargs="+", type=int, default=[8, 16, 32, 64])

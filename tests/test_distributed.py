@@ -152,6 +152,13 @@ def test_the_result_does_not_depend_on_where_the_data_are(client, data):
     np.testing.assert_allclose(held.predict_proba(X), lazy.predict_proba(X), rtol=0, atol=TOL)
 
 
+def test_the_worker_settings_are_dask_settings():
+    for key, value in bd.WORKER_CONFIG.items():
+        assert isinstance(dask.config.get(key), type(value)), key  # a renamed key fails here
+    with dask.config.set(bd.WORKER_CONFIG):
+        assert dask.config.get("distributed.worker.profile.enabled") is False
+
+
 def test_bad_arguments_fail_before_any_work(client, data):
     X, y, _, _ = data
     with pytest.raises(TypeError, match="network must be a Network"):
