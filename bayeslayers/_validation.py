@@ -115,6 +115,15 @@ def check_count(value, name: str, allow_none: bool = False) -> int | None:
     return int(value)
 
 
+def check_batch_size(value) -> int:
+    """``value`` as a batch size: a ``TypeError`` unless an int, a ``ValueError`` unless >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"batch_size must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"batch_size must be >= 1, got {value}")
+    return int(value)
+
+
 def as_float_array(x, name: str, dtype) -> np.ndarray:
     """A real, finite float array of ``dtype`` (TypeError for non-numeric, ValueError for NaN)."""
     arr = _as_strings(np.asarray(_unmasked(x, name)))

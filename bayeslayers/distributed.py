@@ -83,7 +83,7 @@ from typing import Any
 
 import numpy as np
 
-from bayeslayers._validation import check_count
+from bayeslayers._validation import check_batch_size, check_count
 from bayeslayers.merging import NetworkDelta, apply_deltas, network_delta
 from bayeslayers.network import Network
 
@@ -182,9 +182,7 @@ def fit(
     check_count(rounds, "rounds")
     check_count(n_shards, "n_shards", allow_none=True)
     check_count(partitions, "partitions", allow_none=True)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
-        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
-    check_count(batch_size, "batch_size")
+    batch_size = check_batch_size(batch_size)
     if isinstance(fraction, bool) or not (
         isinstance(fraction, int | float | np.number) and 0 < fraction <= 1
     ):

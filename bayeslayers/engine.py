@@ -4,7 +4,8 @@ Everything that trains or inspects a network goes through these functions; :clas
 is a thin shell around them (validation, atomicity, progress, the scikit-learn surface).
 
 * :class:`NetSpec` is static: the layers, the head, every layer's covariance structure and
-  pseudo-noise, the damping and clip of the backward step, all resolved once.
+  pseudo-noise, the damping and clip of the backward step, all resolved once
+  (:func:`resolve_spec`).
 * :class:`NetState` is what training changes: the hidden layers' weight posteriors and the
   head's state. Functions return a new state; they never modify one passed in (except with
   ``overwrite=True``, for a caller that owns private copies).
@@ -50,6 +51,7 @@ __all__ = [
     "forward",
     "init_state",
     "learn_noise",
+    "resolve_spec",
     "sample_prior_mean",
     "train_step",
     "with_bias",
@@ -88,6 +90,31 @@ class NetSpec(NamedTuple):
     damping: float
     clip: float | None
     targets: str = "min_norm"
+
+
+def resolve_spec(
+    layers, head, *, covariance: str, hidden_noise: float | None, n_features: int | None, **solve
+) -> NetSpec:
+    """The :class:`NetSpec` a network's parameters resolve to, by the label-free rules of
+    :mod:`bayeslayers.defaults`: each layer's own ``covariance`` and ``noise`` where set, else
+    ``defaults.structure`` of its fan-in (the first layer's is ``n_features``, unknown before
+    the first call) and ``defaults.hidden_noise`` of the head. ``solve``: ``damping``,
+    ``clip``, ``targets``."""
+    fan_ins = [n_features, *(layer.units for layer in layers)]
+    return NetSpec(
+        layers=tuple(layers),
+        head=head,
+        structures=tuple(
+            layer.covariance or defaults.structure(covariance, fan_in)
+            for layer, fan_in in zip(layers, fan_ins, strict=False)
+        ),
+        head_structure=head.covariance or defaults.structure(covariance, None),
+        noises=tuple(
+            defaults.hidden_noise(hidden_noise, head) if layer.noise is None else layer.noise
+            for layer in layers
+        ),
+        **solve,
+    )
 
 
 class NoiseState(NamedTuple):

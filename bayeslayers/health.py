@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from bayeslayers import conjugate, engine
-from bayeslayers._validation import check_features
+from bayeslayers._validation import check_batch_size, check_features
 from bayeslayers.conjugate import WeightPosterior
 
 __all__ = [
@@ -199,10 +199,7 @@ def report(net, X=None, Y=None, batch_size: int = 100) -> HealthReport:
         raise RuntimeError("this Network is not fitted yet: call fit or partial_fit first")
     if Y is not None and X is None:
         raise ValueError("Y was given without X: pass probe inputs X with the targets")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
-        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = check_batch_size(batch_size)
     spec, state = net.spec, net.state
     dead: list[int | None] = [None] * len(net.layers)
     corrections: list[float | None] = [None] * len(net.layers)

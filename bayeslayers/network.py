@@ -20,6 +20,7 @@ from bayeslayers import defaults, engine, health, predictive, training
 from bayeslayers._atomic import unchanged_on_error
 from bayeslayers._threads import blas_threads, one_at_a_time
 from bayeslayers._validation import (
+    check_batch_size,
     check_classes,
     check_count,
     check_features,
@@ -159,21 +160,12 @@ class Network(predictive.PredictiveMixin):
     @property
     def spec(self) -> engine.NetSpec:
         """The static :class:`~bayeslayers.engine.NetSpec` these parameters resolve to."""
-        fan_ins = [getattr(self, "n_features_in_", None), *(la.units for la in self.layers)]
-        return engine.NetSpec(
-            layers=tuple(self.layers),
-            head=self.head,
-            structures=tuple(
-                layer.covariance or defaults.structure(self.covariance, fan_in)
-                for layer, fan_in in zip(self.layers, fan_ins, strict=False)
-            ),
-            head_structure=self.head.covariance or defaults.structure(self.covariance, None),
-            noises=tuple(
-                defaults.hidden_noise(self.hidden_noise, self.head)
-                if layer.noise is None
-                else layer.noise
-                for layer in self.layers
-            ),
+        return engine.resolve_spec(
+            self.layers,
+            self.head,
+            covariance=self.covariance,
+            hidden_noise=self.hidden_noise,
+            n_features=getattr(self, "n_features_in_", None),
             damping=self.damping,
             clip=self.clip,
             targets=self.targets,
@@ -280,10 +272,7 @@ class Network(predictive.PredictiveMixin):
         progress, shuffle : bool
             Show a tqdm progress bar; visit the rows in a random (seeded) order.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
-            raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = check_batch_size(batch_size)
         check_real(fraction, "fraction", 0, 1, low_open=True)
         with self._atomic(), blas_threads(self.blas_threads):
             X, T = self.encode(X, Y, classes)
@@ -301,7 +290,7 @@ class Network(predictive.PredictiveMixin):
                 X,
                 T,
                 order=order,
-                batch_size=int(batch_size),
+                batch_size=batch_size,
                 fraction=fraction,
                 sweeps=self.sweeps,
                 progress=progress,

@@ -6,6 +6,7 @@ import pytest
 
 from bayeslayers import Network, heads, layers
 from bayeslayers._validation import (
+    check_batch_size,
     check_count,
     check_features,
     check_labels,
@@ -180,3 +181,16 @@ def test_string_targets_for_a_regression_head_ask_for_a_classification_head():
         Network([layers.ReLU(2)]).fit(X, labels)
     with pytest.raises(TypeError, match="class labels need a classification head"):
         check_targets(np.array(["a", "b"]), 2, None, np.float64)
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [(0, ValueError), (-3, ValueError), (2.0, TypeError), (True, TypeError)]
+)
+def test_check_batch_size_refuses_what_is_not_a_positive_int(value, error):
+    with pytest.raises(error, match="batch_size"):
+        check_batch_size(value)
+
+
+def test_check_batch_size_gives_a_python_int():
+    got = check_batch_size(np.int64(8))
+    assert got == 8 and type(got) is int
