@@ -102,3 +102,32 @@ def test_log_evidence_tracks_the_held_out_density_on_sine():
     mean, sd = net.predict(X[800:], return_std=True)
     held_out = np.mean(-0.5 * np.log(2 * np.pi * sd**2) - 0.5 * ((y[800:] - mean) / sd) ** 2)
     assert abs(net.log_evidence_ / 800 - held_out) < 0.25
+
+
+def test_resolve_spec_applies_the_label_free_rules_and_the_layers_own_settings():
+    body = [layers.ReLU(300), layers.ReLU(8, covariance="shared", noise=0.5), layers.ReLU(4)]
+    spec = engine.resolve_spec(
+        body,
+        heads.OneHot(),
+        covariance="auto",
+        hidden_noise=None,
+        n_features=1000,
+        damping=0.1,
+        clip=None,
+        targets="min_norm",
+    )
+    # 1001-wide rows: diag; the second keeps its own (its 301-wide rows would be diag); 9: unit
+    assert spec.structures == ("diag", "shared", "unit")
+    assert spec.head_structure == "unit"
+    assert spec.noises == (1.0, 0.5, 1.0)  # the classifier default, except the layer's own
+    unknown = engine.resolve_spec(
+        body[:1],
+        heads.Gaussian(),
+        covariance="auto",
+        hidden_noise=None,
+        n_features=None,
+        damping=0.1,
+        clip=None,
+        targets="min_norm",
+    )
+    assert unknown.structures == ("unit",) and unknown.noises == (None,)  # learned
