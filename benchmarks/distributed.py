@@ -1,6 +1,6 @@
 """Data-parallel training: accuracy against the number of shards, throughput, communication.
 
-Three parts (``--part``):
+Five parts (``--part``):
 
 ``shards``
     Accuracy / RMSE and log-likelihood against the number of shards K (1, 2, 4, 8, 16),
@@ -22,6 +22,11 @@ Three parts (``--part``):
     and 2 single-threaded worker processes, in the same run. The stream lives in the workers'
     memory (a persisted Dask array) before the timed call; each cluster is warmed up first (the
     workers import the library and load the compiled kernels).
+``ceiling``
+    The machine's own limit for two processes, without Dask: in each repeat one process fits
+    the whole stream of ``throughput`` (``Network.fit``), then two plain processes, released
+    together by a barrier, each fit one contiguous half of it. The speed-up of the halves over
+    the whole bounds what any two-process engine can reach on this machine for this work.
 ``bytes``
     Per structure of the first layer (unit, shared, diag) of 784-100-10: bytes broadcast per
     worker (the pickled network) and returned per shard (the pickled delta), the training time
@@ -30,8 +35,8 @@ Three parts (``--part``):
     8-64 workers (a stated network bandwidth at the driver, its sends and receives serialized).
 
 Run ``OPENBLAS_NUM_THREADS=1 python benchmarks/distributed.py --part shards`` (or
-``throughput``, ``bytes``, ``all``); results are printed as Markdown tables and written to
-``benchmarks/out/distributed-<part>.json``.
+``digits``, ``throughput``, ``ceiling``, ``bytes``, ``all``); results are printed as
+Markdown tables and written to ``benchmarks/out/distributed-<part>.json``.
 """
 
 from __future__ import annotations
@@ -317,6 +322,54 @@ def part_throughput(args) -> dict:
     return out
 
 
+def _fit_half(start: int, stop: int, barrier) -> float:
+    """Fit rows ``start:stop`` of the stream after ``barrier`` releases; training seconds."""
+    X, y = _stream_block(start, stop)
+    _stream_net().fit(X[:64], y[:64], batch_size=32)  # load the compiled kernels untimed
+    barrier.wait()
+    begin = time.perf_counter()
+    _stream_net().fit(X, y, batch_size=32, shuffle=False)
+    return time.perf_counter() - begin
+
+
+def part_ceiling(args) -> dict:
+    """One process on the whole stream against two plain processes on its halves, in turn."""
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    n = args.stream_rows
+    Xs, ys = _stream_block(0, n)
+    _stream_net().fit(Xs[:64], ys[:64], batch_size=32)
+    out: dict = {"rows": n, "batch": 32, "runs": []}
+    context = mp.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(2, mp_context=context) as pool:
+        for rep in range(args.repeats):
+            run = {"repeat": rep, "load_1min": os.getloadavg()[0]}
+            start = time.perf_counter()
+            _stream_net().fit(Xs, ys, batch_size=32, shuffle=False)
+            run["whole_s"] = time.perf_counter() - start
+            barrier = manager.Barrier(2)
+            halves = [(0, n // 2, barrier), (n // 2, n, barrier)]
+            run["halves_s"] = list(pool.map(_fit_half, *zip(*halves, strict=True)))
+            run["speedup"] = run["whole_s"] / max(run["halves_s"])
+            out["runs"].append(run)
+            print(run, flush=True)
+    speedups = [r["speedup"] for r in out["runs"]]
+    loads = ", ".join(f"{r['load_1min']:.1f}" for r in out["runs"])
+    table = [
+        "| whole s (median) | slower half s (median) | speed-up (median) | runs | load (1 min) |",
+        "|---|---|---|---|---|",
+        f"| {np.median([r['whole_s'] for r in out['runs']]):.1f} | "
+        f"{np.median([max(r['halves_s']) for r in out['runs']]):.1f} | "
+        f"{np.median(speedups):.2f} | {', '.join(f'{v:.2f}' for v in speedups)} | "
+        f"{loads} |",
+    ]
+    print("\n".join(table))
+    out["table"] = table
+    return out
+
+
 # ------------------------------------------------------------------------ digits on Dask
 def part_digits(args) -> dict:
     """digits 64-100-10 on 4 partitions and 2 worker processes against one sequential pass."""
@@ -453,7 +506,9 @@ def part_bytes(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--part", choices=["shards", "digits", "throughput", "bytes", "all"], default="shards"
+        "--part",
+        choices=["shards", "digits", "throughput", "ceiling", "bytes", "all"],
+        default="shards",
     )
     parser.add_argument(
         "--datasets", nargs="+", default=["sine-1d", "digits", "mnist-5k", "digits-linear"]
@@ -476,12 +531,14 @@ def main() -> None:
     parser.add_argument("--project", nargs="+", type=int, default=[8, 16, 32, 64])
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
-    parts = ["shards", "digits", "throughput", "bytes"] if args.part == "all" else [args.part]
+    every = ["shards", "digits", "throughput", "ceiling", "bytes"]
+    parts = every if args.part == "all" else [args.part]
     for part in parts:
         result = {
             "shards": part_shards,
             "digits": part_digits,
             "throughput": part_throughput,
+            "ceiling": part_ceiling,
             "bytes": part_bytes,
         }[part](args)
         path = OUT / f"distributed-{part}.json"
