@@ -280,8 +280,8 @@ def _fit(
             later = compute(parts_X, range(len(groups[0]), len(parts_X)))
             rows = [{**futures_X, **later}[i] for i in range(len(parts_X))]
             try:
-                current._init_state(
-                    current.n_features_in_, current.n_outputs_, _PartitionedRows(client, rows)
+                current.initialize(
+                    x0, y0, classes=classes, prior_rows=_PartitionedRows(client, rows)
                 )
             except Exception as error:
                 raise ShardError(

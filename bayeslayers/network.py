@@ -231,14 +231,19 @@ class Network(predictive.PredictiveMixin):
         return unchanged_on_error(self, deep=("rng_",))
 
     @one_at_a_time  # one thread at a time trains this network (others wait)
-    def initialize(self, X, Y, classes=None) -> Network:
+    def initialize(self, X, Y, classes=None, *, prior_rows=None) -> Network:
         """Set the prior from ``(X, Y)`` without training (shapes, classes, sampled init).
 
         Any fitted state is dropped; afterwards the network predicts with its prior.
+        ``prior_rows``, optional: the rows ``init="samples"`` draws the first layer from
+        instead of ``X`` (an array, or a row source that
+        :func:`bayeslayers.engine.sample_prior_mean` reads, e.g. partitions on a cluster).
         """
         with self._atomic():
             self._forget()
             self.encode(X, Y, classes)
+            if prior_rows is not None and self.init == "samples":
+                self._init_state(self.n_features_in_, self.n_outputs_, prior_rows)
         return self
 
     # -------------------------------------------------------------- training

@@ -331,3 +331,19 @@ def test_predictive_dof_is_the_student_t_s_and_only_for_regression():
         clf.predictive_dof()
     with pytest.raises(RuntimeError, match="not fitted"):
         Network([layers.ReLU(4)]).predictive_dof()
+
+
+def test_initialize_draws_the_sampled_first_layer_from_prior_rows():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(50, 3))
+    y = X[:, 0] + 0.1 * rng.normal(size=50)
+    whole = Network([layers.ReLU(5)], seed=2).initialize(X, y)
+    few = Network([layers.ReLU(5)], seed=2).initialize(X[:2], y[:2], prior_rows=X)
+    np.testing.assert_array_equal(few.posteriors_[0].mean, whole.posteriors_[0].mean)
+    plain = Network([layers.ReLU(5)], seed=2).initialize(X[:2], y[:2])
+    assert not np.array_equal(plain.posteriors_[0].mean, whole.posteriors_[0].mean)
+    he = Network([layers.ReLU(5)], seed=2, init="he")
+    np.testing.assert_array_equal(  # "he" looks at no rows
+        he.initialize(X[:2], y[:2], prior_rows=X).posteriors_[0].mean,
+        Network([layers.ReLU(5)], seed=2, init="he").initialize(X, y).posteriors_[0].mean,
+    )
