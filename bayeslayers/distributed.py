@@ -238,16 +238,8 @@ def _fit(
     if len(parts_X) < rounds:
         raise ValueError(f"rounds={rounds} needs at least as many partitions, got {len(parts_X)}")
     groups = np.array_split(np.arange(len(parts_X)), rounds)
-    # Contiguous shards per round, fixed by the partitioning alone (so the result does not
-    # depend on where Dask put the data); shard k of each round is meant for worker k.
     workers = sorted(client.scheduler_info().get("workers", {}))
-    plan = [[s for s in np.array_split(g, min(n_shards, len(g))) if len(s)] for g in groups]
-    meant = {
-        int(i): workers[k % len(workers)] if workers else None
-        for shards in plan
-        for k, shard in enumerate(shards)
-        for i in shard
-    }
+    plan, meant = _plan(groups, n_shards, workers)
 
     def compute(parts: Sequence, index) -> dict:
         """Futures of ``parts[i]``, each computed on the worker its shard is meant for."""
@@ -266,29 +258,10 @@ def _fit(
     futures_X = compute(parts_X, groups[0])
     current = copy.deepcopy(network)
     if not current.is_fitted:
-        if current.head.is_classifier and classes is None:
-            labels = client.gather(client.map(_unique_labels, list(futures_y.values()), pure=False))
-            classes = np.unique(np.concatenate(labels))
-        # Shapes and classes need two rows, not the partition (the prior's inputs follow).
-        x0, y0 = client.gather(
-            [client.submit(_first_rows, f, pure=False) for f in (futures_X[0], futures_y[0])]
-        )
-        current.initialize(x0, y0, classes=classes)
-        if current.init == "samples" and current.layers:
-            # The prior Network.fit sets from all the rows (module docstring); the inputs of
-            # later rounds are computed for it and released (their round computes them again).
-            later = compute(parts_X, range(len(groups[0]), len(parts_X)))
-            rows = [{**futures_X, **later}[i] for i in range(len(parts_X))]
-            try:
-                current.initialize(
-                    x0, y0, classes=classes, prior_rows=_PartitionedRows(client, rows)
-                )
-            except Exception as error:
-                raise ShardError(
-                    f"setting the prior from the partitions failed ({type(error).__name__}: "
-                    f"{error}); the network was left unchanged"
-                ) from error
-            del rows, later
+        sampled = current.init == "samples" and bool(current.layers)  # reads every row
+        later = compute(parts_X, range(len(groups[0]), len(parts_X))) if sampled else {}
+        _initialize(current, client, {**futures_X, **later}, futures_y, classes)
+        del later  # released: their round computes them again
     current.head_state_ = current.head.flush(current.head_state_)
     for r, (group, shards) in enumerate(zip(groups, plan, strict=True)):
         if any(int(i) not in futures_X for i in group):
@@ -329,6 +302,46 @@ def _fit(
     vars(network).clear()
     vars(network).update(vars(current))
     return network
+
+
+def _plan(groups, n_shards: int, workers: Sequence[str]) -> tuple[list, dict[int, str | None]]:
+    """Each round's contiguous shards and the worker each partition is meant for.
+
+    The shards are fixed by the partitioning alone, so the result does not depend on where
+    Dask put the data; shard ``k`` of each round is meant for worker ``k``.
+    """
+    plan = [[s for s in np.array_split(g, min(n_shards, len(g))) if len(s)] for g in groups]
+    meant = {
+        int(i): workers[k % len(workers)] if workers else None
+        for shards in plan
+        for k, shard in enumerate(shards)
+        for i in shard
+    }
+    return plan, meant
+
+
+def _initialize(net: Network, client, futures_X: dict, futures_y: dict, classes) -> None:
+    """Set ``net``'s prior as ``Network.fit`` would from all the partitions' rows.
+
+    Shapes and classes need two rows, not a partition; the sampled first layer reads every
+    partition where it lies (:class:`_PartitionedRows`, module docstring).
+    """
+    if net.head.is_classifier and classes is None:
+        labels = client.gather(client.map(_unique_labels, list(futures_y.values()), pure=False))
+        classes = np.unique(np.concatenate(labels))
+    x0, y0 = client.gather(
+        [client.submit(_first_rows, f, pure=False) for f in (futures_X[0], futures_y[0])]
+    )
+    net.initialize(x0, y0, classes=classes)
+    if net.init == "samples" and net.layers:
+        rows = [futures_X[i] for i in range(len(futures_X))]
+        try:
+            net.initialize(x0, y0, classes=classes, prior_rows=_PartitionedRows(client, rows))
+        except Exception as error:
+            raise ShardError(
+                f"setting the prior from the partitions failed ({type(error).__name__}: "
+                f"{error}); the network was left unchanged"
+            ) from error
 
 
 def _gather(client, tasks, shards, progress: bool, desc: str) -> list[NetworkDelta]:
