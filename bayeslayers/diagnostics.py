@@ -46,6 +46,7 @@ data can be added; on these approximate posteriors its Pareto :math:`\hat k` is 
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -66,13 +67,12 @@ from bayeslayers._validation import (
 )
 from bayeslayers.engine import forward, with_bias
 from bayeslayers.heads import RegressionHead
+from bayeslayers.predictive import HIDDEN, check_hidden
 
 __all__ = ["ELPD", "GROUPS", "HIDDEN", "compare", "elpd", "to_inference_data"]
 
 #: Groups :func:`to_inference_data` can build.
 GROUPS = ("posterior", "posterior_predictive", "log_likelihood", "observed_data")
-#: How :func:`to_inference_data` treats the hidden layers in the predictive groups.
-HIDDEN = ("linearized", "mean", "sample")
 _NEED_Y = ("log_likelihood", "observed_data")
 
 
@@ -208,8 +208,7 @@ def to_inference_data(
     groups = _check_groups(groups, obs is not None)
     head_post = _head_posterior(net)
     posts = [*net.posteriors_, head_post]
-    if hidden not in HIDDEN:
-        raise ValueError(f"hidden must be one of {HIDDEN}, got {hidden!r}")
+    check_hidden(hidden, None)
     names = [f"layer{i}_w" for i in range(len(net.layers))] + ["head_w"]
     var_names = _check_var_names(var_names, names, hidden) if "posterior" in groups else []
 
@@ -224,12 +223,12 @@ def to_inference_data(
     # a regression head's noise is drawn jointly with its weights (Normal-Inverse-Gamma)
     regression = not net.head.is_classifier and isinstance(net.head, RegressionHead)
     joint = net.head if regression else None
-    chunk_noise: dict[str, np.ndarray] = {}
 
-    def draw(i: int, c: int) -> np.ndarray:
+    def draw(i: int, c: int, scale: np.ndarray | None = None) -> np.ndarray:
+        """``c`` draws of layer ``i``; the head's deviations scaled by ``scale`` (joint)."""
         W = conjugate.sample(posts[i], c, rngs[i])
-        if i == len(posts) - 1 and joint is not None:
-            W = posts[i].mean + chunk_noise["scale"][:, None, None] * (W - posts[i].mean)
+        if i == len(posts) - 1 and scale is not None:
+            W = posts[i].mean + scale[:, None, None] * (W - posts[i].mean)
         if names[i] in kept:
             whole = len(rows[i]) == W.shape[1] and len(cols[i]) == W.shape[2]
             kept[names[i]].append(W if whole else W[:, rows[i]][:, :, cols[i]])
@@ -243,15 +242,17 @@ def to_inference_data(
     mean_z = [x @ post.mean for (x, *_), post in zip(cache, net.posteriors_, strict=True)]
     for start in range(0, n_draws, chunk_size):
         c = min(chunk_size, n_draws - start)
+        var = scale = None
         if joint is not None:
-            chunk_noise["var"], chunk_noise["scale"] = joint.noise_draws(
-                net.head_state_, c, noise_rng
-            )
+            var, scale = joint.noise_draws(net.head_state_, c, noise_rng)
+        chunk_draw = functools.partial(draw, scale=scale)
         if hidden == "sample":
-            F = _sampled_predictors(net, xb, draw, c)
+            F = _sampled_predictors(net, xb, chunk_draw, c)
         else:
-            F = _linearized_predictors(net, cache, mean_xh, mean_z, head_post.mean, draw, c, hidden)
-        chunk_ll, chunk_pp = _predictive_draws(net, F, obs, rng, chunk_noise.get("var"))
+            F = _linearized_predictors(
+                net, cache, mean_xh, mean_z, head_post.mean, chunk_draw, c, hidden
+            )
+        chunk_ll, chunk_pp = _predictive_draws(net, F, obs, rng, var)
         if chunk_ll is not None:
             ll.append(chunk_ll)
         pp.append(chunk_pp)
