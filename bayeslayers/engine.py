@@ -270,6 +270,7 @@ def train_step(
     hidden, noise = state.hidden, state.noise
     infos = [UpdateInfo(0.0, 0.0)] * len(hidden)
     corrections = [0.0] * len(hidden)
+    names = [f"hidden layer {i}" for i in range(len(hidden))]
     for sweep in range(k if hidden else 0):
         if sweep:
             xh, trace = forward(spec, hidden, X)
@@ -284,7 +285,7 @@ def train_step(
         ]
         corrections = [max(a, b) for a, b in zip(corrections, largest, strict=True)]
         # after every sweep: the next one must not start from a non-finite posterior
-        health.check_posteriors(hidden, [f"hidden layer {i}" for i in range(len(hidden))])
+        health.check_posteriors(hidden, names)
     state = NetState(hidden, head_state, noise)
     return state, StepInfo(tuple(infos), tuple(corrections), log_pred)
 
