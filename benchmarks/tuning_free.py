@@ -23,7 +23,10 @@ residual variance; BayesianRidge's own ``return_std``); accuracy, NLL and ECE fo
 Means over seeds, with standard errors, go to a Markdown table on stdout and every row to
 JSON (``--out``).
 
-``python benchmarks/tuning_free.py --seeds 5`` runs everything; ``--datasets`` picks some.
+``python benchmarks/tuning_free.py --seeds 5`` runs the suite; ``--datasets`` picks some, and
+``--datasets probes`` runs the probes: data sets no default was developed on (scikit-learn's
+Friedman 1-3 regressions, moons, circles, iris and two ``make_classification`` tasks, one with
+500 features), drawn once with ``random_state=0``, as a check that the defaults generalize.
 """
 
 from __future__ import annotations
@@ -64,12 +67,43 @@ SKLEARN = {
     "breast_cancer": skdata.load_breast_cancer,
     "wine": skdata.load_wine,
 }
+#: Probes: data sets no default was developed on (``--datasets probes``). Each generator is
+#: drawn once with ``random_state=0``; the seed draws the split, as for the suite.
+PROBES = {
+    "friedman1": ("regression", lambda: skdata.make_friedman1(1000, noise=1.0, random_state=0)),
+    "friedman1-10k": (
+        "regression",
+        lambda: skdata.make_friedman1(10000, noise=1.0, random_state=0),
+    ),
+    "friedman2": ("regression", lambda: skdata.make_friedman2(1000, noise=10.0, random_state=0)),
+    "friedman3": ("regression", lambda: skdata.make_friedman3(1000, noise=0.1, random_state=0)),
+    "moons": ("classification", lambda: skdata.make_moons(1000, noise=0.25, random_state=0)),
+    "circles": (
+        "classification",
+        lambda: skdata.make_circles(1000, noise=0.1, factor=0.5, random_state=0),
+    ),
+    "iris": ("classification", lambda: skdata.load_iris(return_X_y=True)),
+    "classification-40": (
+        "classification",
+        lambda: skdata.make_classification(
+            3000, 40, n_informative=8, n_classes=4, flip_y=0.02, random_state=0
+        ),
+    ),
+    "classification-500": (
+        "classification",
+        lambda: skdata.make_classification(
+            2000, 500, n_informative=20, n_classes=3, flip_y=0.02, random_state=0
+        ),
+    ),
+}
+DATASETS.update({name: (task, (100,), None) for name, (task, _) in PROBES.items()})
+SUITE = [name for name in DATASETS if name not in PROBES]
 
 
 def load(name: str, seed: int, test_fraction: float):
     """Raw (unstandardized) train/test split of a dataset."""
-    if name in SKLEARN:
-        X, y = SKLEARN[name](return_X_y=True)
+    if name in SKLEARN or name in PROBES:
+        X, y = SKLEARN[name](return_X_y=True) if name in SKLEARN else PROBES[name][1]()
         stratify = y if DATASETS[name][0] == "classification" else None
         return train_test_split(X, y, test_size=test_fraction, random_state=seed, stratify=stratify)
     data = load_dataset(name, seed=seed, test_fraction=test_fraction, standardize=False)
@@ -209,7 +243,13 @@ def table(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=SUITE,
+        choices=[*DATASETS, "probes"],
+        help="data sets to run (default: the suite); 'probes' adds every probe",
+    )
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--test-fraction", type=float, default=0.25)
     parser.add_argument(
@@ -218,8 +258,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
     warm_up()
+    names = [n for n in args.datasets if n != "probes"]
+    if "probes" in args.datasets:
+        names += [n for n in PROBES if n not in names]
     rows = []
-    for name in args.datasets:
+    for name in names:
         for seed in range(args.seeds):
             rows.extend(run_models(name, seed, args.test_fraction))
             print(f"{name} seed {seed} done", file=sys.stderr)
