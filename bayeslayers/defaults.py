@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bayeslayers import conjugate, propagation
+from bayeslayers import conjugate, forgetting, propagation
 from bayeslayers._validation import check_count, check_real, check_seed
 from bayeslayers.heads import Head
 from bayeslayers.layers import Layer
@@ -95,6 +95,8 @@ def check_params(layers: Sequence, head, params: dict) -> None:
     check_real(params["clip"], "clip", 0, allow_none=True, low_open=True)
     check_real(params["bias_spread"], "bias_spread", 0)
     propagation.check_targets(params["targets"])
+    structures = [layer.covariance or covariance for layer in layers]
+    forgetting.check_memory(params["memory"], [s for s in structures if s != "auto"])
     check_count(params["blas_threads"], "blas_threads", allow_none=True)
     if params["init"] not in ("samples", "he"):
         raise ValueError(f"init must be 'samples' or 'he', got {params['init']!r}")

@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from bayeslayers import conjugate, defaults, health, propagation
+from bayeslayers import conjugate, defaults, forgetting, health, propagation
 from bayeslayers.conjugate import UpdateInfo, WeightPosterior
 from bayeslayers.layers import Layer
 
@@ -80,6 +80,11 @@ class NetSpec(NamedTuple):
         Clip on every entry of a target correction.
     targets : str
         The backward strategy (a key of ``propagation.TARGETS``).
+    memory : float or None
+        Memory of the hidden layers in rows per weight (:mod:`bayeslayers.forgetting`);
+        ``None``: the static posterior, nothing forgotten.
+    prior_precision : float
+        Prior precision of the weights, to which forgetting returns.
     """
 
     layers: tuple[Layer, ...]
@@ -90,6 +95,8 @@ class NetSpec(NamedTuple):
     damping: float
     clip: float | None
     targets: str = "min_norm"
+    memory: float | None = None
+    prior_precision: float = 1.0
 
 
 def resolve_spec(
@@ -99,7 +106,7 @@ def resolve_spec(
     :mod:`bayeslayers.defaults`: each layer's own ``covariance`` and ``noise`` where set, else
     ``defaults.structure`` of its fan-in (the first layer's is ``n_features``, unknown before
     the first call) and ``defaults.hidden_noise`` of the head. ``solve``: ``damping``,
-    ``clip``, ``targets``."""
+    ``clip``, ``targets``, ``memory``, ``prior_precision``."""
     fan_ins = [n_features, *(layer.units for layer in layers)]
     return NetSpec(
         layers=tuple(layers),
@@ -320,8 +327,11 @@ def _backward(
         if tgt.weight is not None:  # per-observation noise sigma^2 / weight^2
             slopes, values = g * tgt.weight, values * tgt.weight
         with health.named_failure(f"hidden layer {i}"):
+            post = forgetting.forget(
+                hidden[i], len(x) * fraction, spec.memory, spec.prior_precision
+            )
             new[i], infos[i] = conjugate.update(
-                hidden[i],
+                post,
                 x,
                 values,
                 slopes,

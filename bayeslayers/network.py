@@ -80,6 +80,12 @@ class Network(predictive.PredictiveMixin):
         updated once per batch, so a linear model's posterior is the same for every value.
         ``"auto"``: 2 on batches of several rows, 1 on single rows
         (:func:`bayeslayers.defaults.sweeps`).
+    memory : float, optional
+        Memory of the hidden layers' posteriors, in rows per weight: before each update they
+        forget toward the prior with a memory of ``memory * (fan_in + 1)`` rows
+        (:mod:`bayeslayers.forgetting`), so that they keep following targets made by layers
+        that keep learning. ``None`` (the default): nothing is forgotten. Choose it by
+        evidence (:func:`bayeslayers.selection.select_by_evidence`).
     seed : int
         Seeds the prior mean, shuffling and posterior sampling.
     dtype : {"float64", "float32"}
@@ -122,6 +128,7 @@ class Network(predictive.PredictiveMixin):
         damping: float = 1e-2,
         clip: float | None = None,
         targets: str = "gauss_newton",
+        memory: float | None = None,
         bias_spread: float = 1.0,
         init: str = "samples",
         sweeps: int | str = "auto",
@@ -141,6 +148,7 @@ class Network(predictive.PredictiveMixin):
         self.damping = damping
         self.clip = clip
         self.targets = targets
+        self.memory = memory
         self.bias_spread = bias_spread
         self.init = init
         self.sweeps = sweeps
@@ -169,6 +177,8 @@ class Network(predictive.PredictiveMixin):
             damping=self.damping,
             clip=self.clip,
             targets=self.targets,
+            memory=self.memory,
+            prior_precision=self.prior_precision,
         )
 
     @property

@@ -105,6 +105,9 @@ class _BayesLayersBase(BaseEstimator):
         iterated EKF step; see :class:`bayeslayers.Network`).
     targets : {"gauss_newton", "min_norm", "ekf"}
         The backward step (:data:`bayeslayers.propagation.TARGETS`).
+    memory : float, optional
+        Memory of the hidden layers in rows per weight (:mod:`bayeslayers.forgetting`);
+        ``None``: nothing is forgotten.
     passes : int
         Passes over the data in ``fit``, each tempered by ``1 / passes``.
     batch_size : int or "auto"
@@ -150,6 +153,7 @@ class _BayesLayersBase(BaseEstimator):
         init: str = "samples",
         sweeps: int | str = "auto",
         targets: str = "gauss_newton",
+        memory: float | None = None,
         passes: int = 1,
         batch_size: int | str = "auto",
         shuffle: bool = True,
@@ -170,6 +174,7 @@ class _BayesLayersBase(BaseEstimator):
         self.init = init
         self.sweeps = sweeps
         self.targets = targets
+        self.memory = memory
         self.passes = passes
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -243,6 +248,7 @@ class _BayesLayersBase(BaseEstimator):
             init=self.init,
             sweeps=self.sweeps,
             targets=self.targets,
+            memory=self.memory,
             seed=self._seed(),
             dtype=self.dtype,
         )
