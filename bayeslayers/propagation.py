@@ -29,10 +29,10 @@ chosen by name (``Network(targets=...)``):
 
 The shipped strategies (their math in their functions' docstrings):
 
-``"min_norm"`` (the reference and the default)
+``"min_norm"`` (the reference)
     The damped minimum-norm correction of the layer's output that makes the *updated layer
     above* reproduce its own target (the original post's formula), layer by layer.
-``"gauss_newton"``
+``"gauss_newton"`` (the default of ``Network`` and the estimators)
     The damped minimum-norm correction that makes the *network output* reproduce its target,
     through the Jacobian of the output with respect to the layer's output, chained through
     every updated layer above (the Gauss-Newton target that target propagation approximates,

@@ -24,7 +24,8 @@ the synthetic tasks the RMSE against the noise-free function (``rmse_f``, whose 
 where the test RMSE's is the noise). Per-sample cost is the ``fit`` time divided by the
 training rows. The printed report holds mean and standard deviation over seeds, and the paired
 differences (mean and standard error over seeds, same splits) of every strategy against the
-control and against ``min_norm``; every run goes to JSON with the library's commit.
+control, against ``min_norm`` and against ``--reference``; every run goes to JSON with the
+library's commit.
 
 Run ``OPENBLAS_NUM_THREADS=1 python benchmarks/depth.py --seeds 5`` or see ``--help``.
 """
@@ -315,8 +316,12 @@ def stability(table: list[dict], strategies: list[str]) -> str:
     return "\n".join(lines) if cells else ""
 
 
-def report(runs: list[dict]) -> str:
-    """The tables of ``benchmarks/RESULTS.md``: metrics side by side, paired differences, cost."""
+def report(runs: list[dict], reference: str | None = None) -> str:
+    """The tables of ``benchmarks/RESULTS.md``: metrics side by side, paired differences, cost.
+
+    Paired differences of every strategy against the control and ``min_norm``, and against
+    ``reference`` where given and run.
+    """
     table = summarize(runs)
     models = list(dict.fromkeys(r["model"] for r in runs))
     strategies = [m for m in models if m in TARGETS]
@@ -333,6 +338,8 @@ def report(runs: list[dict]) -> str:
         parts += [paired(runs, m, CONTROL) for m in strategies]
     if "min_norm" in models:
         parts += [paired(runs, m, "min_norm") for m in strategies if m != "min_norm"]
+    if reference in models and reference != "min_norm":
+        parts += [paired(runs, m, reference) for m in strategies if m != reference]
     return "\n\n".join(part for part in parts if part)
 
 
@@ -370,6 +377,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--no-converged", action="store_true", help="skip the converged MLP")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/depth.json"))
     parser.add_argument(
+        "--reference", help="also print every strategy's paired difference to this one"
+    )
+    parser.add_argument(
         "--report", type=Path, nargs="+", metavar="JSON", help="print the tables of recorded runs"
     )
     args = parser.parse_args(argv)
@@ -377,7 +387,7 @@ def main(argv=None) -> list[dict]:
         parser.error(f"--frequency applies to sine-1d only, got --datasets {args.datasets}")
     if args.report:
         runs = [run for path in args.report for run in json.loads(path.read_text())["runs"]]
-        print(report(runs))
+        print(report(runs, args.reference))
         return runs
 
     record = {"argv": argv, "commit": commit(), "runs": []}
@@ -413,7 +423,7 @@ def main(argv=None) -> list[dict]:
                     )
                     print(json.dumps(runs[-1]), flush=True)
                 args.out.write_text(json.dumps(record, indent=1))
-    print(report(runs))
+    print(report(runs, args.reference))
     return runs
 
 
