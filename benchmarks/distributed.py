@@ -216,17 +216,26 @@ def _cpu_seconds() -> float:
     return time.process_time()
 
 
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (a page mapped in on first touch)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def part_throughput(args) -> dict:
     """Sequential and ``distributed.fit`` in turn, ``--repeats`` times, on one cluster per size.
 
     The workers run with ``bayeslayers.distributed.WORKER_CONFIG`` (no sampling profiler)
     unless ``--no-worker-config``. Per run: wall time; CPU seconds of the sequential process
     and of each worker process (``client.run``), so the share of a core each got under the
-    machine's load is known; and from Dask's task stream the shard tasks' compute and
-    transfer times: ``sum of compute / wall`` is the parallelism achieved, ``compute per
-    row`` against the sequential fit's the worker's own overhead, and the sequential CPU
-    seconds over the busiest worker's the speed-up the same work would have with a free core
-    per process.
+    machine's load is known; the minor page faults of the same processes (a process whose
+    malloc maps each large array afresh faults on every page of it:
+    ``bayeslayers.distributed._heap_blocks``); and from Dask's task stream the shard tasks'
+    compute and transfer times: ``sum of compute / wall`` is the parallelism achieved,
+    ``compute per row`` against the sequential fit's the worker's own overhead, and the
+    sequential CPU seconds over the busiest worker's the speed-up the same work would have
+    with a free core per process.
     """
     import os
 
@@ -257,21 +266,26 @@ def part_throughput(args) -> dict:
             client.run(_mnist)  # each worker loads mnist-5k once
             warm_X, warm_y = _stream_block(0, 256)
             bd.fit(_stream_net(), warm_X, warm_y, client=client, partitions=w, batch_size=32)
+            _stream_net().fit(warm_X, warm_y, batch_size=32)  # the driver loads its kernels too
             X, y = _persisted_stream(client, edges, ys.dtype)
             for rep in range(args.repeats):
                 run = {"workers": w, "repeat": rep, "load_1min": os.getloadavg()[0]}
+                faults = _minor_faults()
                 cpu, start = time.process_time(), time.perf_counter()
                 seq = _stream_net().fit(Xs, ys, batch_size=32, shuffle=False)
                 run["sequential_s"] = time.perf_counter() - start
                 run["sequential_cpu_s"] = time.process_time() - cpu
+                run["sequential_minor_faults"] = _minor_faults() - faults
                 run["sequential_accuracy"] = float(np.mean(seq.predict(test.X_test) == test.y_test))
-                before = client.run(_cpu_seconds)
+                before, faults = client.run(_cpu_seconds), client.run(_minor_faults)
                 with get_task_stream(client) as stream:
                     start = time.perf_counter()
                     net = bd.fit(_stream_net(), X, y, client=client, batch_size=32)
                     run["distributed_s"] = time.perf_counter() - start
                 after = client.run(_cpu_seconds)
                 run["worker_cpu_s"] = [after[k] - before[k] for k in sorted(after)]
+                after = client.run(_minor_faults)
+                run["worker_minor_faults"] = [after[k] - faults[k] for k in sorted(after)]
                 shards = [t for t in stream.data if "_train_shard" in str(t["key"])]
                 run["shard_compute_s"] = [
                     sum(s["stop"] - s["start"] for s in t["startstops"] if s["action"] == "compute")
@@ -293,9 +307,9 @@ def part_throughput(args) -> dict:
     table = [
         "| workers | sequential s | distributed s | speed-up (median) | runs | "
         "Σ shard compute / wall | worker compute per row / sequential | "
-        "CPU share: sequential, workers | CPU-time speed-up | load (1 min) | "
-        "accuracy seq / dist |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "CPU share: sequential, workers | CPU-time speed-up | "
+        "minor page faults per row: sequential, workers | load (1 min) | accuracy seq / dist |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for w in args.workers:
         rs = [r for r in out["runs"] if r["workers"] == w]
@@ -307,6 +321,8 @@ def part_throughput(args) -> dict:
         # CPU seconds of the sequential fit over those of the busiest worker: the speed-up
         # with a free core per process, at the per-row costs measured in this run
         cpu_speedup = np.median([r["sequential_cpu_s"] / max(r["worker_cpu_s"]) for r in rs])
+        seq_faults = np.median([r["sequential_minor_faults"] / n for r in rs])
+        work_faults = np.median([sum(r["worker_minor_faults"]) / n for r in rs])
         speedups = ", ".join(f"{r['speedup']:.2f}" for r in rs)
         loads = ", ".join(f"{r['load_1min']:.1f}" for r in rs)
         acc = (
@@ -315,7 +331,8 @@ def part_throughput(args) -> dict:
         table.append(
             f"| {w} | {med('sequential_s'):.1f} | {med('distributed_s'):.1f} | "
             f"{med('speedup'):.2f} | {speedups} | {par:.2f} | {per_row:.2f} | "
-            f"{seq_share:.2f}, {work_share:.2f} | {cpu_speedup:.2f} | {loads} | {acc} % |"
+            f"{seq_share:.2f}, {work_share:.2f} | {cpu_speedup:.2f} | "
+            f"{seq_faults:.1f}, {work_faults:.1f} | {loads} | {acc} % |"
         )
     print("\n".join(table))
     out["table"] = table

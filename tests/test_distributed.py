@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -157,6 +162,48 @@ def test_the_worker_settings_are_dask_settings():
         assert isinstance(dask.config.get(key), type(value)), key  # a renamed key fails here
     with dask.config.set(bd.WORKER_CONFIG):
         assert dask.config.get("distributed.worker.profile.enabled") is False
+
+
+_FAULTS = """
+import json, os, resource
+import numpy as np
+from bayeslayers import distributed as bd
+
+def faults():  # minor page faults of 50 times allocating, filling and freeing 1 MiB
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    for _ in range(50):
+        np.ones(2**17).sum()
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+
+os.environ["MALLOC_TRIM_THRESHOLD_"] = "65536"  # too late for malloc, as in a nanny's process
+outside = faults()
+with bd._heap_blocks():
+    inside = faults()
+print(json.dumps([outside, inside, faults()]))
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="glibc malloc",
+)
+@pytest.mark.parametrize("start_env", [{"MALLOC_TRIM_THRESHOLD_": "65536"}, {}])
+def test_shards_allocate_from_the_heap_in_a_process_with_fixed_malloc_thresholds(start_env):
+    # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536: every 1 MiB array is a
+    # fresh mmap (256 page faults) unless _train_shard's _heap_blocks raises the thresholds;
+    # outside the block they are as the process started. Without the variable at start (the
+    # nanny's own process) nothing changes: glibc's adaptive thresholds stay.
+    env = {k: v for k, v in os.environ.items() if k not in bd._MALLOC_ENV} | start_env
+    result = subprocess.run(
+        [sys.executable, "-c", _FAULTS], env=env, capture_output=True, text=True, check=True
+    )
+    outside, inside, after = json.loads(result.stdout)
+    pages = 50 * 2**20 // 4096
+    assert inside < pages // 10
+    if start_env:
+        assert outside > pages // 2 and after > pages // 2
+    else:
+        assert outside < pages // 10 and after < pages // 10
 
 
 def test_bad_arguments_fail_before_any_work(client, data):
