@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from bayeslayers import conjugate, defaults, forgetting, health, propagation
+from bayeslayers import conjugate, defaults, health, propagation
 from bayeslayers.conjugate import UpdateInfo, WeightPosterior
 from bayeslayers.layers import Layer
 
@@ -81,8 +81,8 @@ class NetSpec(NamedTuple):
     targets : str
         The backward strategy (a key of ``propagation.TARGETS``).
     memory : float or None
-        Memory of the hidden layers in rows per weight (:mod:`bayeslayers.forgetting`);
-        ``None``: the static posterior, nothing forgotten.
+        Memory of the hidden layers in rows per weight, forgotten between batches by
+        :func:`bayeslayers.forgetting.forget_state`; ``None``: the static posterior.
     prior_precision : float
         Prior precision of the weights, to which forgetting returns.
     """
@@ -327,11 +327,8 @@ def _backward(
         if tgt.weight is not None:  # per-observation noise sigma^2 / weight^2
             slopes, values = g * tgt.weight, values * tgt.weight
         with health.named_failure(f"hidden layer {i}"):
-            post = forgetting.forget(
-                hidden[i], len(x) * fraction, spec.memory, spec.prior_precision
-            )
             new[i], infos[i] = conjugate.update(
-                post,
+                hidden[i],
                 x,
                 values,
                 slopes,

@@ -25,11 +25,26 @@ instead of winding up, as plain exponential forgetting (:math:`\Sigma / \lambda`
 mean is kept. For ``"diag"`` this is elementwise; for ``"unit"``,
 :math:`\Sigma_j \leftarrow (\lambda I + (1 - \lambda)\alpha \Sigma_j)^{-1} \Sigma_j`, one
 :math:`D \times D` solve per unit (the two factors commute), symmetrized. ``"shared"`` cannot
-forget per unit and takes no memory. No memory (``None``, the default) is the static
-posterior. A memory is a prior on how fast the targets move, not a learning rate: choose it
-by the prequential evidence of candidates fitted side by side
-(:func:`bayeslayers.selection.select_by_evidence`), which ranked memories as held-out data did
-(``benchmarks/RESULTS.md``).
+forget per unit and takes no memory. No memory (``None``) is the static posterior.
+
+Forgetting is the predict step of the drifting-weight model, applied between batches
+(:func:`forget_state`, called by :func:`bayeslayers.training.run_pass`). To spread its cost
+(a ``"unit"`` layer solves one :math:`D \times D` system per unit), layer :math:`l` forgets
+every :math:`k_l = \max(1, \lfloor M_l / 8 \rfloor)` rows of the stream, each time the
+rows since its last forgetting (:func:`period`): every step then forgets at most
+:math:`1 - e^{-1/8}` (12 %) of the information, and the schedule depends only on the global
+row count, so a stream of ``partial_fit`` calls forgets as one ``fit`` does.
+
+A memory is a prior on how fast the targets move, not a learning rate, and it is chosen by
+evidence (``memory="evidence"``): on the first call from the prior, one candidate per entry
+of :data:`CANDIDATES` makes the pass over the first :data:`RACE_FRACTION` of the rows, from
+the same prior, in the same order, and is scored by its prequential log evidence over those
+rows (``Network.log_evidence_``, a one-step-ahead density of every row). The static
+posterior (``None``) is the simpler hypothesis and is kept unless a memory's evidence beats
+it strongly, by a Bayes factor above :math:`e^{3} \approx 20` (:data:`STRONG`; "strong"
+evidence on Kass & Raftery's 1995 scale, :math:`2 \ln B > 6`); the chosen candidate
+continues over the rest of the pass and the others are dropped. The winner has made exactly
+one pass; the race costs ``(len(CANDIDATES) - 1) * RACE_FRACTION`` of a pass.
 """
 
 from __future__ import annotations
@@ -38,7 +53,25 @@ import numpy as np
 
 from bayeslayers.conjugate import WeightPosterior
 
-__all__ = ["FORGETS", "check_memory", "forget"]
+__all__ = [
+    "CANDIDATES",
+    "FORGETS",
+    "RACE_FRACTION",
+    "STRONG",
+    "check_memory",
+    "forget",
+    "forget_state",
+    "period",
+    "race_rows",
+]
+
+#: Candidate memories of ``memory="evidence"``, in rows per weight: the static posterior
+#: (``None``) against a short memory, the two hypotheses a short race can tell apart.
+CANDIDATES: tuple[float | None, ...] = (None, 4.0)
+#: Share of the first call's rows on which the candidates race.
+RACE_FRACTION = 0.125
+#: Log Bayes factor by which a memory must beat the static posterior to be chosen.
+STRONG = 3.0
 
 
 def _forget_diag(var: np.ndarray, lam: float, precision: float) -> np.ndarray:
@@ -56,12 +89,15 @@ FORGETS = {"unit": _forget_unit, "diag": _forget_diag}
 
 
 def check_memory(memory, structures) -> None:
-    """``memory`` is ``None`` or a positive number, and every structure in ``structures``
-    can forget if it is a number (``ValueError`` naming the argument otherwise)."""
-    if memory is None:
+    """``memory`` is ``None``, ``"evidence"`` or a positive number, and every structure in
+    ``structures`` can forget if it is a number (``ValueError`` naming the argument otherwise;
+    ``"evidence"`` then races no memory only)."""
+    if memory is None or (isinstance(memory, str) and memory == "evidence"):
         return
     if isinstance(memory, bool) or not isinstance(memory, int | float | np.number):
-        raise TypeError(f"memory must be None or a number of rows per weight, got {memory!r}")
+        raise TypeError(
+            f"memory must be None, 'evidence' or a number of rows per weight, got {memory!r}"
+        )
     if not (np.isfinite(memory) and memory > 0):
         raise ValueError(f"memory must be a finite number > 0 of rows per weight, got {memory!r}")
     cannot = sorted(set(structures) - set(FORGETS))
@@ -85,3 +121,34 @@ def forget(
     lam = float(np.exp(-n_rows / (memory * post.mean.shape[0])))
     cov = FORGETS[post.structure](post.cov, lam, precision)
     return post._replace(cov=cov.astype(post.cov.dtype, copy=False))
+
+
+def period(memory: float, n_in: int) -> int:
+    """Rows between two forgettings of a layer with ``n_in``-wide design rows."""
+    return max(1, int(memory * n_in / 8))
+
+
+def forget_state(spec, state, seen: int, n_rows: int, fraction: float):
+    """``state`` with every hidden layer forgotten before a batch of ``n_rows`` rows.
+
+    ``seen`` rows of the stream came before the batch; layer ``l`` forgets the rows of every
+    multiple of :func:`period` that the batch crosses, tempered by ``fraction``. The state is
+    returned unchanged without a memory (``spec.memory is None``).
+    """
+    if spec.memory is None:
+        return state
+    hidden = list(state.hidden)
+    for i, post in enumerate(hidden):
+        if post.structure not in FORGETS:
+            continue
+        k = period(spec.memory, post.mean.shape[0])
+        due = (seen + n_rows) // k - seen // k
+        if due:
+            hidden[i] = forget(post, due * k * fraction, spec.memory, spec.prior_precision)
+    return state._replace(hidden=tuple(hidden))
+
+
+def race_rows(n_rows: int, batch_size: int) -> int:
+    """Rows of the race: :data:`RACE_FRACTION` of ``n_rows``, in whole batches (0: no race)."""
+    batches = int(np.ceil(RACE_FRACTION * n_rows / batch_size))
+    return min(n_rows, batches * batch_size) if n_rows > batch_size else 0

@@ -75,6 +75,7 @@ FITTED = (
     "n_samples_seen_",
     "log_evidence_",
     "training_time_",
+    "memory_",
 )
 _REQUIRED = ("posteriors_", "head_state_", "n_features_in_", "n_outputs_", "n_samples_seen_")
 #: Largest metadata entry read (bytes of the stored ``.npy``; 4 bytes per JSON character).
@@ -708,6 +709,15 @@ def _load(zf: zipfile.ZipFile, size: int) -> Network:
             )
     if "log_evidence_" in state:  # finite (checked below), of any sign
         out["log_evidence_"] = decode(state["log_evidence_"], 0.0, "log_evidence_")
+    if "memory_" in state:  # the memory a race chose: None or rows per weight
+        memory = decode(state["memory_"], _ANY, "memory_")
+        if memory is not None and (
+            isinstance(memory, bool)
+            or not isinstance(memory, int | float)
+            or not (np.isfinite(memory) and memory > 0)
+        ):
+            raise ModelFileError(f"memory_ must be None or a number > 0, got {memory!r}")
+        out["memory_"] = memory
     n_features, n_outputs = out["n_features_in_"], out["n_outputs_"]
     if n_outputs > size // dtype.itemsize + 1:  # the head's mean alone needs more bytes
         raise ModelFileError(f"n_outputs_ = {n_outputs} in a file of {size} bytes")

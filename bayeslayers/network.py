@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from bayeslayers import defaults, engine, health, predictive, training
+from bayeslayers import defaults, engine, forgetting, health, predictive, training
 from bayeslayers._atomic import unchanged_on_error
 from bayeslayers._threads import blas_threads, one_at_a_time
 from bayeslayers._validation import (
@@ -80,12 +80,14 @@ class Network(predictive.PredictiveMixin):
         updated once per batch, so a linear model's posterior is the same for every value.
         ``"auto"``: 2 on batches of several rows, 1 on single rows
         (:func:`bayeslayers.defaults.sweeps`).
-    memory : float, optional
-        Memory of the hidden layers' posteriors, in rows per weight: before each update they
+    memory : float, "evidence" or None
+        Memory of the hidden layers' posteriors, in rows per weight: between batches they
         forget toward the prior with a memory of ``memory * (fan_in + 1)`` rows
         (:mod:`bayeslayers.forgetting`), so that they keep following targets made by layers
-        that keep learning. ``None`` (the default): nothing is forgotten. Choose it by
-        evidence (:func:`bayeslayers.selection.select_by_evidence`).
+        that keep learning. ``None`` (the default): nothing is forgotten. ``"evidence"``: the
+        first call from the prior races the candidate memories on its first rows and keeps
+        the one with the largest prequential evidence (``memory_``; a network set up by
+        :meth:`initialize` keeps none).
     seed : int
         Seeds the prior mean, shuffling and posterior sampling.
     dtype : {"float64", "float32"}
@@ -102,6 +104,8 @@ class Network(predictive.PredictiveMixin):
         The head's posterior state.
     noise_ : list of NoiseState
         Hidden layers' pseudo-noise estimates.
+    memory_ : float or None
+        With ``memory="evidence"``: the memory the race chose (``None``: no forgetting).
     n_features_in_, n_outputs_, n_samples_seen_ : int
     classes_ : ndarray
         Class labels (classification heads only).
@@ -114,7 +118,9 @@ class Network(predictive.PredictiveMixin):
     """
 
     #: The attributes a fit sets (``_forget`` drops them).
-    _FITTED = tuple("posteriors_ head_state_ noise_ classes_ n_samples_seen_ log_evidence_".split())
+    _FITTED = tuple(
+        "posteriors_ head_state_ noise_ classes_ n_samples_seen_ log_evidence_ memory_".split()
+    )
 
     def __init__(
         self,
@@ -128,7 +134,7 @@ class Network(predictive.PredictiveMixin):
         damping: float = 1e-2,
         clip: float | None = None,
         targets: str = "gauss_newton",
-        memory: float | None = None,
+        memory: float | str | None = None,
         bias_spread: float = 1.0,
         init: str = "samples",
         sweeps: int | str = "auto",
@@ -177,7 +183,7 @@ class Network(predictive.PredictiveMixin):
             damping=self.damping,
             clip=self.clip,
             targets=self.targets,
-            memory=self.memory,
+            memory=getattr(self, "memory_", None) if self.memory == "evidence" else self.memory,
             prior_precision=self.prior_precision,
         )
 
@@ -290,29 +296,38 @@ class Network(predictive.PredictiveMixin):
         batch_size = check_batch_size(batch_size)
         check_real(fraction, "fraction", 0, 1, low_open=True)
         with self._atomic(), blas_threads(self.blas_threads):
+            race = self.memory == "evidence" and not self.is_fitted
             X, T = self.encode(X, Y, classes)
             order = self.rng_.permutation(len(X)) if shuffle else np.arange(len(X))
+            done = 0
+            state, log_evidence = self.state, 0.0
+            if race:
+                done = forgetting.race_rows(len(X), batch_size) if self.layers else 0
+                self.memory_, state, log_evidence = training.race(
+                    self.spec, state, X, T, order[:done], batch_size, fraction, self.sweeps
+                )
             on_batch = None
             if _callback is not None:
 
-                def on_batch(state: engine.NetState, done: int) -> None:
-                    snapshot = functools.partial(self._snapshot, state, done)
-                    _callback(FitProgress(_pass_index, done, len(X), snapshot))
+                def on_batch(state: engine.NetState, rows: int) -> None:
+                    snapshot = functools.partial(self._snapshot, state, done + rows)
+                    _callback(FitProgress(_pass_index, done + rows, len(X), snapshot))
 
-            state, log_evidence = training.run_pass(
+            state, rest = training.run_pass(
                 self.spec,
-                self.state,
+                state,
                 X,
                 T,
-                order=order,
+                order=order[done:],
                 batch_size=batch_size,
                 fraction=fraction,
                 sweeps=self.sweeps,
+                seen=self.n_samples_seen_ + done,
                 progress=progress,
                 on_batch=on_batch,
             )
             self._set_state(state)
-            self.log_evidence_ = getattr(self, "log_evidence_", 0.0) + log_evidence
+            self.log_evidence_ = getattr(self, "log_evidence_", 0.0) + log_evidence + rest
             self.n_samples_seen_ += len(X)
         return self
 

@@ -105,9 +105,11 @@ class _BayesLayersBase(BaseEstimator):
         iterated EKF step; see :class:`bayeslayers.Network`).
     targets : {"gauss_newton", "min_norm", "ekf"}
         The backward step (:data:`bayeslayers.propagation.TARGETS`).
-    memory : float, optional
-        Memory of the hidden layers in rows per weight (:mod:`bayeslayers.forgetting`);
-        ``None``: nothing is forgotten.
+    memory : float, "evidence" or None
+        Memory of the hidden layers in rows per weight (:mod:`bayeslayers.forgetting`).
+        ``"evidence"`` (the default): chosen among
+        :data:`bayeslayers.forgetting.CANDIDATES` by the prequential evidence of a race on
+        the first call's first rows; ``None``: nothing is forgotten.
     passes : int
         Passes over the data in ``fit``, each tempered by ``1 / passes``.
     batch_size : int or "auto"
@@ -153,7 +155,7 @@ class _BayesLayersBase(BaseEstimator):
         init: str = "samples",
         sweeps: int | str = "auto",
         targets: str = "gauss_newton",
-        memory: float | None = None,
+        memory: float | str | None = "evidence",
         passes: int = 1,
         batch_size: int | str = "auto",
         shuffle: bool = True,

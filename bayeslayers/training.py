@@ -10,6 +10,10 @@ predictive density under the state *before* its first update,
 .. math::
 
     \log \hat p(y_{1:n}) = \sum_b \log p(y_b \mid x_b, \mathcal{D}_{<b}).
+
+With a memory (``spec.memory``) the hidden layers forget between batches
+(:func:`bayeslayers.forgetting.forget_state`); :func:`race` chooses the memory by that
+evidence on a pass's first rows (``memory="evidence"``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from bayeslayers import engine
+from bayeslayers import engine, forgetting
 
 if TYPE_CHECKING:
     from bayeslayers.network import Network
@@ -65,6 +69,7 @@ def run_pass(
     batch_size: int,
     fraction: float,
     sweeps: int | str = 1,
+    seen: int = 0,
     progress: bool = False,
     on_batch: Callable[[engine.NetState, int], None] | None = None,
 ) -> tuple[engine.NetState, float]:
@@ -84,6 +89,10 @@ def run_pass(
         Tempering fraction :math:`c` of the pass.
     sweeps : int or "auto"
         Backward passes of the hidden layers per batch (:func:`bayeslayers.engine.train_step`).
+    seen : int
+        Rows of the stream before this pass: with a memory (``spec.memory``), the hidden
+        layers forget between batches on the schedule of
+        :func:`bayeslayers.forgetting.forget_state`.
     progress : bool
         Show a tqdm progress bar.
     on_batch : callable, optional
@@ -104,6 +113,7 @@ def run_pass(
     log_evidence = 0.0
     for start in starts:
         rows = order[start : start + batch_size]
+        state = forgetting.forget_state(spec, state, seen + start, len(rows), fraction)
         state, info = engine.train_step(
             spec, state, X[rows], T[rows], fraction, sweeps=sweeps, overwrite=True
         )
@@ -111,3 +121,50 @@ def run_pass(
         if on_batch is not None:
             on_batch(state, min(start + batch_size, len(order)))
     return state, log_evidence
+
+
+def race(
+    spec: engine.NetSpec,
+    state: engine.NetState,
+    X: np.ndarray,
+    T: np.ndarray,
+    order: np.ndarray,
+    batch_size: int,
+    fraction: float,
+    sweeps: int | str,
+) -> tuple[float | None, engine.NetState, float]:
+    """The memory race of ``memory="evidence"`` (:mod:`bayeslayers.forgetting`).
+
+    Every memory of :data:`bayeslayers.forgetting.CANDIDATES` makes the pass over
+    ``X[order]`` from ``state`` (the prior); returns the chosen memory, its state after those
+    rows and its prequential log evidence. The choice is the largest evidence, a memory's
+    counted :data:`bayeslayers.forgetting.STRONG` nats below its own (the static posterior,
+    ``None``, is kept unless beaten strongly); ties go to the earlier candidate. A candidate
+    whose update fails numerically drops out, except ``None``, whose failure is the
+    network's own. Without rows or a hidden layer that can forget, no candidate runs:
+    ``(None, state, 0.0)``.
+    """
+    if not len(order) or not any(p.structure in forgetting.FORGETS for p in state.hidden):
+        return None, state, 0.0
+    best: tuple[float, float | None, engine.NetState, float] | None = None
+    for memory in forgetting.CANDIDATES:
+        try:
+            out, evidence = run_pass(
+                spec._replace(memory=memory),
+                state,
+                X,
+                T,
+                order=order,
+                batch_size=batch_size,
+                fraction=fraction,
+                sweeps=sweeps,
+            )
+        except (np.linalg.LinAlgError, FloatingPointError):
+            if memory is None:
+                raise
+            continue
+        score = evidence - (0.0 if memory is None else forgetting.STRONG)
+        if best is None or score > best[0]:
+            best = (score, memory, out, evidence)
+    assert best is not None  # the None candidate either ran or raised
+    return best[1], best[2], best[3]

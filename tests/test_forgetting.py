@@ -7,7 +7,7 @@ import pytest
 from sklearn.datasets import make_friedman1
 
 import bayeslayers
-from bayeslayers import Network, conjugate, forgetting, layers
+from bayeslayers import Network, conjugate, forgetting, layers, training
 from bayeslayers.sklearn import BayesLayersRegressor
 
 
@@ -82,22 +82,65 @@ def test_a_memory_lets_the_hidden_layers_keep_learning():
     assert forgetting_ < 0.85 * static
 
 
+def test_the_race_winner_is_the_winner_fitted_alone():
+    """memory="evidence" keeps the candidate the race chose on the first rows; the kept
+    network has made exactly the one pass that candidate makes on its own."""
+    X, y = make_friedman1(4000, noise=1.0, random_state=1)
+    X, y = (X - X.mean(0)) / X.std(0), (y - y.mean()) / y.std()  # as the estimators see them
+    raced = Network([layers.ReLU(20)], seed=4, memory="evidence").fit(
+        X, y, batch_size=8, shuffle=False
+    )
+    assert raced.memory_ == 4.0  # on Friedman 1 the drifting posterior wins strongly
+    alone = Network([layers.ReLU(20)], seed=4, memory=4.0).fit(X, y, batch_size=8, shuffle=False)
+    np.testing.assert_allclose(raced.predict(X), alone.predict(X), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(raced.log_evidence_, alone.log_evidence_, rtol=1e-12)
+
+
+def test_the_race_keeps_the_static_posterior_unless_beaten_strongly():
+    X, y = make_friedman1(800, noise=1.0, random_state=2)
+    net = Network([layers.ReLU(10)], seed=0).initialize(X, y)
+    T = y[:, None]
+    for n_rows in (40, 400):
+        order = np.arange(n_rows)
+        memory, _, evidence = training.race(net.spec, net.state, X, T, order, 1, 1.0, "auto")
+        scores = {
+            m: training.run_pass(
+                net.spec._replace(memory=m),
+                net.state,
+                X,
+                T,
+                order=order,
+                batch_size=1,
+                fraction=1.0,
+                sweeps="auto",
+            )[1]
+            for m in forgetting.CANDIDATES
+        }
+        strong = scores[4.0] > scores[None] + forgetting.STRONG
+        assert memory == (4.0 if strong else None) and evidence == scores[memory]
+    # nothing that can forget: no race
+    shared = Network([layers.ReLU(4)], covariance="shared", seed=0).initialize(X, y)
+    assert training.race(shared.spec, shared.state, X, T, order, 1, 1.0, 1)[0] is None
+
+
 def test_memory_round_trips_through_a_model_file(tmp_path):
     rng = np.random.default_rng(3)
     X, y = rng.normal(size=(60, 3)), rng.normal(size=60)
-    net = Network([layers.ReLU(5)], covariance="diag", memory=8.0, seed=1).fit(X, y)
-    back = bayeslayers.load(net.save(tmp_path / "m.npz"))
-    assert back.memory == 8.0
-    net.partial_fit(X[:10], y[:10])
-    back.partial_fit(X[:10], y[:10])
-    np.testing.assert_array_equal(back.predict(X), net.predict(X))
+    for memory in (8.0, "evidence"):
+        net = Network([layers.ReLU(5)], covariance="diag", memory=memory, seed=1).fit(X, y)
+        back = bayeslayers.load(net.save(tmp_path / "m.npz"))
+        assert back.memory == memory
+        assert getattr(back, "memory_", "unset") == getattr(net, "memory_", "unset")
+        net.partial_fit(X[:10], y[:10])
+        back.partial_fit(X[:10], y[:10])
+        np.testing.assert_array_equal(back.predict(X), net.predict(X))
 
 
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"memory": "short"}, TypeError, "memory must be None or a number"),
-        ({"memory": True}, TypeError, "memory must be None or a number"),
+        ({"memory": "short"}, TypeError, "memory must be None, 'evidence' or a number"),
+        ({"memory": True}, TypeError, "memory must be None, 'evidence' or a number"),
         ({"memory": 0.0}, ValueError, "memory must be a finite number > 0"),
         ({"memory": float("nan")}, ValueError, "memory must be a finite number > 0"),
         ({"memory": 4.0, "covariance": "shared"}, ValueError, r"can forget.*\['shared'\]"),
