@@ -36,8 +36,10 @@ rows since its last forgetting (:func:`period`): every step then forgets at most
 row count, so a stream of ``partial_fit`` calls forgets as one ``fit`` does.
 
 A memory is a prior on how fast the targets move, not a learning rate, and it is chosen by
-evidence (``memory="evidence"``): on the first call from the prior, one candidate per entry
-of :data:`CANDIDATES` makes the pass over the first :data:`RACE_FRACTION` of the rows, from
+evidence (``memory="evidence"``): on the first call from the prior, if its first
+:data:`RACE_FRACTION` of the rows outnumber the longest candidate memory of every layer (on
+fewer, a memory has forgotten nothing; :func:`race_rows`), one candidate per entry of
+:data:`CANDIDATES` makes the pass over those rows, from
 the same prior, in the same order, and is scored by its prequential log evidence over those
 rows (``Network.log_evidence_``, a one-step-ahead density of every row). The static
 posterior (``None``) is the simpler hypothesis and is kept unless a memory's evidence beats
@@ -45,6 +47,11 @@ it strongly, by a Bayes factor above :math:`e^{3} \approx 20` (:data:`STRONG`; "
 evidence on Kass & Raftery's 1995 scale, :math:`2 \ln B > 6`); the chosen candidate
 continues over the rest of the pass and the others are dropped. The winner has made exactly
 one pass; the race costs ``(len(CANDIDATES) - 1) * RACE_FRACTION`` of a pass.
+
+Forgetting is not additive: the natural-parameter merges of :mod:`bayeslayers.merging` and
+:mod:`bayeslayers.distributed` add up what shards learned from one broadcast state, which
+holds for networks without a memory (``Network``'s default; a network set up by
+:meth:`~bayeslayers.Network.initialize`, as the distributed fit does, keeps none).
 """
 
 from __future__ import annotations
@@ -148,7 +155,13 @@ def forget_state(spec, state, seen: int, n_rows: int, fraction: float):
     return state._replace(hidden=tuple(hidden))
 
 
-def race_rows(n_rows: int, batch_size: int) -> int:
-    """Rows of the race: :data:`RACE_FRACTION` of ``n_rows``, in whole batches (0: no race)."""
-    batches = int(np.ceil(RACE_FRACTION * n_rows / batch_size))
-    return min(n_rows, batches * batch_size) if n_rows > batch_size else 0
+def race_rows(n_rows: int, batch_size: int, n_ins) -> int:
+    """Rows of the race: :data:`RACE_FRACTION` of ``n_rows``, in whole batches.
+
+    0 (no race) unless they outnumber the longest candidate memory of the layers with
+    ``n_ins``-wide design rows: on fewer rows a memory has forgotten nothing, and the
+    candidates could not differ.
+    """
+    rows = min(n_rows, int(np.ceil(RACE_FRACTION * n_rows / batch_size)) * batch_size)
+    longest = max(m for m in CANDIDATES if m is not None) * max(n_ins, default=0)
+    return rows if n_ins and rows > longest else 0

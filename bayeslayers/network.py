@@ -302,7 +302,8 @@ class Network(predictive.PredictiveMixin):
             done = 0
             state, log_evidence = self.state, 0.0
             if race:
-                done = forgetting.race_rows(len(X), batch_size) if self.layers else 0
+                n_ins = [post.mean.shape[0] for post in self.posteriors_]
+                done = forgetting.race_rows(len(X), batch_size, n_ins)
                 self.memory_, state, log_evidence = training.race(
                     self.spec, state, X, T, order[:done], batch_size, fraction, self.sweeps
                 )

@@ -149,3 +149,13 @@ def test_memory_round_trips_through_a_model_file(tmp_path):
 def test_bad_memory_is_refused_when_the_network_is_built(kwargs, error, match):
     with pytest.raises(error, match=match):
         Network([layers.ReLU(3)], **kwargs)
+
+
+def test_the_race_runs_only_on_rows_that_outnumber_the_longest_memory():
+    longest = max(m for m in forgetting.CANDIDATES if m is not None)
+    # 1/8 of 4,000 rows in whole batches of 32 (512), against memories of 11-wide rows
+    assert forgetting.race_rows(4000, 32, [11]) == 512
+    assert forgetting.race_rows(4000, 1, [11, 51]) == 500
+    # a 65-wide layer's memory is longer than the first eighth of 1,347 rows: no race
+    assert longest * 65 > 169 and forgetting.race_rows(1347, 1, [65]) == 0
+    assert forgetting.race_rows(4000, 32, []) == 0  # no hidden layer
