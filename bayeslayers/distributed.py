@@ -186,6 +186,12 @@ def fit(
     """
     if not isinstance(network, Network):
         raise TypeError(f"network must be a Network, got {type(network).__name__}")
+    if network.spec.memory is not None:  # a set memory, or one a memory race chose
+        raise ValueError(
+            f"the network forgets (memory {network.spec.memory!r} rows per weight): a shard "
+            "that forgets does not send an additive change, so the merge would not be its "
+            "posterior; use memory=None (memory='evidence' on an unfitted network keeps none)"
+        )
     check_count(rounds, "rounds")
     check_count(n_shards, "n_shards", allow_none=True)
     check_count(partitions, "partitions", allow_none=True)

@@ -222,6 +222,8 @@ def test_bad_arguments_fail_before_any_work(client, data):
     fitted = Network([]).fit(X[:20], y[:20])
     with pytest.raises(ValueError, match="X has 4 features, but the model expects 5"):
         bd.fit(fitted, X[:, :4], y, client=client)
+    with pytest.raises(ValueError, match=r"the network forgets \(memory 4.0 rows"):
+        bd.fit(Network([layers.ReLU(3)], memory=4.0), X, y, client=client)
 
 
 def test_a_failing_shard_leaves_the_network_unchanged(client, data):
