@@ -677,6 +677,17 @@ def _rng(state: Any) -> np.random.Generator:
     return np.random.Generator(bit_generator)
 
 
+def _memory(memory: Any) -> float | None:
+    """``memory_`` as read: ``None`` or a finite number of rows per weight above 0."""
+    if memory is not None and (
+        isinstance(memory, bool)
+        or not isinstance(memory, int | float)
+        or not (np.isfinite(memory) and memory > 0)
+    ):
+        raise ModelFileError(f"memory_ must be None or a number > 0, got {memory!r}")
+    return memory
+
+
 def _load(zf: zipfile.ZipFile, size: int) -> Network:
     meta = _open_meta(zf, size)
     net = _network(meta)
@@ -710,14 +721,7 @@ def _load(zf: zipfile.ZipFile, size: int) -> Network:
     if "log_evidence_" in state:  # finite (checked below), of any sign
         out["log_evidence_"] = decode(state["log_evidence_"], 0.0, "log_evidence_")
     if "memory_" in state:  # the memory a race chose: None or rows per weight
-        memory = decode(state["memory_"], _ANY, "memory_")
-        if memory is not None and (
-            isinstance(memory, bool)
-            or not isinstance(memory, int | float)
-            or not (np.isfinite(memory) and memory > 0)
-        ):
-            raise ModelFileError(f"memory_ must be None or a number > 0, got {memory!r}")
-        out["memory_"] = memory
+        out["memory_"] = _memory(decode(state["memory_"], _ANY, "memory_"))
     n_features, n_outputs = out["n_features_in_"], out["n_outputs_"]
     if n_outputs > size // dtype.itemsize + 1:  # the head's mean alone needs more bytes
         raise ModelFileError(f"n_outputs_ = {n_outputs} in a file of {size} bytes")

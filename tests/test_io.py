@@ -151,6 +151,17 @@ def test_foreign_files(tmp_path, saved):
         bayeslayers.load(saved)
 
 
+@pytest.mark.parametrize("bad", [-1.0, 1e999, "4", True])
+def test_a_tampered_memory_choice_is_refused(tmp_path, bad):
+    rng = np.random.default_rng(0)
+    net = Network([layers.ReLU(3)], memory="evidence", seed=0)
+    path = net.fit(rng.normal(size=(40, 2)), rng.normal(size=40)).save(tmp_path / "m.npz")
+    assert bayeslayers.load(path).memory_ is None  # 40 rows: no race, the static posterior
+    _rewrite_meta(path, lambda m: m["state"].update(memory_={"value": bad}))
+    with pytest.raises(ModelFileError, match="memory_"):
+        bayeslayers.load(path)
+
+
 # ------------------------------------------------------------------ tampered files
 def _members(path) -> dict[str, bytes]:
     with zipfile.ZipFile(path) as z:
