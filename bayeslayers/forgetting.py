@@ -56,9 +56,15 @@ holds for networks without a memory (``Network``'s default; a network set up by
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from bayeslayers.conjugate import WeightPosterior
+
+if TYPE_CHECKING:  # engine imports defaults, which imports this module
+    from bayeslayers.engine import NetSpec, NetState
 
 __all__ = [
     "CANDIDATES",
@@ -95,10 +101,10 @@ def _forget_unit(cov: np.ndarray, lam: float, precision: float) -> np.ndarray:
 FORGETS = {"unit": _forget_unit, "diag": _forget_diag}
 
 
-def check_memory(memory, structures) -> None:
-    """``memory`` is ``None``, ``"evidence"`` or a positive number, and every structure in
-    ``structures`` can forget if it is a number (``ValueError`` naming the argument otherwise;
-    ``"evidence"`` then races no memory only)."""
+def check_memory(memory: object, structures: Sequence[str]) -> None:
+    """``memory`` is ``None``, ``"evidence"`` or a positive number, and if it is a number every
+    structure in ``structures`` can forget (``TypeError`` / ``ValueError`` naming the argument
+    otherwise). With ``"evidence"``, layers that cannot forget keep no memory."""
     if memory is None or (isinstance(memory, str) and memory == "evidence"):
         return
     if isinstance(memory, bool) or not isinstance(memory, int | float | np.number):
@@ -135,7 +141,9 @@ def period(memory: float, n_in: int) -> int:
     return max(1, int(memory * n_in / 8))
 
 
-def forget_state(spec, state, seen: int, n_rows: int, fraction: float):
+def forget_state(
+    spec: NetSpec, state: NetState, seen: int, n_rows: int, fraction: float
+) -> NetState:
     """``state`` with every hidden layer forgotten before a batch of ``n_rows`` rows.
 
     ``seen`` rows of the stream came before the batch; layer ``l`` forgets the rows of every
@@ -155,7 +163,7 @@ def forget_state(spec, state, seen: int, n_rows: int, fraction: float):
     return state._replace(hidden=tuple(hidden))
 
 
-def race_rows(n_rows: int, batch_size: int, n_ins) -> int:
+def race_rows(n_rows: int, batch_size: int, n_ins: Sequence[int]) -> int:
     """Rows of the race: :data:`RACE_FRACTION` of ``n_rows``, in whole batches.
 
     0 (no race) unless they outnumber the longest candidate memory of the layers with
