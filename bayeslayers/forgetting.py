@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bayeslayers._validation import check_real
 from bayeslayers.conjugate import WeightPosterior
 
 if TYPE_CHECKING:  # engine imports defaults, which imports this module
@@ -111,8 +112,7 @@ def check_memory(memory: object, structures: Sequence[str]) -> None:
         raise TypeError(
             f"memory must be None, 'evidence' or a number of rows per weight, got {memory!r}"
         )
-    if not (np.isfinite(memory) and memory > 0):
-        raise ValueError(f"memory must be a finite number > 0 of rows per weight, got {memory!r}")
+    check_real(memory, "memory", 0, low_open=True)
     cannot = sorted(set(structures) - set(FORGETS))
     if cannot:
         raise ValueError(

@@ -52,6 +52,7 @@ from bayeslayers import conjugate
 from bayeslayers import heads as _heads
 from bayeslayers import layers as _layers
 from bayeslayers._threads import training_lock
+from bayeslayers._validation import check_real
 from bayeslayers.conjugate import WeightPosterior
 from bayeslayers.engine import NoiseState
 from bayeslayers.health import SYMMETRY_TOL
@@ -679,13 +680,10 @@ def _rng(state: Any) -> np.random.Generator:
 
 def _memory(memory: Any) -> float | None:
     """``memory_`` as read: ``None`` or a finite number of rows per weight above 0."""
-    if memory is not None and (
-        isinstance(memory, bool)
-        or not isinstance(memory, int | float)
-        or not (np.isfinite(memory) and memory > 0)
-    ):
-        raise ModelFileError(f"memory_ must be None or a number > 0, got {memory!r}")
-    return memory
+    try:
+        return check_real(memory, "memory_", 0, allow_none=True, low_open=True)
+    except ValueError as error:
+        raise ModelFileError(str(error)) from None
 
 
 def _load(zf: zipfile.ZipFile, size: int) -> Network:

@@ -10,13 +10,15 @@ import sys
 
 import numpy as np
 import pytest
+import sklearn.datasets
 from sklearn.datasets import load_digits
+from sklearn.linear_model import BayesianRidge
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from bayeslayers import heads
+from bayeslayers import heads, metrics
 from bayeslayers.sklearn import BayesLayersClassifier, BayesLayersRegressor
 
 # Small and batched, so the ~55 checks per estimator take seconds, not minutes.
@@ -333,11 +335,6 @@ def test_defaults_are_calibrated_on_data_nobody_tuned_for(make):
     """No argument but the data: the learned noise gives held-out 90% intervals that cover
     about 90% and a smaller error than Bayesian linear regression (Friedman 2's features and
     target span scales of 1 to 1,000)."""
-    import sklearn.datasets
-    from sklearn.linear_model import BayesianRidge
-
-    from bayeslayers import metrics
-
     noise = {"make_friedman2": 10.0, "make_friedman3": 0.1}[make]
     X, y = getattr(sklearn.datasets, make)(1000, noise=noise, random_state=0)
     reg = BayesLayersRegressor(random_state=0).fit(X[:750], y[:750])
