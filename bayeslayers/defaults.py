@@ -31,6 +31,7 @@ __all__ = [
     "CLASSIFIER_HIDDEN_NOISE",
     "check_params",
     "hidden_noise",
+    "skip",
     "structure",
     "sweeps",
 ]
@@ -50,6 +51,25 @@ def structure(covariance: str, fan_in: int | None) -> str:
     if fan_in is None or fan_in + 1 <= AUTO_UNIT_MAX:
         return "unit"
     return "diag"
+
+
+def skip(value: bool | str, n_features: int | None, depth: int) -> bool:
+    r"""Whether the head sees the inputs :math:`x` beside the top hidden output.
+
+    ``True`` / ``False`` as given, but never for a network without hidden layers (``depth``
+    0), whose head sees the inputs already. ``"auto"``: yes when the inputs with the bias
+    fit :data:`AUTO_UNIT_MAX` (``n_features + 1 <= AUTO_UNIT_MAX``), no for wider inputs or
+    before the first call (``n_features`` unknown). The head keeps a full covariance per
+    output, whose cost per row grows with the square of its width (top units plus
+    ``n_features`` plus 1): the skip connection is the same width budget that
+    ``covariance="auto"`` gives a per-unit layer (:func:`structure`), so a 784-pixel input
+    does not make the head the slowest layer of the network.
+    """
+    if depth == 0:
+        return False
+    if isinstance(value, str):  # "auto" (checked by check_params)
+        return n_features is not None and n_features + 1 <= AUTO_UNIT_MAX
+    return bool(value)
 
 
 def hidden_noise(value: float | None, head: Head) -> float | None:
@@ -104,5 +124,11 @@ def check_params(layers: Sequence, head, params: dict) -> None:
     if not (isinstance(sweeps, str) and sweeps == "auto"):
         if isinstance(sweeps, bool) or not isinstance(sweeps, int | np.integer) or sweeps < 1:
             raise ValueError(f"sweeps must be an int >= 1 or 'auto', got {sweeps!r}")
+    skip = params["skip"]
+    if isinstance(skip, str):
+        if skip != "auto":
+            raise ValueError(f"skip must be 'auto', True or False, got {skip!r}")
+    elif not isinstance(skip, bool | np.bool_):
+        raise TypeError(f"skip must be 'auto', True or False, got {type(skip).__name__} {skip!r}")
     if params["dtype"] not in ("float64", "float32"):
         raise ValueError(f"dtype must be 'float64' or 'float32', got {params['dtype']!r}")

@@ -7,7 +7,9 @@ network once per draw (by default linearized around the posterior means, the pre
 
 ``posterior``
     ``layer{l}_w`` with dims ``(in{l}, unit{l})`` for every hidden layer ``l`` and ``head_w``
-    with dims ``(in_head, output)``; input coordinates are ``"0", "1", ..., "bias"``.
+    with dims ``(in_head, output)``; input coordinates are ``"0", "1", ..., "bias"`` (with the
+    skip connection, ``Network(skip=...)``, the head's rows for the network's inputs are
+    ``"x0", "x1", ...``, after those of the top hidden units).
 ``log_likelihood``
     ``y`` with dims ``(obs,)``: the pointwise log likelihood of each observation under each
     draw :math:`\theta_s` of all the weights, :math:`\ell_{si} = \log p(y_i \mid x_i, \theta_s)`,
@@ -65,7 +67,7 @@ from bayeslayers._validation import (
     check_seed,
     check_targets,
 )
-from bayeslayers.engine import forward, with_bias
+from bayeslayers.engine import forward, top_rows, with_bias
 from bayeslayers.heads import RegressionHead
 from bayeslayers.predictive import HIDDEN, check_hidden
 
@@ -157,10 +159,12 @@ def to_inference_data(
 
                 \Delta a_{l+1} = g_l \odot (x_l \Delta W_{l,s}
                     + \Delta a_l \bar W_{l,[:-1]}), \qquad
-                f_s = \bar x_{head} W_{head,s} + \Delta a_L \bar W_{head,[:-1]},
+                f_s = \bar x_{head} W_{head,s} + \Delta a_L \bar W_{head,h},
 
-            so units off at the mean stay off and the draws of :math:`f_s` have the
-            linearized predictive's mean and variance. It is the default because it is the
+            with :math:`\bar W_{head,h}` the head's rows for the top hidden units (without
+            the bias and, with the skip connection, the inputs' rows), so units off at the
+            mean stay off and the draws of :math:`f_s` have the linearized predictive's mean
+            and variance. It is the default because it is the
             predictive that ``predict`` and ``predict_quantiles`` report, so :func:`compare`
             scores what users get, and ``posterior`` keeps every layer. Its held-out elpd
             is close to ``"mean"``'s and far above ``"sample"``'s (benchmarks/RESULTS.md,
@@ -237,7 +241,8 @@ def to_inference_data(
     ll: list[np.ndarray] = []  # empty without observations
     pp: list[np.ndarray] = []
     xb = with_bias(X)
-    mean_xh, cache = forward(net.spec, net.posteriors_, X)
+    spec = net.spec
+    mean_xh, cache = forward(spec, net.posteriors_, X)
     # linearized: the outputs at the means of the layers' pre-activations, x_l W_l
     mean_z = [x @ post.mean for (x, *_), post in zip(cache, net.posteriors_, strict=True)]
     for start in range(0, n_draws, chunk_size):
@@ -247,17 +252,18 @@ def to_inference_data(
             var, scale = joint.noise_draws(net.head_state_, c, noise_rng)
         chunk_draw = functools.partial(draw, scale=scale)
         if hidden == "sample":
-            F = _sampled_predictors(net, xb, chunk_draw, c)
+            F = _sampled_predictors(net, spec.skip, xb, chunk_draw, c)
         else:
             F = _linearized_predictors(
-                net, cache, mean_xh, mean_z, head_post.mean, chunk_draw, c, hidden
+                net, cache, mean_xh, mean_z, head_post.mean[top_rows(spec)], chunk_draw, c, hidden
             )
         chunk_ll, chunk_pp = _predictive_draws(net, F, obs, rng, var)
         if chunk_ll is not None:
             ll.append(chunk_ll)
         pp.append(chunk_pp)
 
-    variables, coords = _variables(net, groups, names, (posts, kept, rows, cols), obs, pp, ll)
+    kept_draws = (posts, kept, rows, cols)
+    variables, coords = _variables(net, spec.skip, groups, names, kept_draws, obs, pp, ll)
     attrs = {
         "inference_library": "bayeslayers",
         "head": net.head.kind,
@@ -282,19 +288,20 @@ def _check_counts(net, n_draws, chains, chunk_size) -> tuple[int, int, int]:
     return n_draws, chains, check_count(chunk_size, "chunk_size")
 
 
-def _variables(net, groups, names, kept_draws, obs, pp, ll) -> tuple[dict, dict[str, Any]]:
+def _variables(net, skip, groups, names, kept_draws, obs, pp, ll) -> tuple[dict, dict[str, Any]]:
     """The export's variables per group and their coordinates.
 
-    ``kept_draws`` is ``(posts, kept, rows, cols)``: the posteriors, the kept weight draws
-    and the rows and columns kept of each; ``pp`` and ``ll`` the chunks of predictive draws
-    and pointwise log likelihoods.
+    ``skip``: the head's inputs hold the network's inputs (``NetSpec.skip``); ``kept_draws``
+    is ``(posts, kept, rows, cols)``: the posteriors, the kept weight draws and the rows and
+    columns kept of each; ``pp`` and ``ll`` the chunks of predictive draws and pointwise log
+    likelihoods.
     """
     posts, kept, rows, cols = kept_draws
     n = pp[0].shape[1]
     coords: dict[str, Any] = {"obs": np.arange(n)}
     variables: dict[str, dict[str, tuple[tuple[str, ...], np.ndarray]]] = {}
     if kept:
-        variables["posterior"] = _posterior_group(net, names, posts, kept, rows, cols, coords)
+        variables["posterior"] = _posterior_group(net, skip, names, posts, kept, rows, cols, coords)
     y_dims: tuple[str, ...] = ("obs",)
     multi = not net.head.is_classifier and net.n_outputs_ > 1
     if multi:
@@ -310,18 +317,26 @@ def _variables(net, groups, names, kept_draws, obs, pp, ll) -> tuple[dict, dict[
     return variables, coords
 
 
-def _posterior_group(net, names, posts, kept, rows, cols, coords) -> dict:
-    """The ``posterior`` group's variables; adds their dims' coordinates to ``coords``."""
+def _posterior_group(net, skip, names, posts, kept, rows, cols, coords) -> dict:
+    """The ``posterior`` group's variables; adds their dims' coordinates to ``coords``.
+
+    Input rows are named by index and ``"bias"``; with ``skip`` the head's rows for the
+    network's inputs (after the top hidden units) are ``"x0", "x1", ...``.
+    """
     group = {}
     for i, name in enumerate(names):
         if name not in kept:
             continue
+        n_in = posts[i].mean.shape[0] - 1
         if i < len(net.layers):
             in_dim, out_dim, out_coords = f"in{i}", f"unit{i}", cols[i]
+            top = n_in
         else:
             in_dim, (out_dim, out_coords) = "in_head", _head_columns(net, len(cols[i]))
-        n_in = posts[i].mean.shape[0] - 1
-        coords[in_dim] = [str(r) if r < n_in else "bias" for r in rows[i]]
+            top = net.layers[-1].units if skip else n_in
+        coords[in_dim] = [
+            str(r) if r < top else f"x{r - top}" if r < n_in else "bias" for r in rows[i]
+        ]
         coords[out_dim] = out_coords
         group[name] = ((in_dim, out_dim), np.concatenate(kept[name]))
     return group
@@ -352,21 +367,31 @@ def _check_var_names(var_names: Sequence[str] | None, names: list[str], hidden: 
     return chosen
 
 
-def _sampled_predictors(net, xb: np.ndarray, draw, c: int) -> np.ndarray:
-    """Head predictors ``(c, n, k)`` of the full nonlinear pass, every layer drawn."""
+def _sampled_predictors(net, skip: bool, xb: np.ndarray, draw, c: int) -> np.ndarray:
+    """Head predictors ``(c, n, k)`` of the full nonlinear pass, every layer drawn.
+
+    With ``skip`` the head's rows are :math:`[W_h; W_x; b]` and
+    :math:`f_s = h_s W_{h,s} + [x, 1] [W_{x,s}; b_s]`.
+    """
     A: np.ndarray | None = None
     for i, layer in enumerate(net.layers):
         Z = _first_layer(xb, draw(i, c)) if A is None else _affine(A, draw(i, c))
         A = layer.activate(Z)
     W = draw(len(net.layers), c)
-    return _first_layer(xb, W) if A is None else _affine(A, W)
+    if A is None:
+        return _first_layer(xb, W)
+    if skip:
+        m = A.shape[-1]
+        return np.matmul(A, W[:, :m]) + _first_layer(xb, W[:, m:])
+    return _affine(A, W)
 
 
 def _linearized_predictors(
-    net, cache, mean_xh, mean_z, head_mean, draw, c: int, hidden: str
+    net, cache, mean_xh, mean_z, head_top, draw, c: int, hidden: str
 ) -> np.ndarray:
     """Head predictors ``(c, n, k)`` of the tangent-linear pass (``hidden="mean"``: the head
-    drawn alone); see :func:`to_inference_data`."""
+    drawn alone); see :func:`to_inference_data`. ``head_top``: the head's mean rows for the
+    top hidden units (:func:`bayeslayers.engine.top_rows`)."""
     dA = None  # first-order change of each layer's output
     if hidden == "linearized":
         for i, ((x, _, slope, _), post) in enumerate(zip(cache, net.posteriors_, strict=True)):
@@ -378,7 +403,7 @@ def _linearized_predictors(
             dA = dA_next
     F = _first_layer(mean_xh, draw(len(net.layers), c))
     if dA is not None:
-        F += dA @ head_mean[:-1]
+        F += dA @ head_top
     return F
 
 

@@ -12,6 +12,18 @@ is a thin shell around them (validation, atomicity, progress, the scikit-learn s
 * :func:`forward` runs the network at the posterior means and keeps, for each hidden layer,
   its input :math:`x_l = [a_{l-1}, 1]`, its output :math:`h_l` and its linearization
   :math:`\phi(z) \approx g_l \circ z + b_l` (:class:`LayerTrace`).
+* The head's inputs are the top hidden output with the bias, :math:`[h_L, 1]`, or with the
+  skip connection (``NetSpec.skip``, "wide & deep") also the network's inputs,
+  :math:`[h_L, x, 1]`, so that
+
+  .. math::
+
+      f(x) = W_h^\top h_L(x) + W_x^\top x + b .
+
+  The head's conjugate update (and its evidence prior) covers :math:`W_h`, :math:`W_x` and
+  :math:`b` jointly, as one Bayesian linear regression on the wider row; the hidden layers
+  get their targets through :math:`W_h` only (:func:`top_rows`), so they learn what the
+  linear part leaves.
 * :func:`train_step` is one step of the method on a batch:
 
   1. forward at the means;
@@ -49,10 +61,13 @@ __all__ = [
     "NoiseState",
     "StepInfo",
     "forward",
+    "head_design",
+    "head_width",
     "init_state",
     "learn_noise",
     "resolve_spec",
     "sample_prior_mean",
+    "top_rows",
     "train_step",
     "with_bias",
 ]
@@ -85,6 +100,9 @@ class NetSpec(NamedTuple):
         :func:`bayeslayers.forgetting.forget_state`; ``None``: the static posterior.
     prior_precision : float
         Prior precision of the weights, to which forgetting returns.
+    skip : bool
+        The head sees the inputs beside the top hidden output, :math:`[h_L, x, 1]`
+        (:func:`head_design`); never for a network without hidden layers.
     """
 
     layers: tuple[Layer, ...]
@@ -97,16 +115,25 @@ class NetSpec(NamedTuple):
     targets: str = "min_norm"
     memory: float | None = None
     prior_precision: float = 1.0
+    skip: bool = False
 
 
 def resolve_spec(
-    layers, head, *, covariance: str, hidden_noise: float | None, n_features: int | None, **solve
+    layers,
+    head,
+    *,
+    covariance: str,
+    hidden_noise: float | None,
+    n_features: int | None,
+    skip: bool | str,
+    **solve,
 ) -> NetSpec:
     """The :class:`NetSpec` a network's parameters resolve to, by the label-free rules of
     :mod:`bayeslayers.defaults`: each layer's own ``covariance`` and ``noise`` where set, else
     ``defaults.structure`` of its fan-in (the first layer's is ``n_features``, unknown before
-    the first call) and ``defaults.hidden_noise`` of the head. ``solve``: ``damping``,
-    ``clip``, ``targets``, ``memory``, ``prior_precision``."""
+    the first call), ``defaults.hidden_noise`` of the head and ``defaults.skip`` of
+    ``n_features`` and the depth. ``solve``: ``damping``, ``clip``, ``targets``, ``memory``,
+    ``prior_precision``."""
     fan_ins = [n_features, *(layer.units for layer in layers)]
     return NetSpec(
         layers=tuple(layers),
@@ -120,6 +147,7 @@ def resolve_spec(
             defaults.hidden_noise(hidden_noise, head) if layer.noise is None else layer.noise
             for layer in layers
         ),
+        skip=defaults.skip(skip, n_features, len(layers)),
         **solve,
     )
 
@@ -196,6 +224,32 @@ def with_bias(a: np.ndarray) -> np.ndarray:
     return np.concatenate([a, np.ones((*a.shape[:-1], 1), dtype=a.dtype)], axis=-1)
 
 
+def head_design(spec: NetSpec, A: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """The head's inputs from the top hidden output ``A`` and the network's inputs ``X``.
+
+    ``[A, 1]``, or ``[A, X, 1]`` with ``spec.skip``; ``A`` may have leading axes (e.g. one per
+    posterior draw), over which ``X`` ``(n, d)`` is broadcast.
+    """
+    if spec.skip:
+        A = np.concatenate([A, np.broadcast_to(X, (*A.shape[:-1], X.shape[-1]))], axis=-1)
+    return with_bias(A)
+
+
+def head_width(spec: NetSpec, n_features: int) -> int:
+    """Rows of the head's weights: its input width with the bias (:func:`head_design`)."""
+    top = spec.layers[-1].units if spec.layers else n_features
+    return top + (n_features if spec.skip else 0) + 1
+
+
+def top_rows(spec: NetSpec) -> slice:
+    r"""The rows of the head's weights that multiply the top hidden output (no skip, no bias).
+
+    They make the Jacobian :math:`\partial f / \partial h_L` through which the hidden layers
+    learn; the skip rows :math:`W_x` and the bias do not depend on the hidden layers.
+    """
+    return slice(0, spec.layers[-1].units) if spec.skip else slice(0, -1)
+
+
 def forward(
     spec: NetSpec, hidden: Sequence[WeightPosterior], A: np.ndarray
 ) -> tuple[np.ndarray, tuple[LayerTrace, ...]]:
@@ -204,19 +258,20 @@ def forward(
     Returns
     -------
     head_inputs : ndarray of shape (n, D)
-        The top hidden output with the bias column (the inputs, for a network without hidden
-        layers).
+        The head's inputs (:func:`head_design`): the top hidden output, with the skip
+        connection the inputs, and the bias column (the inputs and the bias, for a network
+        without hidden layers).
     trace : tuple of LayerTrace
         Per hidden layer, input side first.
     """
-    trace = []
+    X, trace = A, []
     for layer, post in zip(spec.layers, hidden, strict=True):
         x = with_bias(A)
         z = x @ post.mean
         g, b = layer.linearize(z)
         A = layer.activate(z)
         trace.append(LayerTrace(x, A, g, b))
-    return with_bias(A), tuple(trace)
+    return head_design(spec, A, X), tuple(trace)
 
 
 def train_step(
@@ -318,6 +373,8 @@ def _backward(
     infos = [UpdateInfo(0.0, 0.0)] * len(new)
     corrections = [0.0] * len(new)
     upper = strategy.start(spec.head, head_state, xh, T, fraction)
+    if spec.skip:  # the hidden layers answer for the head's top hidden rows only
+        upper = upper._replace(J=upper.J[..., top_rows(spec), :])
     for i in reversed(range(len(spec.layers))):
         x, h, g, b = trace[i]
         view = propagation.LayerView(x, h, g, b, hidden[i])
@@ -384,8 +441,9 @@ def init_state(
     Every weight has prior variance ``1 / prior_precision``. With ``sample_rows`` (the first
     call's inputs, never labels; at least two rows) the first hidden layer's mean comes from
     them (:func:`sample_prior_mean`); units without spread on those rows keep their He draw.
-    The head's mean is zero. Every hidden layer's noise starts at its set value, or at
-    ``hidden_noise`` held with the weight of two pseudo-observations where it is learned.
+    The head's mean is zero (:func:`head_width` rows, the skip rows included). Every hidden
+    layer's noise starts at its set value, or at ``hidden_noise`` held with the weight of two
+    pseudo-observations where it is learned.
     """
     prior_var = 1.0 / prior_precision
     hidden = []
@@ -400,7 +458,7 @@ def init_state(
             mean[:, ~flat] = sampled[:, ~flat]
         hidden.append(conjugate.init(structure, mean, prior_var))
         fan_in = layer.units
-    head_mean = np.zeros((fan_in + 1, n_outputs), dtype=dtype)
+    head_mean = np.zeros((head_width(spec, n_features), n_outputs), dtype=dtype)
     head = spec.head.init(head_mean, prior_var, spec.head_structure, head_noise)
     noise = tuple(
         NoiseState(1.0, hidden_noise if fixed is None else fixed) for fixed in spec.noises

@@ -54,7 +54,7 @@ from bayeslayers import layers as _layers
 from bayeslayers._threads import training_lock
 from bayeslayers._validation import check_real
 from bayeslayers.conjugate import WeightPosterior
-from bayeslayers.engine import NoiseState
+from bayeslayers.engine import NoiseState, head_width
 from bayeslayers.health import SYMMETRY_TOL
 from bayeslayers.network import Network
 
@@ -667,6 +667,7 @@ def _network(meta: dict) -> Network:
         raise ModelFileError("malformed network parameters: layers must be a list")
     layers = [_build(t, _layers.LAYERS, "layer") for t in tables]
     head = _build(params.pop("head", None), _heads.HEADS, "head")
+    params.setdefault("skip", False)  # a file from before the skip connection had none
     return Network(layers, head=head, **params)  # the constructor validates every parameter
 
 
@@ -743,7 +744,7 @@ def _load(zf: zipfile.ZipFile, size: int) -> Network:
     # The head's layout: its types, fields, dtypes and column counts from an initial state with
     # one input row; its weight posteriors at the real number of rows. Arrays outside them are
     # compared exactly once read, with a full initial state (now no larger than the file).
-    n_in = fan_ins[-1] + 1
+    n_in = head_width(spec, n_features)  # the skip connection's rows included
     one_row = net.head.init(np.zeros((1, n_outputs), dtype), 1.0, spec.head_structure, 1.0)
     head_layout = _exact_posteriors(_layout(one_row, exact=False), n_in)
     head_state = decode(state["head_state_"], head_layout, "head_state_")

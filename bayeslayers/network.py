@@ -88,6 +88,16 @@ class Network(predictive.PredictiveMixin):
         first call from the prior races the candidate memories on its first rows and keeps
         the one with the largest prequential evidence (``memory_``; a network set up by
         :meth:`initialize` keeps none).
+    skip : {"auto", True, False}
+        A linear skip connection into the head ("wide & deep"): the head's inputs are
+        :math:`[h_L, x, 1]` (the top hidden output, the network's inputs, the bias) instead
+        of :math:`[h_L, 1]`, so that :math:`f(x) = W_h^\top h_L(x) + W_x^\top x + b`. The
+        head's conjugate update and its evidence prior cover :math:`W_h`, :math:`W_x` and
+        :math:`b` as one Bayesian linear regression; the hidden layers get their targets
+        through :math:`W_h` only, so they learn what the linear part leaves. ``"auto"``: on
+        when the inputs fit the head's per-unit budget (:func:`bayeslayers.defaults.skip`:
+        ``n_features + 1 <= AUTO_UNIT_MAX``). A network without hidden layers has nothing to
+        skip.
     seed : int
         Seeds the prior mean, shuffling and posterior sampling.
     dtype : {"float64", "float32"}
@@ -138,6 +148,7 @@ class Network(predictive.PredictiveMixin):
         bias_spread: float = 1.0,
         init: str = "samples",
         sweeps: int | str = "auto",
+        skip: bool | str = "auto",
         seed: int = 0,
         dtype: str = "float64",
         blas_threads: int | None = 1,
@@ -158,6 +169,7 @@ class Network(predictive.PredictiveMixin):
         self.bias_spread = bias_spread
         self.init = init
         self.sweeps = sweeps
+        self.skip = skip
         self.seed = seed
         self.dtype = dtype
         self.blas_threads = blas_threads
@@ -180,6 +192,7 @@ class Network(predictive.PredictiveMixin):
             covariance=self.covariance,
             hidden_noise=self.hidden_noise,
             n_features=getattr(self, "n_features_in_", None),
+            skip=self.skip,
             damping=self.damping,
             clip=self.clip,
             targets=self.targets,

@@ -31,7 +31,7 @@ from scipy.special import ndtr, ndtri, stdtrit
 
 from bayeslayers import conjugate
 from bayeslayers._validation import check_count, check_features
-from bayeslayers.engine import NetSpec, NetState, forward, with_bias
+from bayeslayers.engine import NetSpec, NetState, forward, head_design, top_rows, with_bias
 from bayeslayers.heads import Head, RegressionHead
 
 __all__ = [
@@ -91,7 +91,7 @@ def head_inputs(
     for layer, post in zip(spec.layers, state.hidden, strict=True):
         W = conjugate.sample(post, n_samples, rng)
         A = layer.activate(with_bias(A) @ W)
-    return with_bias(A)
+    return head_design(spec, A, X)
 
 
 def linearized_moments(
@@ -110,12 +110,13 @@ def linearized_moments(
     where :math:`v^{head}` is the head's own predictive variance (its weights and noise),
     :math:`x_l` the layer's input, :math:`g_{l,j}` the slope of unit ``j`` and
     :math:`\partial f / \partial h_l` the Jacobian at the means, accumulated from the top
-    down (the tangent-linear pass). Units that are off (``g = 0``) contribute nothing.
+    down (the tangent-linear pass) from the head's top hidden rows :math:`W_h` (the skip rows
+    do not depend on the hidden weights). Units that are off (``g = 0``) contribute nothing.
     """
     xh, trace = forward(spec, state.hidden, X)
     mean, var = spec.head.predictive(state.head, xh)
-    W = state.head.post.mean
-    J = np.broadcast_to(W[:-1], (len(X), *W[:-1].shape))  # df / dh of the top hidden layer
+    W = state.head.post.mean[top_rows(spec)]
+    J = np.broadcast_to(W, (len(X), *W.shape))  # df / dh of the top hidden layer
     for step, post in zip(reversed(trace), reversed(state.hidden), strict=True):
         gJ = step.g[:, :, None] * J  # df / dz
         var = var + np.einsum("nm,nmk->nk", conjugate.marginal_variance(post, step.x), gJ**2)

@@ -110,6 +110,14 @@ class _BayesLayersBase(BaseEstimator):
         ``"evidence"`` (the default): chosen among
         :data:`bayeslayers.forgetting.CANDIDATES` by the prequential evidence of a race on
         the first call's first rows; ``None``: nothing is forgotten.
+    skip : {"auto", True, False}
+        A linear skip connection into the head ("wide & deep"): the head regresses on
+        :math:`[h_L, x, 1]`, the top hidden output beside the standardized features, so that
+        :math:`f(x) = W_h^\top h_L(x) + W_x^\top x + b`; the head's conjugate update and
+        evidence prior cover both parts, and the hidden layers learn what the linear part
+        leaves. ``"auto"``: on up to ``AUTO_UNIT_MAX - 1`` features
+        (:func:`bayeslayers.defaults.skip`; the head's per-unit cost grows with the square of
+        its width). Nothing to skip without hidden layers.
     passes : int
         Passes over the data in ``fit``, each tempered by ``1 / passes``.
     batch_size : int or "auto"
@@ -156,6 +164,7 @@ class _BayesLayersBase(BaseEstimator):
         sweeps: int | str = "auto",
         targets: str = "gauss_newton",
         memory: float | str | None = "evidence",
+        skip: bool | str = "auto",
         passes: int = 1,
         batch_size: int | str = "auto",
         shuffle: bool = True,
@@ -177,6 +186,7 @@ class _BayesLayersBase(BaseEstimator):
         self.sweeps = sweeps
         self.targets = targets
         self.memory = memory
+        self.skip = skip
         self.passes = passes
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -251,6 +261,7 @@ class _BayesLayersBase(BaseEstimator):
             sweeps=self.sweeps,
             targets=self.targets,
             memory=self.memory,
+            skip=self.skip,
             seed=self._seed(),
             dtype=self.dtype,
         )

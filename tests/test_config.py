@@ -58,6 +58,13 @@ def test_kwargs_are_the_constructors_parameters():
     assert net.damping == 0.1
 
 
+def test_skip_key_reaches_the_network():
+    assert config.parse({}).model["skip"] == "auto"
+    cfg = config.parse({"model": {"layers": [{"kind": "relu", "units": 3}], "skip": False}})
+    assert cfg.model["skip"] is False and config.build_network(cfg).skip is False
+    assert config.parse(tomllib.loads(config.dumps(cfg))).model["skip"] is False
+
+
 def test_defaults_are_filled_and_replace_revalidates():
     cfg = config.parse({})
     assert cfg.data["name"] == "digits" and cfg.train["passes"] == 1
@@ -107,6 +114,8 @@ BAD = [
     ('[model]\nlayers = {kind = "relu"}', ["model.layers", "list of tables"]),
     ('[model]\ncovariance = "full"', ["model.covariance:", "covariance must be", "unit"]),
     ("[model]\nnoise = -1.0", ["model.noise:", "noise must be"]),
+    ('[model]\nskip = "on"', ["model.skip:", "skip must be 'auto', True or False"]),
+    ("[model]\nskip = 1", ["model.skip", "true/false or a string"]),
     ("[model]\nnosie = 1.0", ["model.nosie", "did you mean 'noise'"]),
     ("[model]\nseed = -1", ["model.seed", "an int >= 0"]),
     ("[model]\nbias_spread = inf", ["model.bias_spread", "finite"]),

@@ -25,8 +25,18 @@ LABELS = np.array(["a", "b", "c"])[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)]
 
 @pytest.fixture(scope="module")
 def regressor():
-    # the reference backward step: the sampled-vs-linearized comparison below is of this fit
-    net = Network([layers.ReLU(4), layers.ReLU(3)], noise=0.1, seed=1, targets="min_norm")
+    # the reference backward step and head: the sampled-vs-linearized comparison below is of
+    # this fit (skip_regressor has the skip connection)
+    net = Network(
+        [layers.ReLU(4), layers.ReLU(3)], noise=0.1, seed=1, targets="min_norm", skip=False
+    )
+    return net.fit(X, Y2, batch_size=5)
+
+
+@pytest.fixture(scope="module")
+def skip_regressor():
+    """The head sees [h, x, 1]: 3 top units, then the 2 inputs, then the bias."""
+    net = Network([layers.ReLU(4), layers.ReLU(3)], noise=0.1, seed=1, skip=True)
     return net.fit(X, Y2, batch_size=5)
 
 
@@ -58,6 +68,30 @@ def test_regression_export_dims_and_coords(regressor):
     np.testing.assert_array_equal(idata.observed_data["y"].values, Y2)
     assert idata.posterior.attrs["covariance"] == ["unit", "unit", "unit"]
     assert idata.posterior.attrs["hidden"] == "linearized"
+
+
+def test_a_skip_head_exports_its_input_rows_and_its_predictors(skip_regressor):
+    """Head rows "0".."2" (top units), "x0", "x1" (inputs), "bias"; the sampled predictors are
+    the nonlinear pass of the exported draws with the head on [h, x, 1], and the linearized
+    draws have predict_moments' mean and variance."""
+    net = skip_regressor
+    idata = to_inference_data(net, X, Y2, n_draws=40, hidden="sample", seed=4)
+    post = idata.posterior.stack(s=("chain", "draw")).transpose("s", ...)
+    assert post["in_head"].values.tolist() == ["0", "1", "2", "x0", "x1", "bias"]
+    W0, W1, Wh = (post[name].values for name in ("layer0_w", "layer1_w", "head_w"))
+    ones = np.ones((40, len(X), 1))
+    h = np.maximum(np.concatenate([np.broadcast_to(X, (40, *X.shape)), ones], -1) @ W0, 0)
+    h = np.maximum(np.concatenate([h, ones], -1) @ W1, 0)
+    F = np.concatenate([h, np.broadcast_to(X, (40, *X.shape)), ones], -1) @ Wh
+    ll = stats.norm.logpdf(Y2, F, np.sqrt(0.1)).sum(axis=-1)  # the head's fixed noise
+    got = idata.log_likelihood["y"].stack(s=("chain", "draw")).transpose("s", ...).values
+    np.testing.assert_allclose(got, ll, rtol=1e-10)
+    S = 4000
+    lin = to_inference_data(net, X[:8], Y2[:8], n_draws=S, seed=3)
+    y = lin.posterior_predictive["y"].stack(s=("chain", "draw")).transpose("s", ...).values
+    mean, var = net.predict_moments(X[:8])
+    assert np.all(np.abs(y.mean(axis=0) - mean) < 5 * np.sqrt(var / S))
+    np.testing.assert_allclose(y.var(axis=0) / var, 1.0, atol=5 * np.sqrt(2 / S))
 
 
 def test_export_is_reproducible_and_leaves_the_network_alone(regressor):

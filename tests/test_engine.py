@@ -112,6 +112,7 @@ def test_resolve_spec_applies_the_label_free_rules_and_the_layers_own_settings()
         covariance="auto",
         hidden_noise=None,
         n_features=1000,
+        skip="auto",
         damping=0.1,
         clip=None,
         targets="min_norm",
@@ -120,14 +121,83 @@ def test_resolve_spec_applies_the_label_free_rules_and_the_layers_own_settings()
     assert spec.structures == ("diag", "shared", "unit")
     assert spec.head_structure == "unit"
     assert spec.noises == (1.0, 0.5, 1.0)  # the classifier default, except the layer's own
+    assert not spec.skip  # 1001-wide inputs: beyond the head's per-unit budget
     unknown = engine.resolve_spec(
         body[:1],
         heads.Gaussian(),
         covariance="auto",
         hidden_noise=None,
         n_features=None,
+        skip="auto",
         damping=0.1,
         clip=None,
         targets="min_norm",
     )
     assert unknown.structures == ("unit",) and unknown.noises == (None,)  # learned
+    assert not unknown.skip  # the inputs' width is not known yet
+
+
+# ------------------------------------------------------------------- skip connection
+def skip_data(n=200, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    return X, 2.0 * X @ rng.normal(size=d) + np.sin(2 * X[:, 0]) + 0.1 * rng.normal(size=n)
+
+
+def test_a_skip_head_is_bayesian_linear_regression_on_hidden_outputs_and_inputs():
+    """One step on the whole batch: the head's posterior is BLR on [h(x), x, 1] at the prior's
+    hidden means (prior precision 2, noise 0.3); the prediction is [h(x), x, 1] W at the new
+    means."""
+    X, y = skip_data(50)
+    head = heads.Gaussian(learn_noise=False, noise_memory=None)
+    kwargs = {"head": head, "noise": 0.3, "prior_precision": 2.0, "skip": True, "seed": 4}
+    prior = Network([layers.ReLU(6)], **kwargs).initialize(X, y)
+    net = Network([layers.ReLU(6)], **kwargs).fit(X, y, batch_size=len(X), shuffle=False)
+    ones = np.ones((len(X), 1))
+    H = np.maximum(np.hstack([X, ones]) @ prior.posteriors_[0].mean, 0.0)
+    design = np.hstack([H, X, ones])
+    precision = 2.0 * np.eye(6 + 4 + 1) + design.T @ design / 0.3
+    np.testing.assert_allclose(
+        net.head_state_.post.mean[:, 0], np.linalg.solve(precision, design.T @ y / 0.3), rtol=1e-8
+    )
+    np.testing.assert_allclose(net.head_state_.post.cov[0], np.linalg.inv(precision), rtol=1e-8)
+    H_new = np.maximum(np.hstack([X, ones]) @ net.posteriors_[0].mean, 0.0)
+    np.testing.assert_allclose(
+        net.predict(X), np.hstack([H_new, X, ones]) @ net.head_state_.post.mean[:, 0], rtol=1e-10
+    )
+
+
+@pytest.mark.parametrize("targets", ["min_norm", "gauss_newton", "ekf"])
+def test_the_hidden_layers_learn_through_the_head_rows_of_their_top_units_only(targets):
+    """A skip head whose input rows are pinned at zero (prior variance 1e-30) trains the hidden
+    layers as the same network without the skip connection: the backward step reads the
+    head's rows of the top units, not those of the inputs."""
+    X, y = skip_data(30, d=3)
+    head = heads.Gaussian(learn_noise=False, noise_memory=None)
+    net = Network(
+        [layers.ReLU(5), layers.ReLU(4)], head=head, noise=0.1, skip=False, targets=targets
+    )
+    net.initialize(X, y)
+    spec, state = net.spec, net.state
+    pinned = np.r_[np.ones(4), np.full(3, 1e-30), 1.0]  # top units, inputs, bias
+    skip_state = state._replace(head=head.init(np.zeros((8, 1)), pinned, "unit", 0.1))
+    plain, _ = engine.train_step(spec, state, X, y[:, None], 1.0)
+    skip, _ = engine.train_step(spec._replace(skip=True), skip_state, X, y[:, None], 1.0)
+    np.testing.assert_allclose(skip.head.post.mean[[0, 1, 2, 3, 7]], plain.head.post.mean)
+    assert np.abs(skip.head.post.mean[4:7]).max() < 1e-20
+    for a, b in zip(skip.hidden, plain.hidden, strict=True):
+        np.testing.assert_allclose(a.mean, b.mean, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(a.cov, b.cov, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(plain.hidden[1].mean, state.hidden[1].mean)  # the layers did learn
+
+
+def test_skip_sizes_the_head_and_forward_appends_the_inputs():
+    X, y = skip_data(40, d=3)
+    net = Network([layers.ReLU(5)], skip=True).initialize(X, y)
+    assert net.spec.skip and net.head_state_.post.mean.shape == (5 + 3 + 1, 1)
+    assert engine.head_width(net.spec, 3) == 9
+    xh, trace = engine.forward(net.spec, net.posteriors_, X)
+    np.testing.assert_array_equal(xh, np.hstack([trace[0].h, X, np.ones((40, 1))]))
+    # nothing to skip without hidden layers: the head sees [x, 1] once
+    linear = Network([], skip=True).initialize(X, y)
+    assert not linear.spec.skip and linear.head_state_.post.mean.shape == (4, 1)

@@ -162,6 +162,34 @@ def test_a_tampered_memory_choice_is_refused(tmp_path, bad):
         bayeslayers.load(path)
 
 
+def test_a_skip_network_round_trips_and_a_changed_skip_is_refused(tmp_path):
+    """The head's rows follow the saved skip (top units, inputs, bias); a file whose skip no
+    longer fits its head is refused, and one without the key (saved before the skip
+    connection) loads as a network without it."""
+    net = Network([layers.ReLU(4)], skip="auto", seed=1).fit(X, Y_REG, batch_size=4)
+    assert net.spec.skip and net.head_state_.post.mean.shape == (4 + 3 + 1, 1)
+    path = net.save(tmp_path / "m.npz")
+    back = bayeslayers.load(path)
+    assert back.skip == "auto" and back.spec.skip
+    np.testing.assert_array_equal(back.predict(X), net.predict(X))
+    np.testing.assert_array_equal(
+        back.predict(X, return_std=True)[1], net.predict(X, return_std=True)[1]
+    )
+    for skip in (False, "yes"):
+        _rewrite_meta(path, lambda m, skip=skip: m["network"].update(skip=skip))
+        with pytest.raises(ModelFileError, match="head_state_" if skip is False else "skip"):
+            bayeslayers.load(path)
+    _rewrite_meta(path, lambda m: m["network"].pop("skip"))
+    with pytest.raises(ModelFileError, match="head_state_"):  # read as skip=False
+        bayeslayers.load(path)
+    plain = Network([layers.ReLU(4)], skip=False, seed=1).fit(X, Y_REG, batch_size=4)
+    path = plain.save(tmp_path / "plain.npz")
+    _rewrite_meta(path, lambda m: m["network"].pop("skip"))
+    old = bayeslayers.load(path)
+    assert old.skip is False and not old.spec.skip
+    np.testing.assert_array_equal(old.predict(X), plain.predict(X))
+
+
 # ------------------------------------------------------------------ tampered files
 def _members(path) -> dict[str, bytes]:
     with zipfile.ZipFile(path) as z:

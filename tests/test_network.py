@@ -44,9 +44,10 @@ def test_one_step_reproduces_the_original_post():
     """batch_size=1, damping=0, shared covariance, noise=1: the original post's formulas."""
     rng = np.random.default_rng(5)
     x, y = rng.normal(size=(1, 3)), np.array([[0.7]])
-    net = Network([layers.ReLU(6)], covariance="shared", damping=0.0, noise=1.0, seed=3)
+    # the original post's head sees the hidden layer only (no skip connection)
+    net = Network([layers.ReLU(6)], covariance="shared", damping=0.0, noise=1.0, skip=False, seed=3)
     net.partial_fit(x, y)  # one sample
-    prior = Network([layers.ReLU(6)], covariance="shared", seed=3)
+    prior = Network([layers.ReLU(6)], covariance="shared", skip=False, seed=3)
     prior.initialize(x, y)
     W1, W2 = prior.posteriors_[0].mean, prior.head_state_.post.mean
     Lam1 = np.linalg.inv(prior.posteriors_[0].cov)
@@ -152,6 +153,9 @@ def test_bad_input_raises_and_leaves_the_model_unchanged(X, Y, kwargs, error, ma
         ({"init": "pca"}, ValueError, "init must be"),
         ({"sweeps": 0}, ValueError, "sweeps must be an int >= 1"),
         ({"sweeps": 1.5}, ValueError, "sweeps must be an int >= 1"),
+        ({"skip": "yes"}, ValueError, "skip must be 'auto', True or False, got 'yes'"),
+        ({"skip": 1}, TypeError, "skip must be 'auto', True or False, got int 1"),
+        ({"skip": None}, TypeError, "skip must be 'auto', True or False, got NoneType"),
     ],
 )
 def test_bad_parameters(kwargs, error, match):

@@ -117,7 +117,8 @@ def test_every_strategy_is_finite_learns_and_keeps_its_units(name, depth):
     net = Network([layers.ReLU(12) for _ in range(depth)], targets=name, noise=0.01, seed=1)
     prior = Network([layers.ReLU(12) for _ in range(depth)], targets=name, noise=0.01, seed=1)
     prior.initialize(X, y)
-    state, info = engine.train_step(net.spec, prior.state, X[:5], y[:5, None], 1.0)
+    # the prior's spec: an unfitted network does not know the inputs' width (skip="auto")
+    state, info = engine.train_step(prior.spec, prior.state, X[:5], y[:5, None], 1.0)
     assert len(info.layers) == len(info.corrections) == depth
     assert all(np.isfinite(c) for c in info.corrections)
     for before, after in zip(prior.state.hidden, state.hidden, strict=True):

@@ -126,6 +126,19 @@ def test_regressor_learns_a_curve_with_calibrated_std():
     assert reg.score(X[300:], y[300:]) > 0.8
 
 
+def test_the_default_skip_connection_fits_a_linear_plus_nonlinear_target_better():
+    """y = x w + sin(2 x_0): the head's linear part takes x w, the hidden layer the rest."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 8))
+    y = X @ rng.normal(size=8) + np.sin(2 * X[:, 0]) + 0.1 * rng.normal(size=600)
+    rmse = {}
+    for skip in ("auto", False):
+        reg = BayesLayersRegressor(hidden=(20,), random_state=0, skip=skip).fit(X[:400], y[:400])
+        assert reg.network_.spec.skip is (skip == "auto")  # 8 features: on by default
+        rmse[skip] = float(np.sqrt(np.mean((reg.predict(X[400:]) - y[400:]) ** 2)))
+    assert rmse["auto"] < 0.85 * rmse[False]  # seen: 0.63 against 0.85
+
+
 def test_partial_fit_stream_equals_fit_without_shuffle():
     rng = np.random.default_rng(1)
     X = rng.normal(size=(60, 4))
@@ -202,6 +215,8 @@ BAD_PARAMS = [
     (BayesLayersRegressor, {"dtype": "float16"}, ValueError, "dtype must be"),
     (BayesLayersRegressor, {"init": "pca"}, ValueError, "init must be"),
     (BayesLayersRegressor, {"sweeps": 0}, ValueError, "sweeps must be"),
+    (BayesLayersRegressor, {"skip": "on"}, ValueError, "skip must be 'auto', True or False"),
+    (BayesLayersClassifier, {"skip": 0}, TypeError, "skip must be 'auto', True or False"),
     (BayesLayersRegressor, {"random_state": -1}, ValueError, "random_state must be >= 0"),
     (BayesLayersRegressor, {"random_state": "seed"}, ValueError, "cannot be used to seed"),
 ]

@@ -60,7 +60,8 @@ def main() -> None:
 
 def predictions(table: dict, arrays, key: str) -> np.ndarray:
     """Fit the variant ``key`` from its stored table and rows; its stored-kind predictions."""
-    net = config.build_network(table["model"])
+    # recorded before the skip connection: a table without the key had none
+    net = config.build_network({"skip": False, **table["model"]})
     net.fit(
         arrays[f"{key}.X"],
         arrays[f"{key}.y"],
