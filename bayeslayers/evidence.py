@@ -46,10 +46,13 @@ import numpy as np
 from bayeslayers import conjugate
 from bayeslayers.conjugate import WeightPosterior
 
-__all__ = ["MAX_STEP", "mackay_prior"]
+__all__ = ["MAX_STEP", "STRONG", "mackay_prior"]
 
 #: Largest factor by which one evidence update may move the prior precision.
 MAX_STEP = 4.0
+#: Log Bayes factor by which an alternative must beat the simpler default to replace it:
+#: "strong" evidence on Kass & Raftery's 1995 scale (:math:`2 \ln B > 6`, :math:`B > 20`).
+STRONG = 3.0
 
 
 def mackay_prior(

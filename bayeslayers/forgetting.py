@@ -43,8 +43,8 @@ fewer, a memory has forgotten nothing; :func:`race_rows`), one candidate per ent
 the same prior, in the same order, and is scored by its prequential log evidence over those
 rows (``Network.log_evidence_``, a one-step-ahead density of every row). The static
 posterior (``None``) is the simpler hypothesis and is kept unless a memory's evidence beats
-it strongly, by a Bayes factor above :math:`e^{3} \approx 20` (:data:`STRONG`; "strong"
-evidence on Kass & Raftery's 1995 scale, :math:`2 \ln B > 6`); the chosen candidate
+it strongly, by a Bayes factor above :math:`e^{3} \approx 20`
+(:data:`bayeslayers.evidence.STRONG`); the chosen candidate
 continues over the rest of the pass and the others are dropped. The winner has made exactly
 one pass; the race costs ``(len(CANDIDATES) - 1) * RACE_FRACTION`` of a pass.
 
@@ -71,7 +71,6 @@ __all__ = [
     "CANDIDATES",
     "FORGETS",
     "RACE_FRACTION",
-    "STRONG",
     "check_memory",
     "forget",
     "forget_state",
@@ -84,8 +83,6 @@ __all__ = [
 CANDIDATES: tuple[float | None, ...] = (None, 4.0)
 #: Share of the first call's rows on which the candidates race.
 RACE_FRACTION = 0.125
-#: Log Bayes factor by which a memory must beat the static posterior to be chosen.
-STRONG = 3.0
 
 
 def _forget_diag(var: np.ndarray, lam: float, precision: float) -> np.ndarray:

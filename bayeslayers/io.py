@@ -626,6 +626,15 @@ def _check_values(value: Any, where: str, name: str = "") -> None:
             if f in defaults and getattr(value, f) is defaults[f]:
                 continue  # not in the file (it predates the field): the code's own default
             _check_values(getattr(value, f), f"{where}.{f}", f)
+        if "n_pending" in value._fields:  # rows waiting to be scored for the temperature
+            if not value.n_pending <= len(value.label):
+                raise ModelFileError(f"{where}.n_pending: more rows than the buffer holds")
+            if not np.all((value.label >= 0) & (value.label < value.mean.shape[-1])):
+                raise ModelFileError(
+                    f"{where}.label: classes must lie in [0, {value.mean.shape[-1]})"
+                )
+            if not np.all(value.var[: value.n_pending] > 0):
+                raise ModelFileError(f"{where}.var: predictive variances must be > 0")
         if "n_buffered" in value._fields:  # a buffer of rows waiting for a refit
             weight = getattr(value, "weight", getattr(value, "buffer_weight", None))
             if weight is not None:

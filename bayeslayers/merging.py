@@ -40,6 +40,12 @@ Each head state type has a :class:`HeadMerge` record in :data:`HEAD_MERGES`:
     by :math:`(M / N)(1 - e^{-N/M})` (the share of :math:`N` evenly spread observations the
     memory keeps), and adds the shards' evidence gains. So merged and sequential fits can pick
     different memories, and differ in the predictive standard deviation.
+    A one-hot head's temperature evidence (:class:`~bayeslayers.heads.gaussian.Calibration`)
+    is approximate too: each shard's rows are scored by its own predictions; the prior's
+    weighted evidence :math:`L_0` after :math:`N_0` rows decays to the merged count
+    :math:`N`, and each shard adds what it scored beyond the prior's, with the weights it
+    gave its rows, :math:`L = (N_0 / N)^2 L_0 + \sum_k (L_k - (N_0 / N_k)^2 L_0)` (one
+    network merged gives its own evidence back).
 ``GLMState``
     Weights by the structure's merge hook (for the Laplace / ADF fits this is the usual
     product-of-experts approximation, not the sequential result); an ADVI head is flushed
@@ -89,7 +95,7 @@ from scipy.special import gammaln
 from bayeslayers import conjugate
 from bayeslayers.conjugate import NaturalDelta
 from bayeslayers.heads import GaussianState, GLMState
-from bayeslayers.heads.gaussian import NOISE_MEMORIES
+from bayeslayers.heads.gaussian import NOISE_MEMORIES, Calibration, score_pending
 from bayeslayers.network import Network
 
 __all__ = [
@@ -152,6 +158,7 @@ class _GaussianDelta(NamedTuple):
     memory: np.ndarray  # the shard's memory rows (a, b, evidence); (0, 3) without memories
     alpha: float  # the shard's prior precision (NaN for states without one)
     seen: float
+    calibration: tuple[np.ndarray, float] | None  # temperature evidence gained, rows scored
 
 
 def _gaussian_delta(prior: GaussianState, state: GaussianState) -> _GaussianDelta:
@@ -171,7 +178,32 @@ def _gaussian_delta(prior: GaussianState, state: GaussianState) -> _GaussianDelt
         np.array(state.memory, dtype=np.float64, copy=True),
         alpha,
         float(getattr(state, "seen", 0.0) - getattr(prior, "seen", 0.0)),
+        _calibration_delta(
+            getattr(prior, "calibration", None), getattr(state, "calibration", None)
+        ),
     )
+
+
+def _calibration_delta(
+    prior: Calibration | None, state: Calibration | None
+) -> tuple[np.ndarray, float] | None:
+    """What a shard's scored rows added to the temperature evidence (module docstring)."""
+    if prior is None or state is None:
+        return None
+    base, shard = score_pending(prior), score_pending(state)
+    decay = (base.scored / shard.scored) ** 2 if shard.scored else 1.0
+    return shard.evidence - decay * base.evidence, shard.scored - base.scored
+
+
+def _merge_calibration(
+    prior: Calibration, deltas: Sequence[tuple[np.ndarray, float]]
+) -> Calibration:
+    """The prior's temperature evidence decayed to the merged row count, plus the shards'."""
+    base = score_pending(prior)
+    total = base.scored + sum(rows for _, rows in deltas)
+    decay = (base.scored / total) ** 2 if total else 1.0
+    evidence = decay * base.evidence + sum(gain for gain, _ in deltas)
+    return base._replace(evidence=evidence, scored=float(total))
 
 
 def _gaussian_apply(
@@ -197,6 +229,10 @@ def _gaussian_apply(
     if "seen" in type(prior)._fields:
         out = out._replace(seen=prior.seen + sum(d.seen for d in deltas), alpha=alpha)
     out = head.noise_from_memory(out)  # the noise in use, by the head's own rule
+    calibration = getattr(prior, "calibration", None)
+    gains = [d.calibration for d in deltas if d.calibration is not None]
+    if calibration is not None and len(gains) == len(deltas):
+        out = out._replace(calibration=_merge_calibration(calibration, gains))
     evidence = 0.0
     if not head.is_classifier and not len(memory) and alpha == alpha0:
         # The log marginal likelihood from natural parameters (module docstring).

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from bayeslayers import engine, forgetting
+from bayeslayers.evidence import STRONG
 
 if TYPE_CHECKING:
     from bayeslayers.network import Network
@@ -138,7 +139,7 @@ def race(
     Every memory of :data:`bayeslayers.forgetting.CANDIDATES` makes the pass over
     ``X[order]`` from ``state`` (the prior); returns the chosen memory, its state after those
     rows and its prequential log evidence. The choice is the largest evidence, a memory's
-    counted :data:`bayeslayers.forgetting.STRONG` nats below its own (the static posterior,
+    counted :data:`bayeslayers.evidence.STRONG` nats below its own (the static posterior,
     ``None``, is kept unless beaten strongly); ties go to the earlier candidate. A candidate
     whose update fails numerically drops out, except ``None``, whose failure is the
     network's own. Without rows or a hidden layer that can forget, no candidate runs:
@@ -163,7 +164,7 @@ def race(
             if memory is None:
                 raise
             continue
-        score = evidence - (0.0 if memory is None else forgetting.STRONG)
+        score = evidence - (0.0 if memory is None else STRONG)
         if best is None or score > best[0]:
             best = (score, memory, out, evidence)
     assert best is not None  # the None candidate either ran or raised

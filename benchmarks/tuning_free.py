@@ -8,7 +8,7 @@ and seed (the seed draws the random split and every model's initialization):
 * ``bayeslayers``: the defaults, one pass;
 * ``fixed``: the same estimator with every learned setting fixed instead (noise and hidden
   noise 1, the head's noise memory and prior not chosen by evidence, no hidden memory race):
-  the cost baseline of the tuning-free path;
+  the cost baseline of the tuning-free path (the one-hot head at temperature 1);
 * ``tuned variant``: the shipped ``variants/*.toml`` for the dataset, where one exists;
 * ``mlp-1epoch``: scikit-learn's MLP, same hidden sizes, batch size 1, one epoch (Adam);
 * ``mlp-converged``: the same MLP with its default batch, up to 2,000 epochs with
@@ -164,8 +164,13 @@ def run_models(name: str, seed: int, test_fraction: float) -> list[dict]:
     net, t = timed(lambda: Estimator(hidden, random_state=seed).fit(Xtr, ytr))
     evidence = {"log_evidence_per_row": net.network_.log_evidence_ / len(Xtr)}
     add("bayeslayers", score(net, Xte), t, **(evidence if regression else {}))
-    # the fixed-hyperparameter path; classifiers also fix the one-hot head's noise memory/prior
-    head = "gaussian" if regression else heads.OneHot(noise_memory=None, prior_evidence=False)
+    # the fixed-hyperparameter path; classifiers also fix the one-hot head's noise memory,
+    # prior and temperature
+    head = (
+        "gaussian"
+        if regression
+        else heads.OneHot(noise_memory=None, prior_evidence=False, temperature=None)
+    )
     fixed, t = timed(
         lambda: Estimator(
             hidden, head=head, random_state=seed, noise=1.0, hidden_noise=1.0, memory=None

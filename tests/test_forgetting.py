@@ -8,6 +8,7 @@ from sklearn.datasets import make_friedman1
 
 import bayeslayers
 from bayeslayers import Network, conjugate, forgetting, layers, training
+from bayeslayers.evidence import STRONG
 from bayeslayers.sklearn import BayesLayersRegressor
 
 
@@ -116,7 +117,7 @@ def test_the_race_keeps_the_static_posterior_unless_beaten_strongly():
             )[1]
             for m in forgetting.CANDIDATES
         }
-        strong = scores[4.0] > scores[None] + forgetting.STRONG
+        strong = scores[4.0] > scores[None] + STRONG
         assert memory == (4.0 if strong else None) and evidence == scores[memory]
     # nothing that can forget: no race
     shared = Network([layers.ReLU(4)], covariance="shared", seed=0).initialize(X, y)

@@ -7,7 +7,9 @@ import pytest
 from scipy import stats
 
 from bayeslayers import Network, heads
+from bayeslayers.evidence import STRONG
 from bayeslayers.heads import gaussian
+from bayeslayers.heads.argmax import argmax_log_proba
 
 
 def drifting_noise(n=2000, seed=0):
@@ -90,3 +92,89 @@ def test_the_noise_in_use_is_the_evidence_weighted_average():
     np.testing.assert_allclose(b / a, w @ (memory[:, 1] / memory[:, 0]), rtol=1e-14)
     memory[1, 2] = np.nan
     assert np.isnan(gaussian._average_memories(memory.tolist())).all()
+
+
+# ------------------------------------------------------------ one-hot head: temperature
+def imbalanced(n=6400, seed=0):
+    """Two overlapping classes, one in twenty rows in the rare one: a one-hot regression whose
+    noise, learned from the mostly-zero indicators, is far too small for the class
+    probabilities of the rows near the boundary."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.05).astype(int)
+    X = rng.normal(size=(n, 4)) + 1.2 * y[:, None] * np.array([1.0, 1.0, 0.0, 0.0])
+    return X, y
+
+
+def test_the_evidence_widens_overconfident_class_probabilities():
+    X, y = imbalanced()
+    Xt, yt = imbalanced(seed=1)
+    fixed = Network([], head=heads.OneHot(temperature=None)).fit(X, y)
+    chosen = Network([], head=heads.OneHot()).fit(X, y)
+    assert fixed.head_state_.calibration is None
+    assert fixed.head.temperature_of(fixed.head_state_) == 1.0
+    assert chosen.head.temperature_of(chosen.head_state_) > 1.0
+    nll = [-np.log(m.predict_proba(Xt)[np.arange(len(yt)), yt]).mean() for m in (fixed, chosen)]
+    assert nll[1] < nll[0] - 0.01  # a held-out gain, not only the training rows' evidence
+    # equal variances across the classes: the temperature leaves every arg max as it was
+    np.testing.assert_array_equal(chosen.predict(Xt), fixed.predict(Xt))
+    # the regression (the body's training signal) is the same model
+    np.testing.assert_allclose(chosen.head_state_.post.mean, fixed.head_state_.post.mean)
+
+
+def test_the_temperature_stays_at_one_without_strong_evidence():
+    """Well-separated classes: every temperature predicts nearly alike, 1 is kept."""
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 300)
+    X = rng.normal(size=(300, 2)) * 0.3 + np.eye(3)[y][:, :2] * 4.0
+    net = Network([], head=heads.OneHot()).fit(X, y)
+    evidence = net.head_state_.calibration.evidence
+    unit = list(gaussian.TEMPERATURES).index(1.0)
+    assert evidence.max() - evidence[unit] <= STRONG
+    assert net.head.temperature_of(net.head_state_) == 1.0
+
+
+def test_rows_are_held_then_scored_with_the_power_law_weights():
+    """Scoring in chunks of SCORE_ROWS: L = (N_prev / N)^2 L_prev + the chunk's log
+    probabilities at every temperature, the quadrature of argmax_log_proba."""
+    head, K = heads.OneHot(), 3
+    rng = np.random.default_rng(3)
+    state = head.init(np.zeros((2, K)), 1.0, "unit", 1.0)
+    cal = state.calibration
+    rows = [(rng.normal(size=(1, K)), rng.uniform(0.1, 1.0, (1, 1)) * np.ones((1, K)),
+             rng.integers(0, K, 1)) for _ in range(2 * gaussian.SCORE_ROWS + 5)]  # fmt: skip
+    for mean, var, label in rows:
+        cal = gaussian._record(cal, mean, var, label)
+    assert cal.n_pending == 5 and cal.scored == 2 * gaussian.SCORE_ROWS
+    cal = gaussian.score_pending(cal)
+    M, V, Y = (np.concatenate(parts) for parts in zip(*rows, strict=True))
+
+    def gain(block):
+        return np.array(
+            [
+                argmax_log_proba(M[block], t * V[block], Y[block]).sum()
+                for t in gaussian.TEMPERATURES
+            ]
+        )
+
+    n, N = gaussian.SCORE_ROWS, len(M)
+    expected = ((2 * n) / N) ** 2 * (0.5**2 * gain(slice(0, n)) + gain(slice(n, 2 * n)))
+    expected += gain(slice(2 * n, N))
+    np.testing.assert_allclose(cal.evidence, expected, rtol=1e-10)
+    assert cal.n_pending == 0 and cal.scored == N
+
+
+def test_a_big_batch_is_scored_at_once_and_flush_scores_the_rest():
+    X, y = imbalanced(n=300)
+    one = Network([], head=heads.OneHot()).partial_fit(X[:40], y[:40], classes=[0, 1])
+    assert one.head_state_.calibration.n_pending == 40  # held: below SCORE_ROWS rows
+    flushed = one.head.flush(one.head_state_)
+    assert flushed.calibration.n_pending == 0 and flushed.calibration.scored == 40
+    assert one.head.flush(flushed) is flushed
+    big = Network([], head=heads.OneHot()).partial_fit(X, y, classes=[0, 1], batch_size=300)
+    assert big.head_state_.calibration.n_pending == 0 and big.head_state_.calibration.scored == 300
+
+
+@pytest.mark.parametrize("bad", ["auto", 1.0, True])
+def test_bad_temperature(bad):
+    with pytest.raises(ValueError, match="temperature must be 'evidence' or None"):
+        heads.OneHot(temperature=bad)

@@ -740,3 +740,49 @@ def test_unknown_fitted_attributes_are_not_saved_silently(tmp_path):
     net.extra_ = 1
     with pytest.raises(TypeError, match="extra_"):
         net.save(tmp_path / "m.npz")
+
+
+@pytest.mark.parametrize(
+    ("key", "edit", "match"),
+    [
+        ("label", lambda a: np.full_like(a, 3), "classes must lie in"),
+        ("label", lambda a: np.full_like(a, -1), "classes must lie in"),
+        ("var", lambda a: -np.ones_like(a), "variances must be > 0"),
+        ("evidence", lambda a: np.full_like(a, np.nan), "non-finite"),
+    ],
+)
+def test_the_temperature_evidence_round_trips_and_tampering_is_refused(tmp_path, key, edit, match):
+    """A one-hot head's held rows and evidence are saved exactly; rows that cannot be scored
+    (a class outside the head's, a non-positive variance) or non-finite evidence are refused."""
+    net = Network([layers.ReLU(4)], head=heads.OneHot(), seed=2).partial_fit(
+        X, Y_CLS, classes=np.unique(Y_CLS)
+    )
+    held = net.head_state_.calibration
+    assert held.n_pending == len(X)  # fewer rows than SCORE_ROWS: held, not yet scored
+    path = net.save(tmp_path / "m.npz")
+    back = bayeslayers.load(path).head_state_.calibration
+    for field in ("evidence", "mean", "var", "label"):
+        np.testing.assert_array_equal(getattr(back, field), getattr(held, field))
+    assert (back.n_pending, back.scored) == (held.n_pending, held.scored)
+    _tamper(
+        path,
+        arrays=lambda a: a.update(
+            {f"head_state_.calibration.{key}": edit(a[f"head_state_.calibration.{key}"])}
+        ),
+    )
+    with pytest.raises(ModelFileError, match=match):
+        bayeslayers.load(path)
+
+
+def test_more_held_rows_than_slots_is_refused(tmp_path):
+    net = Network([layers.ReLU(4)], head=heads.OneHot(), seed=2).fit(X, Y_CLS)
+    path = net.save(tmp_path / "m.npz")
+
+    def change(meta):
+        meta["state"]["head_state_"]["fields"]["calibration"]["fields"]["n_pending"] = {
+            "value": 10**6
+        }
+
+    _tamper(path, meta=change)
+    with pytest.raises(ModelFileError, match="n_pending"):
+        bayeslayers.load(path)

@@ -41,7 +41,10 @@ HEADS = {
     "nig": lambda cov: heads.Gaussian(
         learn_noise=True, noise_memory=None, prior_evidence=False, covariance=cov
     ),
-    "onehot": lambda cov: heads.OneHot(noise_memory=None, prior_evidence=False, covariance=cov),
+    # the temperature's evidence merges approximately (test_temperature_evidence_merges...)
+    "onehot": lambda cov: heads.OneHot(
+        noise_memory=None, prior_evidence=False, temperature=None, covariance=cov
+    ),
 }
 
 
@@ -169,3 +172,29 @@ def test_the_log_evidence_of_a_linear_model_merges_to_the_sequential_one(learn_n
     shards_sum = sum(s.log_evidence_ for s in _shards(prior, X, y, [20, 70, 30], batch_size=1))
     assert merged.log_evidence_ == pytest.approx(sequential.log_evidence_, rel=TOL)
     assert abs(shards_sum - sequential.log_evidence_) > 1e-3  # the correction matters
+
+
+def test_temperature_evidence_merges_by_the_power_law_weights():
+    """A one-hot head's temperature evidence: one network merged gives its own back; shards
+    add what each scored beyond the prior, the prior's decayed to the merged row count."""
+    X, _, Xt = _regression()
+    Y = _labels(X)
+    head = heads.OneHot(noise_memory=None, prior_evidence=False)
+    prior = Network([], head=head).fit(X[:100], Y[:100], batch_size=5)
+    base = prior.head_state_.calibration
+    one = copy.deepcopy(prior).partial_fit(X[100:], Y[100:], batch_size=5)
+    merged = bayeslayers.merge(prior, [one])
+    flushed = one.head.flush(one.head_state_).calibration
+    np.testing.assert_allclose(merged.head_state_.calibration.evidence, flushed.evidence)
+    one.head_state_ = one.head.flush(one.head_state_)  # as merge does, on a copy
+    np.testing.assert_allclose(merged.predict_proba(Xt), one.predict_proba(Xt), atol=TOL)
+    shards = _shards(prior, X[100:], Y[100:], [60, 80])
+    merged = bayeslayers.merge(prior, shards)
+    cal = merged.head_state_.calibration
+    assert cal.scored == len(X) and cal.n_pending == 0
+    gains = []
+    for shard in shards:
+        own = shard.head.flush(shard.head_state_).calibration
+        gains.append(own.evidence - (base.scored / own.scored) ** 2 * base.evidence)
+    expected = (base.scored / len(X)) ** 2 * base.evidence + sum(gains)
+    np.testing.assert_allclose(cal.evidence, expected, rtol=1e-12)

@@ -60,8 +60,12 @@ def main() -> None:
 
 def predictions(table: dict, arrays, key: str) -> np.ndarray:
     """Fit the variant ``key`` from its stored table and rows; its stored-kind predictions."""
-    # recorded before the skip connection: a table without the key had none
-    net = config.build_network({"skip": False, **table["model"]})
+    # recorded before the skip connection and the one-hot head's temperature: a table
+    # without the key had neither
+    model = {"skip": False, **table["model"]}
+    if model["head"].get("kind") == "onehot":
+        model["head"] = {"temperature": None, **model["head"]}
+    net = config.build_network(model)
     net.fit(
         arrays[f"{key}.X"],
         arrays[f"{key}.y"],
