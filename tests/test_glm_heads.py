@@ -255,7 +255,7 @@ def test_string_labels_and_state_layout():
     assert set(net.predict(X)) <= {"a", "b", "c"}
     state = net.head_state_
     assert isinstance(state, GLMState)
-    assert state.post.mean.shape == (6, 3)
+    assert state.post.mean.shape == (5 + 2 + 1, 3)  # top units, inputs (skip="auto"), bias
     assert state.fit is None  # closed-form fits carry nothing beyond the posterior
     logit = Network([], head=heads.Logistic(), seed=0).fit(X, labels)
     assert logit.head_state_.post.mean.shape == (3, 2)  # reference class pinned
