@@ -175,7 +175,10 @@ class Gaussian:
         noise. Omitted: learned unless the network's ``noise`` is set (``Network`` resolves
         it when built).
     noise_strength : float
-        Prior weight (in observations) of the noise guess when ``learn_noise`` is set.
+        Prior weight (in observations) of the noise guess when ``learn_noise`` is set: the
+        Inverse-Gamma prior has shape ``noise_strength / 2``. The default, a tenth of an
+        observation, lets the first residuals decide: the guess is the whole variance of a
+        standardized target, far above the noise of a well-predicted one.
     covariance : str, optional
         Covariance structure of the head's weights; the network's default if omitted.
     noise_memory : {"evidence", None}
@@ -189,7 +192,7 @@ class Gaussian:
     """
 
     learn_noise: bool | None = None
-    noise_strength: float = 2.0
+    noise_strength: float = 0.1
     covariance: str | None = None
     noise_memory: str | None = "evidence"
     prior_evidence: bool = True
