@@ -96,6 +96,53 @@ PROBES = {
         ),
     ),
 }
+
+
+def _tiny_linear():
+    """60 rows: a linear target on 4 features, noise sd 0.3."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 4))
+    return X, X @ [1.0, -2.0, 0.5, 0.0] + 0.3 * rng.normal(size=60)
+
+
+def _heavy_tail():
+    """800 rows on 5 features: sin(x0) * 3 + x1^2 plus Student-t (2 dof) noise of scale 0.5."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(800, 5))
+    return X, 3 * np.sin(X[:, 0]) + X[:, 1] ** 2 + 0.5 * rng.standard_t(2, size=800)
+
+
+#: Probes added after the first defaults were set on the others (robustness of the
+#: calibration and of the linear part): imbalanced, overlapping and many classes, a linear
+#: target, a tiny data set, heavy-tailed noise.
+PROBES.update(
+    {
+        "imbalanced": (
+            "classification",
+            lambda: skdata.make_classification(
+                2000, 10, n_informative=5, weights=[0.95], random_state=0
+            ),
+        ),
+        "quantiles": (
+            "classification",
+            lambda: skdata.make_gaussian_quantiles(
+                n_samples=1500, n_features=4, n_classes=3, random_state=0
+            ),
+        ),
+        "classification-20c": (
+            "classification",
+            lambda: skdata.make_classification(
+                3000, 30, n_informative=12, n_classes=20, n_clusters_per_class=1, random_state=0
+            ),
+        ),
+        "linear-20": (
+            "regression",
+            lambda: skdata.make_regression(500, 20, n_informative=10, noise=10.0, random_state=0),
+        ),
+        "tiny-linear": ("regression", _tiny_linear),
+        "heavy-tail": ("regression", _heavy_tail),
+    }
+)
 DATASETS.update({name: (task, (100,), None) for name, (task, _) in PROBES.items()})
 SUITE = [name for name in DATASETS if name not in PROBES]
 
