@@ -1,0 +1,135 @@
+"""The one-hot head's temperature chosen by prequential evidence, against temperature 1.
+
+For each classification data set and seed (the splits and protocol of ``tuning_free.py``),
+the estimator is fitted once with its defaults (``heads.OneHot(temperature="evidence")``).
+While it trains, every row's one-step-ahead log class probability at every temperature of
+``heads.gaussian.TEMPERATURES`` is recorded (the library's own scoring function is wrapped,
+not changed). The held-out NLL of the final network is then computed at every temperature,
+and the temperature that each selection rule would pick from the recorded scores is looked
+up in it:
+
+* ``tau=1``: the regression noise itself (what ``temperature=None`` predicts);
+* ``even``, ``linear``, ``square``: the highest evidence with every row weighted 1,
+  ``i / N`` or ``(i / N)^2`` (``i`` its position in the stream of ``N`` rows);
+* ``default``: ``square``, kept at 1 unless it beats 1 by ``evidence.STRONG`` nats (the
+  library's rule; the ``library`` column is what the fitted head actually uses);
+* ``oracle``: the best temperature on the test split.
+
+``OPENBLAS_NUM_THREADS=1 python benchmarks/temperature.py --seeds 5`` (``--datasets`` as in
+``tuning_free.py``; classification only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import tuning_free as tf
+
+from bayeslayers import engine
+from bayeslayers.evidence import STRONG
+from bayeslayers.heads import gaussian
+from bayeslayers.heads.argmax import argmax_log_proba
+from bayeslayers.sklearn import BayesLayersClassifier
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATASETS = [name for name, (task, _, _) in tf.DATASETS.items() if task == "classification"]
+POWERS = {"even": 0.0, "linear": 1.0, "square": 2.0}
+RULES = ["tau=1", *POWERS, "default", "library", "oracle"]
+
+
+class _Recorder:
+    """Wraps ``gaussian._log_proba_grid``: the same sums, the per-row scores kept."""
+
+    def __init__(self) -> None:
+        self.rows: list[np.ndarray] = []
+        self._inner = gaussian._log_proba_grid
+
+    def __call__(self, mean, var, label):
+        grid = gaussian.TEMPERATURES
+        G, n, K = len(grid), len(mean), mean.shape[1]
+        lp = argmax_log_proba(
+            np.tile(mean, (G, 1)), (grid[:, None, None] * var).reshape(G * n, K), np.tile(label, G)
+        ).reshape(G, n)
+        self.rows.append(lp.T)
+        return lp.sum(axis=1)
+
+
+def run(name: str, seed: int, test_fraction: float) -> dict:
+    _, hidden, _ = tf.DATASETS[name]
+    Xtr, Xte, ytr, yte = tf.load(name, seed, test_fraction)
+    recorder = _Recorder()
+    gaussian._log_proba_grid = recorder
+    try:
+        model = BayesLayersClassifier(hidden, random_state=seed).fit(Xtr, ytr)
+    finally:
+        gaussian._log_proba_grid = recorder._inner
+    net = model.network_
+    head, state = net.head, net.head_state_
+    in_use = head.temperature_of(state)
+    xh, _ = engine.forward(net.spec, net.posteriors_, (Xte - model.x_mean_) / model.x_scale_)
+    mean, var = head.predictive(state, xh)
+    var = var / in_use  # the predictive at temperature 1
+    index = np.searchsorted(model.classes_, yte)
+    grid = gaussian.TEMPERATURES
+    test = np.array([-argmax_log_proba(mean, t * var, index).mean() for t in grid])
+    scores = np.concatenate(recorder.rows)
+    position = np.arange(1, len(scores) + 1) / len(scores)
+    unit = int(np.flatnonzero(grid == 1.0)[0])
+    chosen = {"tau=1": unit, "oracle": int(np.argmin(test))}
+    for rule, power in POWERS.items():
+        chosen[rule] = int(np.argmax(position**power @ scores))
+    square = position**2 @ scores
+    chosen["default"] = chosen["square"] if square.max() - square[unit] > STRONG else unit
+    chosen["library"] = int(np.flatnonzero(grid == in_use)[0])
+    return {
+        "dataset": name,
+        "seed": seed,
+        "accuracy": float(np.mean(np.argmax(mean, axis=1) == index)),
+        "nll": {rule: float(test[g]) for rule, g in chosen.items()},
+        "tau": {rule: float(grid[g]) for rule, g in chosen.items()},
+    }
+
+
+def summary(rows: list[dict]) -> str:
+    out = [
+        "| dataset | accuracy | " + " | ".join(f"NLL {r}" for r in RULES) + " | default's tau |",
+        "|---|---|" + "---|" * len(RULES) + "---|",
+    ]
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        mine = [r for r in rows if r["dataset"] == name]
+        cells = [f"{np.mean([r['accuracy'] for r in mine]):.4f}"]
+        for rule in RULES:
+            values = np.array([r["nll"][rule] for r in mine])
+            cells.append(f"{values.mean():.4f}")
+        taus = ", ".join(f"{r['tau']['default']:g}" for r in mine)
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {taus} |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=DEFAULT_DATASETS, choices=DEFAULT_DATASETS)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--test-fraction", type=float, default=0.25)
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "out" / "temperature.json"
+    )
+    args = parser.parse_args(argv)
+    tf.warm_up()
+    rows = []
+    for name in args.datasets:
+        for seed in range(args.seeds):
+            rows.append(run(name, seed, args.test_fraction))
+            print(f"{name} seed {seed} done", file=sys.stderr, flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=1))
+    print(summary(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
