@@ -21,9 +21,6 @@ up in it:
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -111,23 +108,9 @@ def summary(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=DEFAULT_DATASETS, choices=DEFAULT_DATASETS)
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--test-fraction", type=float, default=0.25)
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "benchmarks" / "out" / "temperature.json"
-    )
-    args = parser.parse_args(argv)
-    tf.warm_up()
-    rows = []
-    for name in args.datasets:
-        for seed in range(args.seeds):
-            rows.append(run(name, seed, args.test_fraction))
-            print(f"{name} seed {seed} done", file=sys.stderr, flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=1))
-    print(summary(rows))
+    description = __doc__.splitlines()[0]
+    args = tf.arguments(description, DEFAULT_DATASETS, DEFAULT_DATASETS, "temperature.json", argv)
+    print(summary(tf.collect(lambda *a: [run(*a)], args.datasets, args)))
     return 0
 
 

@@ -293,33 +293,40 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--datasets",
-        nargs="+",
-        default=SUITE,
-        choices=[*DATASETS, "probes"],
-        help="data sets to run (default: the suite); 'probes' adds every probe",
-    )
+def arguments(description: str, datasets: list[str], choices: list[str], out: str, argv=None):
+    """The command line shared by the benchmarks on this protocol: ``--datasets``
+    (default ``datasets``), ``--seeds``, ``--test-fraction`` and ``--out`` (a JSON file under
+    ``benchmarks/out`` by default)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--datasets", nargs="+", default=datasets, choices=choices)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--test-fraction", type=float, default=0.25)
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "benchmarks" / "out" / "tuning_free.json"
-    )
-    args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / out)
+    return parser.parse_args(argv)
+
+
+def collect(run, names: list[str], args) -> list[dict]:
+    """The rows of ``run(name, seed, test_fraction)`` (a list per call) for every data set and
+    seed of ``args``, after :func:`warm_up`; also written to ``args.out`` as JSON."""
     warm_up()
-    names = [n for n in args.datasets if n != "probes"]
-    if "probes" in args.datasets:
-        names += [n for n in PROBES if n not in names]
     rows = []
     for name in names:
         for seed in range(args.seeds):
-            rows.extend(run_models(name, seed, args.test_fraction))
-            print(f"{name} seed {seed} done", file=sys.stderr)
+            rows.extend(run(name, seed, args.test_fraction))
+            print(f"{name} seed {seed} done", file=sys.stderr, flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def main(argv=None) -> int:
+    description = __doc__.splitlines()[0] + " ('probes' adds every probe)"
+    args = arguments(description, SUITE, [*DATASETS, "probes"], "tuning_free.json", argv)
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    names = [n for n in args.datasets if n != "probes"]
+    if "probes" in args.datasets:
+        names += [n for n in PROBES if n not in names]
+    rows = collect(run_models, names, args)
     print(
         f"`python benchmarks/tuning_free.py {' '.join(argv or sys.argv[1:])}` "
         f"({args.seeds} seeds, means ± standard errors)\n"
