@@ -367,6 +367,11 @@ def _check_compatible(prior: Network, net: Network, name: str) -> None:
         )
     if net.n_outputs_ != prior.n_outputs_:
         raise ValueError(f"{name} has {net.n_outputs_} outputs, the prior {prior.n_outputs_}")
+    if net.spec.skip != prior.spec.skip:
+        raise ValueError(
+            f"{name} has skip={net.spec.skip} (the head sees the inputs or not), "
+            f"the prior skip={prior.spec.skip}"
+        )
     classes, prior_classes = getattr(net, "classes_", None), getattr(prior, "classes_", None)
     if (classes is None) != (prior_classes is None) or (
         classes is not None

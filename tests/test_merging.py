@@ -136,6 +136,8 @@ def test_mismatched_networks_are_refused():
         bayeslayers.merge(prior, [Network([layers.ReLU(4)], noise=0.5).initialize(X, y)])
     with pytest.raises(ValueError, match="not fitted"):
         bayeslayers.merge(prior, [Network([layers.ReLU(4)])])
+    with pytest.raises(ValueError, match=r"skip=False .* the prior skip=True"):
+        bayeslayers.merge(prior, [Network([layers.ReLU(4)], skip=False).initialize(X, y)])
     with pytest.raises(TypeError, match="sequence of Network"):
         bayeslayers.merge(prior, prior)
     labels = _labels(X)
