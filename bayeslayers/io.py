@@ -635,6 +635,8 @@ def _check_values(value: Any, where: str, name: str = "") -> None:
                 )
             if not np.all(value.var[: value.n_pending] > 0):
                 raise ModelFileError(f"{where}.var: predictive variances must be > 0")
+            if not np.all(value.weight >= 0):
+                raise ModelFileError(f"{where}.weight: row weights must be >= 0")
         if "n_buffered" in value._fields:  # a buffer of rows waiting for a refit
             weight = getattr(value, "weight", getattr(value, "buffer_weight", None))
             if weight is not None:

@@ -158,7 +158,7 @@ class _GaussianDelta(NamedTuple):
     memory: np.ndarray  # the shard's memory rows (a, b, evidence); (0, 3) without memories
     alpha: float  # the shard's prior precision (NaN for states without one)
     seen: float
-    calibration: tuple[np.ndarray, float] | None  # temperature evidence gained, rows scored
+    calibration: tuple[np.ndarray, float, int] | None  # evidence gained, rows scored, offered
 
 
 def _gaussian_delta(prior: GaussianState, state: GaussianState) -> _GaussianDelta:
@@ -186,24 +186,26 @@ def _gaussian_delta(prior: GaussianState, state: GaussianState) -> _GaussianDelt
 
 def _calibration_delta(
     prior: Calibration | None, state: Calibration | None
-) -> tuple[np.ndarray, float] | None:
+) -> tuple[np.ndarray, float, int] | None:
     """What a shard's scored rows added to the temperature evidence (module docstring)."""
     if prior is None or state is None:
         return None
     base, shard = score_pending(prior), score_pending(state)
     decay = (base.scored / shard.scored) ** 2 if shard.scored else 1.0
-    return shard.evidence - decay * base.evidence, shard.scored - base.scored
+    gain = shard.evidence - decay * base.evidence
+    return gain, shard.scored - base.scored, shard.offered - base.offered
 
 
 def _merge_calibration(
-    prior: Calibration, deltas: Sequence[tuple[np.ndarray, float]]
+    prior: Calibration, deltas: Sequence[tuple[np.ndarray, float, int]]
 ) -> Calibration:
     """The prior's temperature evidence decayed to the merged row count, plus the shards'."""
     base = score_pending(prior)
-    total = base.scored + sum(rows for _, rows in deltas)
+    total = base.scored + sum(rows for _, rows, _ in deltas)
     decay = (base.scored / total) ** 2 if total else 1.0
-    evidence = decay * base.evidence + sum(gain for gain, _ in deltas)
-    return base._replace(evidence=evidence, scored=float(total))
+    evidence = decay * base.evidence + sum(gain for gain, _, _ in deltas)
+    offered = base.offered + sum(rows for _, _, rows in deltas)
+    return base._replace(evidence=evidence, scored=float(total), offered=int(offered))
 
 
 def _gaussian_apply(

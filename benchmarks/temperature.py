@@ -2,15 +2,17 @@
 
 For each classification data set and seed (the splits and protocol of ``tuning_free.py``),
 the estimator is fitted once with its defaults (``heads.OneHot(temperature="evidence")``).
-While it trains, every row's one-step-ahead log class probability at every temperature of
-``heads.gaussian.TEMPERATURES`` is recorded (the library's own scoring function is wrapped,
-not changed). The held-out NLL of the final network is then computed at every temperature,
-and the temperature that each selection rule would pick from the recorded scores is looked
-up in it:
+While it trains, every scored row's one-step-ahead log class probability at every temperature
+of ``heads.gaussian.TEMPERATURES`` is recorded, with the number of rows it stands for (the
+library's own scoring function is wrapped, not changed; it scores every row of the first
+``SCORE_ALL`` and one in ``SCORE_STRIDE`` after them). The held-out NLL of the final network
+is then computed at every temperature, and the temperature that each selection rule would
+pick from the recorded scores is looked up in it:
 
 * ``tau=1``: the regression noise itself (what ``temperature=None`` predicts);
 * ``even``, ``linear``, ``square``: the highest evidence with every row weighted 1,
-  ``i / N`` or ``(i / N)^2`` (``i`` its position in the stream of ``N`` rows);
+  ``i / N`` or ``(i / N)^2`` (``i`` its position in the stream of ``N`` rows), times the
+  rows it stands for;
 * ``default``: ``square``, kept at 1 unless it beats 1 by ``evidence.STRONG`` nats (the
   library's rule; the ``library`` column is what the fitted head actually uses);
 * ``oracle``: the best temperature on the test split.
@@ -43,16 +45,18 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.rows: list[np.ndarray] = []
+        self.weights: list[np.ndarray] = []
         self._inner = gaussian._log_proba_grid
 
-    def __call__(self, mean, var, label):
+    def __call__(self, mean, var, label, weight):
         grid = gaussian.TEMPERATURES
         G, n, K = len(grid), len(mean), mean.shape[1]
         lp = argmax_log_proba(
             np.tile(mean, (G, 1)), (grid[:, None, None] * var).reshape(G * n, K), np.tile(label, G)
         ).reshape(G, n)
         self.rows.append(lp.T)
-        return lp.sum(axis=1)
+        self.weights.append(np.asarray(weight, dtype=float))
+        return lp @ weight
 
 
 def run(name: str, seed: int, test_fraction: float) -> dict:
@@ -73,13 +77,13 @@ def run(name: str, seed: int, test_fraction: float) -> dict:
     index = np.searchsorted(model.classes_, yte)
     grid = gaussian.TEMPERATURES
     test = np.array([-argmax_log_proba(mean, t * var, index).mean() for t in grid])
-    scores = np.concatenate(recorder.rows)
-    position = np.arange(1, len(scores) + 1) / len(scores)
+    scores, weight = np.concatenate(recorder.rows), np.concatenate(recorder.weights)
+    position = np.cumsum(weight) / weight.sum()  # each scored row stands for its weight
     unit = int(np.flatnonzero(grid == 1.0)[0])
     chosen = {"tau=1": unit, "oracle": int(np.argmin(test))}
     for rule, power in POWERS.items():
-        chosen[rule] = int(np.argmax(position**power @ scores))
-    square = position**2 @ scores
+        chosen[rule] = int(np.argmax((weight * position**power) @ scores))
+    square = (weight * position**2) @ scores
     chosen["default"] = chosen["square"] if square.max() - square[unit] > STRONG else unit
     chosen["library"] = int(np.flatnonzero(grid == in_use)[0])
     return {

@@ -134,44 +134,61 @@ def test_the_temperature_stays_at_one_without_strong_evidence():
 
 
 def test_rows_are_held_then_scored_with_the_power_law_weights():
-    """Scoring in chunks of SCORE_ROWS: L = (N_prev / N)^2 L_prev + the chunk's log
-    probabilities at every temperature, the quadrature of argmax_log_proba."""
+    """Scoring in chunks of SCORE_ROWS rows, each standing for w_i rows of the stream:
+    L = (N_prev / N)^2 L_prev + sum_i w_i log P_tau(k_i) at every temperature (the quadrature
+    of argmax_log_proba), N the rows stood for."""
     head, K = heads.OneHot(), 3
     rng = np.random.default_rng(3)
     state = head.init(np.zeros((2, K)), 1.0, "unit", 1.0)
     cal = state.calibration
-    rows = [(rng.normal(size=(1, K)), rng.uniform(0.1, 1.0, (1, 1)) * np.ones((1, K)),
-             rng.integers(0, K, 1)) for _ in range(2 * gaussian.SCORE_ROWS + 5)]  # fmt: skip
-    for mean, var, label in rows:
-        cal = gaussian._record(cal, mean, var, label)
-    assert cal.n_pending == 5 and cal.scored == 2 * gaussian.SCORE_ROWS
+    n, N = gaussian.SCORE_ROWS, 2 * gaussian.SCORE_ROWS + 5
+    M = rng.normal(size=(N, K))
+    V = rng.uniform(0.1, 1.0, (N, 1)) * np.ones((N, K))
+    Y = rng.integers(0, K, N)
+    W = rng.choice([1.0, 4.0], N)
+    for i in range(N):
+        cal = gaussian._record(cal, M[i : i + 1], V[i : i + 1], Y[i : i + 1], W[i : i + 1])
+    assert cal.n_pending == 5 and cal.scored == W[: 2 * n].sum()
     cal = gaussian.score_pending(cal)
-    M, V, Y = (np.concatenate(parts) for parts in zip(*rows, strict=True))
 
     def gain(block):
         return np.array(
             [
-                argmax_log_proba(M[block], t * V[block], Y[block]).sum()
+                argmax_log_proba(M[block], t * V[block], Y[block]) @ W[block]
                 for t in gaussian.TEMPERATURES
             ]
         )
 
-    n, N = gaussian.SCORE_ROWS, len(M)
-    expected = ((2 * n) / N) ** 2 * (0.5**2 * gain(slice(0, n)) + gain(slice(n, 2 * n)))
-    expected += gain(slice(2 * n, N))
+    first, second = W[:n].sum(), W[: 2 * n].sum()
+    expected = (first / second) ** 2 * gain(slice(0, n)) + gain(slice(n, 2 * n))
+    expected = (second / W.sum()) ** 2 * expected + gain(slice(2 * n, N))
     np.testing.assert_allclose(cal.evidence, expected, rtol=1e-10)
-    assert cal.n_pending == 0 and cal.scored == N
+    assert cal.n_pending == 0 and cal.scored == W.sum()
 
 
-def test_a_big_batch_is_scored_at_once_and_flush_scores_the_rest():
-    X, y = imbalanced(n=300)
-    one = Network([], head=heads.OneHot()).partial_fit(X[:40], y[:40], classes=[0, 1])
-    assert one.head_state_.calibration.n_pending == 40  # held: below SCORE_ROWS rows
-    flushed = one.head.flush(one.head_state_)
+def test_every_row_is_scored_then_one_in_a_stride():
+    """The first SCORE_ALL rows of a stream are scored with weight 1, then one row in
+    SCORE_STRIDE with weight SCORE_STRIDE; held rows wait for SCORE_ROWS or a flush."""
+    X, y = imbalanced(n=700)
+    first, stride = gaussian.SCORE_ALL, gaussian.SCORE_STRIDE
+    few = Network([], head=heads.OneHot()).partial_fit(X[:40], y[:40], classes=[0, 1])
+    cal = few.head_state_.calibration
+    assert cal.offered == 40 and cal.n_pending == 40  # below SCORE_ROWS: held
+    flushed = few.head.flush(few.head_state_)
     assert flushed.calibration.n_pending == 0 and flushed.calibration.scored == 40
-    assert one.head.flush(flushed) is flushed
-    big = Network([], head=heads.OneHot()).partial_fit(X, y, classes=[0, 1], batch_size=300)
-    assert big.head_state_.calibration.n_pending == 0 and big.head_state_.calibration.scored == 300
+    assert few.head.flush(flushed) is flushed
+    net = Network([], head=heads.OneHot()).partial_fit(X, y, classes=[0, 1])
+    cal = net.head_state_.calibration
+    sampled = np.r_[np.arange(first), np.arange(first, 700, stride)]
+    held = cal.n_pending
+    np.testing.assert_array_equal(cal.label[:held], y[sampled[len(sampled) - held :]])
+    np.testing.assert_array_equal(cal.weight[:held], stride)
+    assert cal.offered == 700 and cal.scored + held * stride == first + stride * (
+        len(sampled) - first
+    )
+    big = Network([], head=heads.OneHot()).partial_fit(X, y, classes=[0, 1], batch_size=700)
+    assert big.head_state_.calibration.n_pending == 0  # one batch: scored at once
+    assert big.head_state_.calibration.scored == first + stride * (len(sampled) - first)
 
 
 @pytest.mark.parametrize("bad", ["auto", 1.0, True])

@@ -60,10 +60,14 @@ r"""Gaussian heads: linear regression outputs through the conjugate core.
     in use is 1, the regression noise itself, unless the best :math:`\tau` beats it by a
     log Bayes factor above :data:`bayeslayers.evidence.STRONG`, as the hidden layers'
     memory does. The scores are of predictions made before each label was seen, held out by
-    construction. The moments of :data:`SCORE_ROWS` rows are held and scored together (one
-    vectorized quadrature instead of one per row). :math:`\tau` scales the head's noise and
-    weight variance alike (both are relative to :math:`\sigma^2` in this model); the
-    regression update, and so the body's training, is unchanged.
+    construction. The first :data:`SCORE_ALL` rows of a stream are all scored; after them the
+    sum is estimated from a systematic sample, one row in :data:`SCORE_STRIDE`, each sampled
+    row standing for that many (scoring costs a quadrature per temperature and row, as much
+    as a cheap network's training step). The moments of :data:`SCORE_ROWS` sampled rows are
+    held and scored together (one vectorized quadrature instead of one per row).
+    :math:`\tau` scales the head's noise and weight variance alike (both are relative to
+    :math:`\sigma^2` in this model); the regression update, and so the body's training, is
+    unchanged.
 """
 
 from __future__ import annotations
@@ -81,7 +85,9 @@ from bayeslayers.heads.argmax import argmax_log_proba, argmax_probabilities
 
 __all__ = [
     "NOISE_MEMORIES",
+    "SCORE_ALL",
     "SCORE_ROWS",
+    "SCORE_STRIDE",
     "TEMPERATURES",
     "Calibration",
     "Gaussian",
@@ -94,13 +100,18 @@ __all__ = [
 #: grid from "keep everything" down to a short window.
 NOISE_MEMORIES = (math.inf, 4096.0, 1024.0, 256.0, 64.0)
 #: Temperatures of the one-hot head's class probabilities compared by evidence: factors on
-#: the outputs' predictive variance, octaves from 1/8 to 32.
-TEMPERATURES = 2.0 ** np.arange(-3, 6)
+#: the outputs' predictive variance, octaves from 1/8 to 8.
+TEMPERATURES = 2.0 ** np.arange(-3, 4)
 #: One-step-ahead predictions held until they are scored together.
 SCORE_ROWS = 64
+#: Rows of a stream scored one by one for the temperature's evidence; after them, one in
+#: :data:`SCORE_STRIDE` (a systematic sample, each sampled row standing for that many).
+SCORE_ALL = 256
+SCORE_STRIDE = 4
 # Rows per vectorized scoring call (bounds its temporaries for a huge batch).
 _SCORE_BLOCK = 4096
 _UNIT = int(np.flatnonzero(TEMPERATURES == 1.0)[0])
+_HELD = ("mean", "var", "label", "weight")  # the per-row arrays of Calibration
 
 
 class Calibration(NamedTuple):
@@ -112,14 +123,18 @@ class Calibration(NamedTuple):
         Per temperature, the weighted sum of the scored rows' one-step-ahead log class
         probabilities (module docstring).
     scored : float
-        Rows scored.
+        Rows of the stream the scored ones stand for (their weights summed).
     mean, var : ndarray of shape (SCORE_ROWS, K)
         One-step-ahead predictive moments of the rows not yet scored (the first
         ``n_pending``), at temperature 1.
     label : ndarray of shape (SCORE_ROWS,)
         Their classes.
+    weight : ndarray of shape (SCORE_ROWS,)
+        Rows of the stream each stands for (1, or :data:`SCORE_STRIDE` in the sample).
     n_pending : int
         Rows waiting to be scored.
+    offered : int
+        Rows the head was updated on (the position of the next one in the stream).
     """
 
     evidence: np.ndarray
@@ -127,7 +142,9 @@ class Calibration(NamedTuple):
     mean: np.ndarray
     var: np.ndarray
     label: np.ndarray
+    weight: np.ndarray
     n_pending: int
+    offered: int = 0
 
 
 class GaussianState(NamedTuple):
@@ -449,18 +466,27 @@ class OneHot(Gaussian):
             np.zeros((SCORE_ROWS, k), dtype=mean.dtype),
             np.ones((SCORE_ROWS, k), dtype=mean.dtype),
             np.zeros(SCORE_ROWS, dtype=np.int64),
+            np.zeros(SCORE_ROWS),
             0,
         )
         return state._replace(calibration=calibration)
 
     def update(self, state: GaussianState, X, T, fraction) -> GaussianState:
         """The regression update of :class:`Gaussian`; first, with a temperature by evidence,
-        the batch's one-step-ahead moments join the rows to be scored."""
+        the one-step-ahead moments of the batch's sampled rows join the rows to be scored."""
         new = super().update(state, X, T, fraction)
-        if state.calibration is None:
+        cal = state.calibration
+        if cal is None:
             return new
-        mean, var = self._moments(state, X)
-        return new._replace(calibration=_record(state.calibration, mean, var, np.argmax(T, 1)))
+        index = cal.offered + np.arange(len(X))
+        later = index >= SCORE_ALL
+        pick = np.flatnonzero(~later | ((index - SCORE_ALL) % SCORE_STRIDE == 0))
+        cal = cal._replace(offered=cal.offered + len(X))
+        if pick.size:
+            mean, var = self._moments(state, X[pick])
+            weight = np.where(later[pick], float(SCORE_STRIDE), 1.0)
+            cal = _record(cal, mean, var, np.argmax(T[pick], 1), weight)
+        return new._replace(calibration=cal)
 
     def flush(self, state: GaussianState) -> GaussianState:
         """``state`` with the rows waiting to be scored scored (:func:`score_pending`)."""
@@ -522,22 +548,18 @@ class OneHot(Gaussian):
         return np.argmax(super().sample(state, F, rng, noise), axis=-1)
 
 
-def _record(cal: Calibration, mean: np.ndarray, var: np.ndarray, label: np.ndarray) -> Calibration:
-    """``cal`` with a batch's one-step-ahead moments added: held while they fit in the
-    :data:`SCORE_ROWS` slots, else scored at once together with the held ones (new arrays;
-    ``cal`` is not changed)."""
+def _record(cal: Calibration, mean, var, label, weight) -> Calibration:
+    """``cal`` with a batch's one-step-ahead moments (and each row's weight) added: held while
+    they fit in the :data:`SCORE_ROWS` slots, else scored at once together with the held ones
+    (new arrays; ``cal`` is not changed)."""
+    given = dict(zip(_HELD, (mean, var, label, weight), strict=True))
     n, held = len(mean), cal.n_pending
     if held + n < SCORE_ROWS:
-        rows = slice(held, held + n)
-        mean_, var_, label_ = cal.mean.copy(), cal.var.copy(), cal.label.copy()
-        mean_[rows], var_[rows], label_[rows] = mean, var, label
-        return cal._replace(mean=mean_, var=var_, label=label_, n_pending=held + n)
-    return _scored(
-        cal,
-        np.concatenate([cal.mean[:held], mean]),
-        np.concatenate([cal.var[:held], var]),
-        np.concatenate([cal.label[:held], label]),
-    )
+        out = {f: getattr(cal, f).copy() for f in _HELD}
+        for f in _HELD:
+            out[f][held : held + n] = given[f]
+        return cal._replace(**out, n_pending=held + n)
+    return _scored(cal, *(np.concatenate([getattr(cal, f)[:held], given[f]]) for f in _HELD))
 
 
 def score_pending(cal: Calibration) -> Calibration:
@@ -545,21 +567,22 @@ def score_pending(cal: Calibration) -> Calibration:
     held = cal.n_pending
     if not held:
         return cal
-    return _scored(cal, cal.mean[:held], cal.var[:held], cal.label[:held])
+    return _scored(cal, cal.mean[:held], cal.var[:held], cal.label[:held], cal.weight[:held])
 
 
-def _scored(cal: Calibration, mean: np.ndarray, var: np.ndarray, label: np.ndarray) -> Calibration:
-    r"""``cal`` after scoring ``n`` rows: :math:`L \leftarrow (N / (N + n))^2 L + \sum` of
-    the rows' log probabilities, nothing held (the latest rows count fully, each earlier one
-    by the square of its share of the stream, as in the module docstring)."""
-    total = cal.scored + len(mean)
+def _scored(cal: Calibration, mean, var, label, weight) -> Calibration:
+    r"""``cal`` after scoring rows that stand for :math:`w_i` rows of the stream each:
+    :math:`L \leftarrow (N / (N + \sum w))^2 L + \sum_i w_i \log P_\tau(k_i)`, nothing
+    held (the latest rows count fully, each earlier one by the square of its share of the
+    stream, as in the module docstring)."""
+    total = cal.scored + float(np.sum(weight))
     decay = (cal.scored / total) ** 2
-    evidence = decay * cal.evidence + _log_proba_grid(mean, var, label)
-    return cal._replace(evidence=evidence, scored=float(total), n_pending=0)
+    evidence = decay * cal.evidence + _log_proba_grid(mean, var, label, weight)
+    return cal._replace(evidence=evidence, scored=total, n_pending=0)
 
 
-def _log_proba_grid(mean: np.ndarray, var: np.ndarray, label: np.ndarray) -> np.ndarray:
-    r""":math:`\sum_i \log P_\tau(k_i)` for every :math:`\tau` in :data:`TEMPERATURES`,
+def _log_proba_grid(mean: np.ndarray, var: np.ndarray, label: np.ndarray, weight) -> np.ndarray:
+    r""":math:`\sum_i w_i \log P_\tau(k_i)` for every :math:`\tau` in :data:`TEMPERATURES`,
     ``(len(TEMPERATURES),)``: one quadrature call over every (temperature, row) pair per block
     of rows."""
     G, K = len(TEMPERATURES), mean.shape[1]
@@ -570,5 +593,5 @@ def _log_proba_grid(mean: np.ndarray, var: np.ndarray, label: np.ndarray) -> np.
         n = len(m)
         scaled = (TEMPERATURES[:, None, None] * v).reshape(G * n, K)
         lp = argmax_log_proba(np.tile(m, (G, 1)), scaled, np.tile(y, G))
-        total += lp.reshape(G, n).sum(axis=1)
+        total += lp.reshape(G, n) @ weight[start : start + _SCORE_BLOCK]
     return total
