@@ -106,9 +106,11 @@ class RandomFeatures:
     """Random-feature control: the hidden layers frozen at their prior mean, only a head learns.
 
     ``net`` is initialized from ``(X, Y)`` (the prior, sampled first layer included, no
-    training); its hidden output at the prior mean is the fixed feature map, and a network
-    without hidden layers (the same head and prior) is fitted on those features in one pass.
-    This is exact conjugate regression on random features: what a trained body must beat.
+    training); its head inputs at the prior mean are the fixed feature map (the top hidden
+    output, and the inputs themselves where the network has the skip connection), and a
+    network without hidden layers (the same head and prior) is fitted on those features in one
+    pass. This is exact conjugate regression on random features (plus the linear part of a
+    skip network): what a trained body must beat.
     """
 
     def __init__(self, net: Network) -> None:
