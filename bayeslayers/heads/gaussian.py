@@ -548,7 +548,9 @@ class OneHot(Gaussian):
         return np.argmax(super().sample(state, F, rng, noise), axis=-1)
 
 
-def _record(cal: Calibration, mean, var, label, weight) -> Calibration:
+def _record(
+    cal: Calibration, mean: np.ndarray, var: np.ndarray, label: np.ndarray, weight: np.ndarray
+) -> Calibration:
     """``cal`` with a batch's one-step-ahead moments (and each row's weight) added: held while
     they fit in the :data:`SCORE_ROWS` slots, else scored at once together with the held ones
     (new arrays; ``cal`` is not changed)."""
@@ -570,7 +572,9 @@ def score_pending(cal: Calibration) -> Calibration:
     return _scored(cal, cal.mean[:held], cal.var[:held], cal.label[:held], cal.weight[:held])
 
 
-def _scored(cal: Calibration, mean, var, label, weight) -> Calibration:
+def _scored(
+    cal: Calibration, mean: np.ndarray, var: np.ndarray, label: np.ndarray, weight: np.ndarray
+) -> Calibration:
     r"""``cal`` after scoring rows that stand for :math:`w_i` rows of the stream each:
     :math:`L \leftarrow (N / (N + \sum w))^2 L + \sum_i w_i \log P_\tau(k_i)`, nothing
     held (the latest rows count fully, each earlier one by the square of its share of the
@@ -581,7 +585,9 @@ def _scored(cal: Calibration, mean, var, label, weight) -> Calibration:
     return cal._replace(evidence=evidence, scored=total, n_pending=0)
 
 
-def _log_proba_grid(mean: np.ndarray, var: np.ndarray, label: np.ndarray, weight) -> np.ndarray:
+def _log_proba_grid(
+    mean: np.ndarray, var: np.ndarray, label: np.ndarray, weight: np.ndarray
+) -> np.ndarray:
     r""":math:`\sum_i w_i \log P_\tau(k_i)` for every :math:`\tau` in :data:`TEMPERATURES`,
     ``(len(TEMPERATURES),)``: one quadrature call over every (temperature, row) pair per block
     of rows."""
