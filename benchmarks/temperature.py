@@ -31,7 +31,6 @@ import tuning_free as tf
 from bayeslayers import engine
 from bayeslayers.evidence import STRONG
 from bayeslayers.heads import gaussian
-from bayeslayers.heads.argmax import argmax_log_proba
 from bayeslayers.sklearn import BayesLayersClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,11 +48,7 @@ class _Recorder:
         self._inner = gaussian._log_proba_grid
 
     def __call__(self, mean, var, label, weight):
-        grid = gaussian.TEMPERATURES
-        G, n, K = len(grid), len(mean), mean.shape[1]
-        lp = argmax_log_proba(
-            np.tile(mean, (G, 1)), (grid[:, None, None] * var).reshape(G * n, K), np.tile(label, G)
-        ).reshape(G, n)
+        lp = gaussian.temperature_scores(mean, var, label)
         self.rows.append(lp.T)
         self.weights.append(np.asarray(weight, dtype=float))
         return lp @ weight
@@ -76,7 +71,7 @@ def run(name: str, seed: int, test_fraction: float) -> dict:
     var = var / in_use  # the predictive at temperature 1
     index = np.searchsorted(model.classes_, yte)
     grid = gaussian.TEMPERATURES
-    test = np.array([-argmax_log_proba(mean, t * var, index).mean() for t in grid])
+    test = -gaussian.temperature_scores(mean, var, index).mean(axis=1)
     scores, weight = np.concatenate(recorder.rows), np.concatenate(recorder.weights)
     position = np.cumsum(weight) / weight.sum()  # each scored row stands for its weight
     unit = int(np.flatnonzero(grid == 1.0)[0])

@@ -94,6 +94,7 @@ __all__ = [
     "GaussianState",
     "OneHot",
     "score_pending",
+    "temperature_scores",
 ]
 
 #: Memories (scalar observations) of the noise statistics compared by evidence: a geometric
@@ -585,19 +586,23 @@ def _scored(
     return cal._replace(evidence=evidence, scored=total, n_pending=0)
 
 
+def temperature_scores(mean: np.ndarray, var: np.ndarray, label: np.ndarray) -> np.ndarray:
+    r""":math:`\log P_\tau(k_i = \arg\max_j f_j)` for every :math:`\tau` in
+    :data:`TEMPERATURES` and row :math:`i`, ``(len(TEMPERATURES), n)``: the outputs
+    :math:`f_i \sim N(m_i, \tau v_i)`, one quadrature call over every (temperature, row) pair.
+    """
+    G, (n, K) = len(TEMPERATURES), mean.shape
+    scaled = (TEMPERATURES[:, None, None] * var).reshape(G * n, K)
+    return argmax_log_proba(np.tile(mean, (G, 1)), scaled, np.tile(label, G)).reshape(G, n)
+
+
 def _log_proba_grid(
     mean: np.ndarray, var: np.ndarray, label: np.ndarray, weight: np.ndarray
 ) -> np.ndarray:
     r""":math:`\sum_i w_i \log P_\tau(k_i)` for every :math:`\tau` in :data:`TEMPERATURES`,
-    ``(len(TEMPERATURES),)``: one quadrature call over every (temperature, row) pair per block
-    of rows."""
-    G, K = len(TEMPERATURES), mean.shape[1]
-    total = np.zeros(G)
+    ``(len(TEMPERATURES),)``: :func:`temperature_scores` per block of rows (bounded memory)."""
+    total = np.zeros(len(TEMPERATURES))
     for start in range(0, len(mean), _SCORE_BLOCK):
-        m, v = mean[start : start + _SCORE_BLOCK], var[start : start + _SCORE_BLOCK]
-        y = label[start : start + _SCORE_BLOCK]
-        n = len(m)
-        scaled = (TEMPERATURES[:, None, None] * v).reshape(G * n, K)
-        lp = argmax_log_proba(np.tile(m, (G, 1)), scaled, np.tile(y, G))
-        total += lp.reshape(G, n) @ weight[start : start + _SCORE_BLOCK]
+        block = slice(start, start + _SCORE_BLOCK)
+        total += temperature_scores(mean[block], var[block], label[block]) @ weight[block]
     return total
