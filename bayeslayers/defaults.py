@@ -130,5 +130,13 @@ def check_params(layers: Sequence, head, params: dict) -> None:
             raise ValueError(f"skip must be 'auto', True or False, got {skip!r}")
     elif not isinstance(skip, bool | np.bool_):
         raise TypeError(f"skip must be 'auto', True or False, got {type(skip).__name__} {skip!r}")
+    average = params["average"]
+    if isinstance(average, str):
+        if average != "evidence":
+            raise ValueError(f"average must be 'evidence', True or False, got {average!r}")
+    elif not isinstance(average, bool | np.bool_):
+        raise TypeError(
+            f"average must be 'evidence', True or False, got {type(average).__name__} {average!r}"
+        )
     if params["dtype"] not in ("float64", "float32"):
         raise ValueError(f"dtype must be 'float64' or 'float32', got {params['dtype']!r}")

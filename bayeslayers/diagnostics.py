@@ -211,14 +211,15 @@ def to_inference_data(
     obs = None if y is None else _observations(net, y, n)
     groups = _check_groups(groups, obs is not None)
     head_post = _head_posterior(net)
-    posts = [*net.posteriors_, head_post]
+    hidden_posts = list(net.prediction_state.hidden)  # the averaged means where in use
+    posts = [*hidden_posts, head_post]
     check_hidden(hidden, None)
     names = [f"layer{i}_w" for i in range(len(net.layers))] + ["head_w"]
     var_names = _check_var_names(var_names, names, hidden) if "posterior" in groups else []
 
     rows = [_spread(p.mean.shape[0] - 1, max_inputs) for p in posts]
     rows = [np.append(r, p.mean.shape[0] - 1) for r, p in zip(rows, posts, strict=True)]
-    cols = [_spread(p.mean.shape[1], max_units) for p in net.posteriors_]
+    cols = [_spread(p.mean.shape[1], max_units) for p in hidden_posts]
     cols.append(np.arange(head_post.mean.shape[1]))  # the head keeps every output
     kept: dict[str, list[np.ndarray]] = {name: [] for name in var_names}
     # One generator per weight matrix and one for the predictive draws: the result does not
@@ -242,9 +243,9 @@ def to_inference_data(
     pp: list[np.ndarray] = []
     xb = with_bias(X)
     spec = net.spec
-    mean_xh, cache = forward(spec, net.posteriors_, X)
+    mean_xh, cache = forward(spec, hidden_posts, X)
     # linearized: the outputs at the means of the layers' pre-activations, x_l W_l
-    mean_z = [x @ post.mean for (x, *_), post in zip(cache, net.posteriors_, strict=True)]
+    mean_z = [x @ post.mean for (x, *_), post in zip(cache, hidden_posts, strict=True)]
     for start in range(0, n_draws, chunk_size):
         c = min(chunk_size, n_draws - start)
         var = scale = None
@@ -394,7 +395,8 @@ def _linearized_predictors(
     top hidden units (:func:`bayeslayers.engine.top_rows`)."""
     dA = None  # first-order change of each layer's output
     if hidden == "linearized":
-        for i, ((x, _, slope, _), post) in enumerate(zip(cache, net.posteriors_, strict=True)):
+        hidden_posts = net.prediction_state.hidden
+        for i, ((x, _, slope, _), post) in enumerate(zip(cache, hidden_posts, strict=True)):
             dA_next = _first_layer(x, draw(i, c))
             dA_next -= mean_z[i]
             if dA is not None:

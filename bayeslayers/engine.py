@@ -103,6 +103,9 @@ class NetSpec(NamedTuple):
     skip : bool
         The head sees the inputs beside the top hidden output, :math:`[h_L, x, 1]`
         (:func:`head_design`); never for a network without hidden layers.
+    average : {"evidence", True, False}
+        Whether a pass keeps the iterate average of the hidden means and when predictions
+        use it (:mod:`bayeslayers.averaging`).
     """
 
     layers: tuple[Layer, ...]
@@ -116,6 +119,7 @@ class NetSpec(NamedTuple):
     memory: float | None = None
     prior_precision: float = 1.0
     skip: bool = False
+    average: bool | str = False
 
 
 def resolve_spec(
@@ -133,7 +137,7 @@ def resolve_spec(
     ``defaults.structure`` of its fan-in (the first layer's is ``n_features``, unknown before
     the first call), ``defaults.hidden_noise`` of the head and ``defaults.skip`` of
     ``n_features`` and the depth. ``solve``: ``damping``, ``clip``, ``targets``, ``memory``,
-    ``prior_precision``."""
+    ``prior_precision``, ``average``."""
     fan_ins = [n_features, *(layer.units for layer in layers)]
     return NetSpec(
         layers=tuple(layers),
@@ -168,13 +172,16 @@ class NoiseState(NamedTuple):
 
 
 class NetState(NamedTuple):
-    """What training changes: hidden posteriors (input side first), the head's state and the
-    hidden layers' noise estimates (:class:`NoiseState`; fixed for a layer with a set noise).
+    """What training changes: hidden posteriors (input side first), the head's state, the
+    hidden layers' noise estimates (:class:`NoiseState`; fixed for a layer with a set noise)
+    and the iterate average of the hidden means (:class:`bayeslayers.averaging.Average`;
+    ``None`` until a pass keeps one).
     """
 
     hidden: tuple[WeightPosterior, ...]
     head: Any
     noise: tuple[NoiseState, ...]
+    average: Any = None
 
 
 class LayerTrace(NamedTuple):
@@ -348,7 +355,7 @@ def train_step(
         corrections = [max(a, b) for a, b in zip(corrections, largest, strict=True)]
         # after every sweep: the next one must not start from a non-finite posterior
         health.check_posteriors(hidden, names)
-    state = NetState(hidden, head_state, noise)
+    state = state._replace(hidden=hidden, head=head_state, noise=noise)
     return state, StepInfo(tuple(infos), tuple(corrections), log_pred)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from bayeslayers import defaults, engine, forgetting, health, predictive, training
+from bayeslayers import averaging, defaults, engine, forgetting, health, predictive, training
 from bayeslayers._atomic import unchanged_on_error
 from bayeslayers._threads import blas_threads, one_at_a_time
 from bayeslayers._validation import (
@@ -98,6 +98,13 @@ class Network(predictive.PredictiveMixin):
         when the inputs fit the head's per-unit budget (:func:`bayeslayers.defaults.skip`:
         ``n_features + 1 <= AUTO_UNIT_MAX``). A network without hidden layers has nothing to
         skip.
+    average : {"evidence", True, False}
+        Iterate averaging of the hidden layers' means (:mod:`bayeslayers.averaging`): every
+        pass keeps the average of the trajectory of means, each batch weighted by the square
+        of its place in the stream, with its prequential evidence against the posterior
+        means. ``"evidence"``: predictions use the averaged means once their evidence beats
+        the posterior means' by :data:`bayeslayers.evidence.STRONG` nats; ``True``: always;
+        ``False``: no average is kept. Training always continues from the posterior.
     seed : int
         Seeds the prior mean, shuffling and posterior sampling.
     dtype : {"float64", "float32"}
@@ -116,6 +123,9 @@ class Network(predictive.PredictiveMixin):
         Hidden layers' pseudo-noise estimates.
     memory_ : float or None
         With ``memory="evidence"``: the memory the race chose (``None``: no forgetting).
+    average_ : Average or None
+        The iterate average of the hidden means (:class:`bayeslayers.averaging.Average`);
+        ``averaging_`` tells whether predictions use it.
     n_features_in_, n_outputs_, n_samples_seen_ : int
     classes_ : ndarray
         Class labels (classification heads only).
@@ -128,8 +138,15 @@ class Network(predictive.PredictiveMixin):
     """
 
     #: The attributes a fit sets (``_forget`` drops them).
-    _FITTED = tuple(
-        "posteriors_ head_state_ noise_ classes_ n_samples_seen_ log_evidence_ memory_".split()
+    _FITTED = (
+        "posteriors_",
+        "head_state_",
+        "noise_",
+        "average_",
+        "classes_",
+        "n_samples_seen_",
+        "log_evidence_",
+        "memory_",
     )
 
     def __init__(
@@ -149,6 +166,7 @@ class Network(predictive.PredictiveMixin):
         init: str = "samples",
         sweeps: int | str = "auto",
         skip: bool | str = "auto",
+        average: bool | str = "evidence",
         seed: int = 0,
         dtype: str = "float64",
         blas_threads: int | None = 1,
@@ -170,6 +188,7 @@ class Network(predictive.PredictiveMixin):
         self.init = init
         self.sweeps = sweeps
         self.skip = skip
+        self.average = average
         self.seed = seed
         self.dtype = dtype
         self.blas_threads = blas_threads
@@ -198,17 +217,27 @@ class Network(predictive.PredictiveMixin):
             targets=self.targets,
             memory=getattr(self, "memory_", None) if self.memory == "evidence" else self.memory,
             prior_precision=self.prior_precision,
+            average=self.average,
         )
 
     @property
     def state(self) -> engine.NetState:
-        """The fitted :class:`~bayeslayers.engine.NetState` (hidden posteriors and head)."""
+        """The fitted :class:`~bayeslayers.engine.NetState` (hidden posteriors, head, noise
+        estimates and the iterate average)."""
         self._check_fitted()
-        return engine.NetState(tuple(self.posteriors_), self.head_state_, tuple(self.noise_))
+        return engine.NetState(
+            tuple(self.posteriors_), self.head_state_, tuple(self.noise_), self.average_
+        )
+
+    @property
+    def averaging_(self) -> bool:
+        """Whether predictions use the averaged hidden means (:mod:`bayeslayers.averaging`)."""
+        self._check_fitted()
+        return averaging.in_use(self.spec, self.average_)
 
     def _set_state(self, state: engine.NetState) -> None:
         self.posteriors_, self.head_state_ = list(state.hidden), state.head
-        self.noise_ = list(state.noise)
+        self.noise_, self.average_ = list(state.noise), state.average
 
     def _init_state(self, n_features: int, n_outputs: int, X: np.ndarray) -> None:
         self.n_features_in_ = n_features  # the first layer's structure depends on it

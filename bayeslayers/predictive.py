@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.special import ndtr, ndtri, stdtrit
 
-from bayeslayers import conjugate
+from bayeslayers import averaging, conjugate
 from bayeslayers._validation import check_count, check_features
 from bayeslayers.engine import NetSpec, NetState, forward, head_design, top_rows, with_bias
 from bayeslayers.heads import Head, RegressionHead
@@ -232,6 +232,13 @@ class PredictiveMixin:
         @property
         def state(self) -> NetState: ...
 
+    @property
+    def prediction_state(self) -> NetState:
+        """The state predictions use: :attr:`state` with the hidden means replaced by their
+        iterate average where the network uses it
+        (:func:`bayeslayers.averaging.predictive_state`)."""
+        return averaging.predictive_state(self.spec, self.state)
+
     def _check_fitted(self) -> None:
         if not self.is_fitted:
             raise RuntimeError("this Network is not fitted yet: call fit or partial_fit first")
@@ -268,7 +275,7 @@ class PredictiveMixin:
         omitted).
         """
         X, draws = self._prepare(X, hidden, n_samples)
-        return moments(self.spec, self.state, X, hidden, draws, self.seed)
+        return moments(self.spec, self.prediction_state, X, hidden, draws, self.seed)
 
     def predict(
         self,
@@ -296,9 +303,9 @@ class PredictiveMixin:
             )
         X, draws = self._prepare(X, hidden, n_samples)
         if return_std:
-            mean, var = moments(self.spec, self.state, X, hidden, draws, self.seed)
+            mean, var = moments(self.spec, self.prediction_state, X, hidden, draws, self.seed)
             return self._output(mean), self._output(np.sqrt(var))
-        xh, _ = forward(self.spec, self.posteriors_, X)
+        xh, _ = forward(self.spec, self.prediction_state.hidden, X)
         return self._output(xh @ self.head_state_.post.mean)
 
     def predict_proba(self, X, *, hidden: str = "mean", n_samples: int | None = None):
@@ -311,7 +318,7 @@ class PredictiveMixin:
         if not self.head.is_classifier:
             raise AttributeError(f"predict_proba needs a classification head, not {self.head!r}")
         X, draws = self._prepare(X, hidden, n_samples)
-        return proba(self.spec, self.state, X, hidden, draws, self.seed)
+        return proba(self.spec, self.prediction_state, X, hidden, draws, self.seed)
 
     def predict_quantiles(
         self,
@@ -330,5 +337,5 @@ class PredictiveMixin:
             raise AttributeError(f"predict_quantiles needs a regression head, not {self.head!r}")
         q = check_quantiles(quantiles)
         X, draws = self._prepare(X, hidden, n_samples)
-        out = predictive_quantiles(self.spec, self.state, X, q, hidden, draws, self.seed)
+        out = predictive_quantiles(self.spec, self.prediction_state, X, q, hidden, draws, self.seed)
         return self._output(out)

@@ -118,6 +118,10 @@ class _BayesLayersBase(BaseEstimator):
         leaves. ``"auto"``: on up to ``AUTO_UNIT_MAX - 1`` features
         (:func:`bayeslayers.defaults.skip`; the head's per-unit cost grows with the square of
         its width). Nothing to skip without hidden layers.
+    average : {"evidence", True, False}
+        Predict at the iterate average of the hidden layers' means when its prequential
+        evidence beats the posterior means' (``"evidence"``), always (``True``) or never
+        (``False``); :mod:`bayeslayers.averaging`.
     passes : int
         Passes over the data in ``fit``, each tempered by ``1 / passes``.
     batch_size : int or "auto"
@@ -165,6 +169,7 @@ class _BayesLayersBase(BaseEstimator):
         targets: str = "gauss_newton",
         memory: float | str | None = "evidence",
         skip: bool | str = "auto",
+        average: bool | str = "evidence",
         passes: int = 1,
         batch_size: int | str = "auto",
         shuffle: bool = True,
@@ -187,6 +192,7 @@ class _BayesLayersBase(BaseEstimator):
         self.targets = targets
         self.memory = memory
         self.skip = skip
+        self.average = average
         self.passes = passes
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -262,6 +268,7 @@ class _BayesLayersBase(BaseEstimator):
             targets=self.targets,
             memory=self.memory,
             skip=self.skip,
+            average=self.average,
             seed=self._seed(),
             dtype=self.dtype,
         )

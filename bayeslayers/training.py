@@ -13,7 +13,9 @@ predictive density under the state *before* its first update,
 
 With a memory (``spec.memory``) the hidden layers forget between batches
 (:func:`bayeslayers.forgetting.forget_state`); :func:`race` chooses the memory by that
-evidence on a pass's first rows (``memory="evidence"``).
+evidence on a pass's first rows (``memory="evidence"``). With ``spec.average`` the pass also
+keeps the iterate average of the hidden means and its own evidence
+(:mod:`bayeslayers.averaging`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from bayeslayers import engine, forgetting
+from bayeslayers import averaging, engine, forgetting
 from bayeslayers.evidence import STRONG
 
 if TYPE_CHECKING:
@@ -55,7 +57,8 @@ class FitProgress(NamedTuple):
 
 
 def private_copy(state: engine.NetState) -> engine.NetState:
-    """``state`` with every hidden posterior's arrays copied (safe to update in place)."""
+    """``state`` with every hidden posterior's arrays copied (safe to update in place; the
+    average's arrays are never updated in place)."""
     hidden = tuple(p._replace(mean=p.mean.copy(), cov=p.cov.copy()) for p in state.hidden)
     return state._replace(hidden=hidden)
 
@@ -115,9 +118,12 @@ def run_pass(
     for start in starts:
         rows = order[start : start + batch_size]
         state = forgetting.forget_state(spec, state, seen + start, len(rows), fraction)
+        averaged = averaging.score(spec, state, X[rows], T[rows])
         state, info = engine.train_step(
             spec, state, X[rows], T[rows], fraction, sweeps=sweeps, overwrite=True
         )
+        average = averaging.update(spec, state, len(rows), info.log_predictive, averaged)
+        state = state._replace(average=average)
         log_evidence += info.log_predictive  # the one-step-ahead density, before the update
         if on_batch is not None:
             on_batch(state, min(start + batch_size, len(order)))
