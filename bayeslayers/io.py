@@ -1,4 +1,4 @@
-"""Save and load fitted networks without pickle: NPZ arrays plus JSON metadata.
+r"""Save and load fitted networks without pickle: NPZ arrays plus JSON metadata.
 
 A model file is an uncompressed ``.npz`` archive. Its ``__meta__`` entry is a JSON document
 with the format name and version, the package version, the network's constructor parameters
@@ -16,14 +16,21 @@ its parameters (so they pass :class:`~bayeslayers.network.Network`'s own validat
 only the attributes of :data:`FITTED`, and derives from the network the layout every one of
 them must have: each hidden posterior's structure, shapes and dtype follow from the layers and
 ``n_features_in_``; the head's state must be of the type, fields and dtypes its head's ``init``
-builds. It then reads only the archive entries the metadata names, each at most once, and only
-after checking the entry (stored uncompressed, its size exactly that of its ``.npy`` header's
-shape and dtype) and that header (shape and dtype as expected): the arrays it reads add up
-to at most the file's own size, whatever other entries the file holds (the layout check adds
-one initial head state, of the size of the head's entries already read). Finally every value
-is checked: finite real arrays, positive variances and noise scales, symmetric covariances that
-have a Cholesky factor. Anything else raises :class:`ModelFileError`, whatever the exception
-underneath.
+builds; the iterate average of the hidden means (``average_``: ``None`` or a
+:class:`bayeslayers.averaging.Average`) holds one array per hidden layer, of that layer's
+mean's shape and dtype. It then reads only the archive entries the metadata names, each at
+most once, and only after checking the entry (stored uncompressed, its size exactly that of
+its ``.npy`` header's shape and dtype) and that header (shape and dtype as expected): the
+arrays it reads add up to at most the file's own size, whatever other entries the file holds
+(the layout check adds one initial head state, of the size of the head's entries already
+read). Finally every value is checked: finite real arrays, positive variances and noise
+scales, symmetric covariances that have a Cholesky factor, an average over :math:`s \ge 1`
+rows and at least one batch with effective rows :math:`0 < Z \le s`. Anything else raises
+:class:`ModelFileError`, whatever the exception underneath.
+
+A file from before the iterate average has no ``average_`` (and no ``average`` parameter): it
+loads with ``average_ = None``, so it predicts at the posterior means as when it was saved,
+and with the constructor's default ``average``, so a later ``partial_fit`` starts an average.
 
 Saving writes a unique temporary file in the destination folder, flushes it to disk and renames
 it into place, so a reader (or a concurrent save) never sees a partial file; a destination that
@@ -53,6 +60,7 @@ from bayeslayers import heads as _heads
 from bayeslayers import layers as _layers
 from bayeslayers._threads import training_lock
 from bayeslayers._validation import check_real
+from bayeslayers.averaging import Average
 from bayeslayers.conjugate import WeightPosterior
 from bayeslayers.engine import NoiseState, head_width
 from bayeslayers.health import SYMMETRY_TOL
@@ -77,6 +85,7 @@ FITTED = (
     "log_evidence_",
     "training_time_",
     "memory_",
+    "average_",
 )
 _REQUIRED = ("posteriors_", "head_state_", "n_features_in_", "n_outputs_", "n_samples_seen_")
 #: Largest metadata entry read (bytes of the stored ``.npy``; 4 bytes per JSON character).
@@ -698,6 +707,29 @@ def _memory(memory: Any) -> float | None:
         raise ModelFileError(str(error)) from None
 
 
+def _average_layout(hidden: list[WeightPosterior]) -> Average:
+    """The layout of ``average_``: one mean per hidden layer, shaped and typed as its mean."""
+    return Average(tuple(p.mean for p in hidden), 0, 0.0, 0.0, 0)
+
+
+def _check_average(average: Average | None) -> None:
+    r"""The counts of an average as :func:`bayeslayers.averaging.update` keeps them: at least
+    one row and one batch, effective rows :math:`0 < Z \le s` (finiteness is checked with
+    the other values)."""
+    if average is None:
+        return
+    if not average.means:
+        raise ModelFileError("average_: a network without hidden layers keeps no average")
+    if average.rows < 1:
+        raise ModelFileError(f"average_.rows must be >= 1, got {average.rows}")
+    if not 0 < average.weight <= average.rows:
+        raise ModelFileError(
+            f"average_.weight must lie in (0, rows = {average.rows}], got {average.weight}"
+        )
+    if average.batches < 1:
+        raise ModelFileError(f"average_.batches must be >= 1, got {average.batches}")
+
+
 def _load(zf: zipfile.ZipFile, size: int) -> Network:
     meta = _open_meta(zf, size)
     net = _network(meta)
@@ -772,8 +804,15 @@ def _load(zf: zipfile.ZipFile, size: int) -> Network:
             for layer in net.layers
         ]
 
+    desc = state.get("average_", {"value": None})
+    if isinstance(desc, dict) and "value" in desc and desc["value"] is None:
+        out["average_"] = None  # none kept, or a file from before the iterate average
+    else:
+        out["average_"] = decode(desc, _average_layout(hidden), "average_")
+
     for name, value in out.items():
         _check_values(value, name)
+    _check_average(out["average_"])
     rng = None if meta.get("rng") is None else _rng(meta["rng"])
     for name in FITTED:
         if name in out:
@@ -790,7 +829,7 @@ def load(path: str | os.PathLike) -> Network:
     the entries it names are read, each checked before it is read; the parameters pass the
     network's validation; every fitted attribute must be one of :data:`FITTED` and fit the
     network it describes (types, shapes, dtypes, finite values, positive variances and noise,
-    symmetric positive definite covariances).
+    symmetric positive definite covariances, the iterate average's counts).
 
     Raises
     ------

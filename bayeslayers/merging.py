@@ -80,6 +80,16 @@ evidence-updated prior precision) the shards' evidence is added up as it is.
 
 Hidden layers' pseudo-noise statistics (``Network.noise_``) and ``n_samples_seen_`` add up as
 deltas.
+
+The iterate average of the hidden means (``Network.average_``,
+:mod:`bayeslayers.averaging`) is not merged: each shard's average
+:math:`\bar W_k = \sum_b w_b W^{(b)}_k / \sum_b w_b` is taken along its own trajectory,
+whose means :math:`W^{(b)}_k` are the common prior's plus that shard's data only, so no
+combination of the shards' averages is the average of one sequential trajectory through the
+merged posteriors (nor are their evidence margins, each scored by its own predictions).
+The merged network has ``average_ = None``: it predicts at the merged posterior means (so one
+network merged gives its predictions at its posterior means back), and a later
+``partial_fit`` starts a fresh average from them.
 """
 
 from __future__ import annotations
@@ -423,7 +433,8 @@ def network_delta(prior: Network, trained: Network, *, name: str = "trained") ->
 
 
 def apply_deltas(prior: Network, deltas: Sequence[NetworkDelta]) -> Network:
-    """A new network: ``prior`` plus the sum of the shards' deltas (``prior`` is not changed).
+    """A new network: ``prior`` plus the sum of the shards' deltas (``prior`` is not changed),
+    with no iterate average (``average_ = None``, module docstring).
 
     Raises
     ------
@@ -453,6 +464,7 @@ def apply_deltas(prior: Network, deltas: Sequence[NetworkDelta]) -> Network:
     ]
     out = copy.deepcopy(prior)
     out.posteriors_, out.head_state_, out.noise_ = hidden, head_state, noise
+    out.average_ = None  # not merged (module docstring): predictions at the merged means
     out.n_samples_seen_ = prior.n_samples_seen_ + sum(d.n_samples for d in deltas)
     evidence = sum(d.log_evidence for d in deltas) + (correction if deltas else 0.0)
     out.log_evidence_ = getattr(prior, "log_evidence_", 0.0) + evidence
@@ -469,6 +481,10 @@ def merge(prior: Network, networks: Sequence[Network]) -> Network:
     without hidden layers this is exactly the posterior of training one network on all the data
     (with a fixed noise, or a plain Normal-Inverse-Gamma one); with hidden layers, the product
     of the shards' posteriors given their own targets.
+
+    The iterate averages of the hidden means (``average_``) are not merged: the result has
+    ``average_ = None`` and predicts at the merged posterior means; a later ``partial_fit``
+    starts a fresh average (module docstring).
 
     Parameters
     ----------
