@@ -7,37 +7,36 @@ all along the trajectory. The average of the trajectory of means,
 
 .. math::
 
-    \bar W_l = \frac{\sum_b w_b W_l^{(b)}}{\sum_b w_b}, \qquad w_b = n_b\, s_b^2,
+    \bar W_l = \frac{\sum_b w_b W_l^{(b)}}{\sum_b w_b}, \qquad w_b = r_b\, s_b^2,
 
-over the batches :math:`b` (:math:`n_b` rows, :math:`s_b` rows of the stream seen after it,
-:math:`W_l^{(b)}` layer :math:`l`'s posterior mean after it), is polynomial-decay averaging
-(Polyak & Juditsky 1992; Shamir & Zhang 2013): each batch weighs by the square of its place
-in the stream, the weighting of the one-hot head's temperature evidence, with no time scale
-(the last third of a stream holds :math:`1 - (2/3)^3 = 70\%` of the weight). It is kept as
-a scale-free recursion: with the effective rows
-:math:`Z_b = (s_{b-1} / s_b)^2 Z_{b-1} + n_b`,
+is polynomial-decay averaging (Polyak & Juditsky 1992; Shamir & Zhang 2013): each iterate
+weighs by the square of its place in the stream, the weighting of the one-hot head's
+temperature evidence, with no time scale (the last third of a stream holds
+:math:`1 - (2/3)^3 = 70\%` of the weight). The trajectory is sampled systematically, to keep
+the cost small at one row per batch: the first batch and then one batch in
+:math:`k = \max(4, \lceil 16 / n \rceil)` (``n`` rows per batch: every 16th row at batch 1,
+every fourth batch from 4 rows up); :math:`W_l^{(b)}` is layer :math:`l`'s posterior mean after
+a sampled batch :math:`b`, :math:`s_b` the rows of the stream seen then and :math:`r_b` the rows
+since the previous sampled batch, which that iterate stands for. It is kept as a scale-free
+recursion over the sampled batches: with the effective rows
+:math:`Z_b = (s_{b'} / s_b)^2 Z_{b'} + r_b` (:math:`b'` the previous sampled batch),
 
 .. math::
 
-    \bar W \leftarrow \bar W + \frac{n_b}{Z_b} \big(W^{(b)} - \bar W\big).
+    \bar W \leftarrow \bar W + \frac{r_b}{Z_b} \big(W^{(b)} - \bar W\big).
 
 Whether predictions use it is decided by the prequential evidence of the labels. Before each
-batch (after the first), the head's log predictive density of the batch is computed at the
-averaged means as well as at the posterior means, and the difference
-:math:`\Delta_b = \log p(y_b \mid \bar W) - \log p(y_b \mid W)` accumulates with the same
-weights,
+sampled batch (after the first), the head's log predictive density of the batch is computed
+at the averaged means as well as at the posterior means, and the difference
+:math:`\Delta_b = \log p(y_b \mid \bar W) - \log p(y_b \mid W)` over its :math:`n_b` rows,
+standing for the :math:`r_b` rows, accumulates with the same weights,
 
 .. math::
 
-    M_b = (s_{b-1} / s_b)^2 M_{b-1} + \Delta_b
-        = \sum_{b' \le b} (s_{b'} / s_b)^2 \Delta_{b'},
+    M_b = (s_{b'} / s_b)^2 M_{b'} + \frac{r_b}{n_b} \Delta_b
+        = \sum_{\text{sampled } c \le b} (s_c / s_b)^2 \frac{r_c}{n_c} \Delta_c,
 
-so the untrained start does not decide. As for the temperature
-(:mod:`bayeslayers.heads.gaussian`), the batches that start within the first
-:data:`~bayeslayers.heads.gaussian.SCORE_ALL` rows are all scored; after them one batch in
-:data:`~bayeslayers.heads.gaussian.SCORE_STRIDE` is, its :math:`\Delta_b` standing for that
-many (a systematic sample, which keeps the cost of scoring a small share of the pass's even
-at one row per batch). ``average="evidence"`` (the default) predicts at the
+so the untrained start does not decide. ``average="evidence"`` (the default) predicts at the
 averaged means when :math:`M > ` :data:`bayeslayers.evidence.STRONG` nats (a strong Bayes
 factor, as for the temperature and the memory), at the posterior means otherwise; ``True``
 always at the averaged means, ``False`` keeps no average.
@@ -56,9 +55,22 @@ import numpy as np
 
 from bayeslayers.engine import NetSpec, NetState, forward
 from bayeslayers.evidence import STRONG
-from bayeslayers.heads.gaussian import SCORE_ALL, SCORE_STRIDE
 
-__all__ = ["Average", "in_use", "predictive_state", "score", "update"]
+__all__ = [
+    "SAMPLE_ROWS",
+    "STRIDE",
+    "Average",
+    "in_use",
+    "predictive_state",
+    "sampled",
+    "score",
+    "update",
+]
+
+
+#: A batch of ``n`` rows is sampled once in ``max(STRIDE, ceil(SAMPLE_ROWS / n))`` batches.
+STRIDE = 4
+SAMPLE_ROWS = 16
 
 
 class Average(NamedTuple):
@@ -67,7 +79,7 @@ class Average(NamedTuple):
     Attributes
     ----------
     means : tuple of ndarray
-        :math:`\bar W_l`, one per hidden layer (input side first), shaped as its mean.
+        :math:`ar W_l`, one per hidden layer (input side first), shaped as its mean.
     rows : int
         Rows :math:`s` seen since the average started.
     weight : float
@@ -75,7 +87,9 @@ class Average(NamedTuple):
     margin : float
         :math:`M`, the weighted log Bayes factor of the averaged means over the posterior means.
     batches : int
-        Batches seen since the average started (the scoring's systematic sample counts them).
+        Batches seen since the average started (the systematic sample counts them).
+    last : int
+        ``rows`` at the last sampled batch.
     """
 
     means: tuple[np.ndarray, ...]
@@ -83,20 +97,20 @@ class Average(NamedTuple):
     weight: float
     margin: float
     batches: int
+    last: int
 
 
-def _scored(average: Average) -> float:
-    """How many batches the next batch's score stands for (0: not scored)."""
-    if average.rows < SCORE_ALL:
-        return 1.0
-    return float(SCORE_STRIDE) if average.batches % SCORE_STRIDE == 0 else 0.0
+def sampled(average: Average, n_rows: int) -> bool:
+    """Whether the next batch, of ``n_rows`` rows, is in the systematic sample."""
+    stride = max(STRIDE, -(-SAMPLE_ROWS // n_rows))
+    return average.batches % stride == 0
 
 
 def score(spec: NetSpec, state: NetState, X: np.ndarray, T: np.ndarray) -> float | None:
     """The batch's log predictive density at the averaged means (before the batch's update);
-    ``None`` where no average is kept yet or none is to be decided."""
+    ``None`` where no average is kept yet, none is to be decided or the batch is not sampled."""
     avg: Average | None = state.average
-    if spec.average != "evidence" or avg is None or not _scored(avg):
+    if spec.average != "evidence" or avg is None or not sampled(avg, len(X)):
         return None
     hidden = tuple(p._replace(mean=m) for p, m in zip(state.hidden, avg.means, strict=True))
     return spec.head.log_predictive(state.head, forward(spec, hidden, X)[0], T)
@@ -116,14 +130,17 @@ def update(
     avg: Average | None = state.average
     if avg is None:
         means = tuple(p.mean.copy() for p in state.hidden)
-        return Average(means, n_rows, float(n_rows), 0.0, 1)
+        return Average(means, n_rows, float(n_rows), 0.0, 1, n_rows)
     rows = avg.rows + n_rows
-    decay = (avg.rows / rows) ** 2
-    weight = decay * avg.weight + n_rows
-    step = n_rows / weight
+    if not sampled(avg, n_rows):
+        return avg._replace(rows=rows, batches=avg.batches + 1)
+    since = rows - avg.last
+    decay = (avg.last / rows) ** 2
+    weight = decay * avg.weight + since
+    step = since / weight
     means = tuple(m + step * (p.mean - m) for m, p in zip(avg.means, state.hidden, strict=True))
-    delta = 0.0 if averaged is None else _scored(avg) * (averaged - log_predictive)
-    return Average(means, rows, weight, decay * avg.margin + delta, avg.batches + 1)
+    delta = 0.0 if averaged is None else since / n_rows * (averaged - log_predictive)
+    return Average(means, rows, weight, decay * avg.margin + delta, avg.batches + 1, rows)
 
 
 def in_use(spec: NetSpec, average: Average | None) -> bool:

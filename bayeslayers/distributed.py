@@ -47,11 +47,14 @@ pre-activations :math:`z = (x - \bar x) W`. :class:`_PartitionedRows` computes e
 the workers, partition by partition (sums and row counts; the picked rows; per partition the
 count, mean and sum of squared deviations of :math:`z`, pooled exactly by Chan's formula
 :math:`M_2 = \sum_p M_{2,p} + \sum_p n_p (\bar z_p - \bar z)^2`), so the prior equals the
-sequential one to rounding. With the same prior, one shard reproduces ``Network.fit`` with
-``shuffle=False`` exactly (``batch_size=1``), and with several shards the only difference left
-to the sequential pass is the sharding itself, not a different random start: the
-hidden-layer networks' accuracy then stays close to that of one sequential pass, seed by seed
-(``benchmarks/RESULTS.md``).
+sequential one to rounding. With the same prior, one shard reproduces the posterior of
+``Network.fit`` with ``shuffle=False`` exactly (``batch_size=1``), and with several shards
+the only difference left to the sequential pass is the sharding itself, not a different
+random start: the hidden-layer networks' accuracy then stays close to that of one
+sequential pass, seed by seed (``benchmarks/RESULTS.md``). The iterate average of the hidden means
+(:mod:`bayeslayers.averaging`) does not merge (:mod:`bayeslayers.merging`): a distributed fit
+ends with ``average_ = None`` and predicts at the merged posterior means, as a sequential fit
+does where its evidence keeps the posterior means.
 
 At the end the head finishes pending work (``head.flush``, as at the end of ``Network.fit``:
 an ADVI refit, an evidence update of a Gaussian head's prior precision). The network is

@@ -25,7 +25,8 @@ arrays it reads add up to at most the file's own size, whatever other entries th
 (the layout check adds one initial head state, of the size of the head's entries already
 read). Finally every value is checked: finite real arrays, positive variances and noise
 scales, symmetric covariances that have a Cholesky factor, an average over :math:`s \ge 1`
-rows and at least one batch with effective rows :math:`0 < Z \le s`. Anything else raises
+rows and at least one batch, its last sampled batch at :math:`1 \le s' \le s` rows and
+effective rows :math:`0 < Z \le s'`. Anything else raises
 :class:`ModelFileError`, whatever the exception underneath.
 
 A file from before the iterate average has no ``average_`` (and no ``average`` parameter): it
@@ -709,13 +710,13 @@ def _memory(memory: Any) -> float | None:
 
 def _average_layout(hidden: list[WeightPosterior]) -> Average:
     """The layout of ``average_``: one mean per hidden layer, shaped and typed as its mean."""
-    return Average(tuple(p.mean for p in hidden), 0, 0.0, 0.0, 0)
+    return Average(tuple(p.mean for p in hidden), 0, 0.0, 0.0, 0, 0)
 
 
 def _check_average(average: Average | None) -> None:
     r"""The counts of an average as :func:`bayeslayers.averaging.update` keeps them: at least
-    one row and one batch, effective rows :math:`0 < Z \le s` (finiteness is checked with
-    the other values)."""
+    one row and one batch, the rows at the last sampled batch :math:`1 \le s' \le s`,
+    effective rows :math:`0 < Z \le s'` (finiteness is checked with the other values)."""
     if average is None:
         return
     if not average.means:
@@ -728,6 +729,14 @@ def _check_average(average: Average | None) -> None:
         )
     if average.batches < 1:
         raise ModelFileError(f"average_.batches must be >= 1, got {average.batches}")
+    if not 1 <= average.last <= average.rows:
+        raise ModelFileError(
+            f"average_.last must lie in [1, rows = {average.rows}], got {average.last}"
+        )
+    if average.weight > average.last:
+        raise ModelFileError(
+            f"average_.weight must be at most last = {average.last}, got {average.weight}"
+        )
 
 
 def _load(zf: zipfile.ZipFile, size: int) -> Network:

@@ -7,7 +7,6 @@ import pytest
 
 from bayeslayers import Network, averaging, engine, heads, layers, predictive, training
 from bayeslayers.evidence import STRONG
-from bayeslayers.heads.gaussian import SCORE_ALL, SCORE_STRIDE
 
 
 def _regression(n=120, seed=0):
@@ -46,39 +45,39 @@ def test_average_is_the_closed_form_weighted_mean_of_the_trajectory(batch_size):
     net = Network([layers.ReLU(6), layers.ReLU(5)], average=True).initialize(X, y)
     out, means, sizes = _trajectory(net.spec, net.state, X, net.head.encode(y), batch_size)
     seen = np.cumsum(sizes)
-    w = np.asarray(sizes) * seen.astype(float) ** 2  # w_b = n_b s_b^2
+    # the first batch, then one in k = max(4, ceil(16 / n)); r_b rows since the last sampled
+    k = max(averaging.STRIDE, -(-averaging.SAMPLE_ROWS // batch_size))
+    picked = [b for b in range(len(sizes)) if b == 0 or b % k == 0]
+    r = np.diff([0, *seen[picked]])
+    w = r * seen[picked].astype(float) ** 2  # w_b = r_b s_b^2
     for layer in range(2):
-        expected = sum(wb * m[layer] for wb, m in zip(w, means, strict=True)) / w.sum()
+        expected = sum(wb * means[b][layer] for wb, b in zip(w, picked, strict=True)) / w.sum()
         np.testing.assert_allclose(out.average.means[layer], expected, rtol=1e-10, atol=1e-12)
     assert out.average.rows == len(X) and out.average.batches == len(sizes)
-    z = sum(n * (s / seen[-1]) ** 2 for n, s in zip(sizes, seen, strict=True))
+    assert out.average.last == seen[picked[-1]]
+    z = sum(rb * (s / seen[picked[-1]]) ** 2 for rb, s in zip(r, seen[picked], strict=True))
     assert out.average.weight == pytest.approx(z, rel=1e-12)
 
 
-def test_margin_is_the_weighted_sum_of_scored_log_bayes_factors():
-    """M = sum_b (s_b / s_B)^2 r_b Delta_b: r_b = 1 for a batch starting in the first
-    SCORE_ALL rows, then SCORE_STRIDE for one batch in SCORE_STRIDE and 0 for the others."""
+def test_margin_is_the_weighted_sum_of_sampled_log_bayes_factors():
+    """M = sum over sampled batches c of (s_c / s_B)^2 (r_c / n_c) Delta_c."""
     spec = engine.NetSpec(
         (layers.ReLU(2),), heads.Gaussian(), ("unit",), "unit", (1.0,), 0, None, average="evidence"
     )
     rng = np.random.default_rng(0)
-    n, n_batches = 40, 30
+    n, n_batches = 3, 40  # a batch of 3 rows is sampled once in ceil(16 / 3) = 6 batches
     avg, terms = None, []
     for _ in range(n_batches):
         state = engine.NetState((_Post(rng.normal(size=(3, 2))),), None, (), avg)
         delta = float(rng.normal())
-        if avg is None:
-            r = 0.0
-        elif avg.rows < SCORE_ALL:
-            r = 1.0
-        else:
-            r = float(SCORE_STRIDE) if avg.batches % SCORE_STRIDE == 0 else 0.0
-        # score() returns the averaged model's log density only for the batches it samples
-        avg = averaging.update(spec, state, n, 0.0, delta if r else None)
-        terms.append((avg.rows, r * delta))
-    total = sum((s / avg.rows) ** 2 * d for s, d in terms)
-    assert avg.margin == pytest.approx(total, rel=1e-12)
-    assert 0 < sum(1 for _, d in terms if d) < n_batches - 1  # the stride skipped batches
+        picked = avg is not None and averaging.sampled(avg, n)
+        # score() returns the averaged model's log density only for the sampled batches
+        last = 0 if avg is None else avg.last
+        avg = averaging.update(spec, state, n, 0.0, delta if picked else None)
+        if picked:
+            terms.append((avg.rows, (avg.rows - last) / n * delta))
+    assert avg.margin == pytest.approx(sum((s / avg.last) ** 2 * d for s, d in terms), rel=1e-12)
+    assert len(terms) == (n_batches - 1) // 6
 
 
 class _Post:
@@ -89,12 +88,12 @@ class _Post:
 
 
 def test_score_follows_the_systematic_sample():
-    X, y = _classification(n=SCORE_ALL + 40)
+    X, y = _classification(n=40)
     net = Network([layers.ReLU(5)], heads.OneHot()).initialize(X, y)
     spec, state = net.spec, net.state
     T = net.head.encode(y, 2)
     assert averaging.score(spec, state, X[:4], T[:4]) is None  # no average yet
-    avg = averaging.Average(tuple(p.mean for p in state.hidden), SCORE_ALL, 10.0, 0.0, 5)
+    avg = averaging.Average(tuple(p.mean for p in state.hidden), 20, 10.0, 0.0, 5, 16)
     assert averaging.score(spec, state._replace(average=avg), X[:4], T[:4]) is None
     avg = avg._replace(batches=8)
     value = averaging.score(spec, state._replace(average=avg), X[:4], T[:4])
@@ -108,7 +107,7 @@ def test_score_follows_the_systematic_sample():
 @pytest.mark.parametrize("margin, used", [(STRONG + 1e-9, True), (STRONG, False), (-5.0, False)])
 def test_evidence_uses_the_average_only_above_the_strong_bar(margin, used):
     spec = engine.NetSpec((), heads.Gaussian(), (), "unit", (), 0, None, average="evidence")
-    avg = averaging.Average((np.zeros((2, 2)),), 10, 5.0, margin, 3)
+    avg = averaging.Average((np.zeros((2, 2)),), 10, 5.0, margin, 3, 8)
     assert averaging.in_use(spec, avg) is used
     assert averaging.in_use(spec._replace(average=True), avg)
     assert not averaging.in_use(spec._replace(average=False), avg)

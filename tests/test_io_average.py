@@ -49,7 +49,13 @@ def _assert_same_average(a, b):
     assert (a is None) == (b is None)
     if a is None:
         return
-    assert (a.rows, a.weight, a.margin, a.batches) == (b.rows, b.weight, b.margin, b.batches)
+    assert (a.rows, a.weight, a.margin, a.batches, a.last) == (
+        b.rows,
+        b.weight,
+        b.margin,
+        b.batches,
+        b.last,
+    )
     assert len(a.means) == len(b.means)
     for m, n in zip(a.means, b.means, strict=True):
         assert m.dtype == n.dtype and m.tobytes() == n.tobytes()
@@ -113,6 +119,13 @@ def _fields(m):
         (lambda m: _fields(m).update(margin={"value": None}), None, "expected float"),
         (lambda m: _fields(m).update(batches={"value": 0}), None, "must be >= 1"),
         (lambda m: _fields(m).pop("batches"), None, "has fields"),
+        (lambda m: _fields(m).update(last={"value": 0}), None, r"last must lie in \[1, rows"),
+        (lambda m: _fields(m).update(last={"value": 81}), None, r"last must lie in \[1, rows"),
+        (
+            lambda m: _fields(m).update(last={"value": 1}, weight={"value": 2.0}),
+            None,
+            "weight must be at most last",
+        ),
         (
             lambda m: m["state"]["average_"].update(namedtuple="bayeslayers.engine:NoiseState"),
             None,
@@ -139,6 +152,9 @@ def _fields(m):
         "margin-none",
         "batches-0",
         "batches-missing",
+        "last-0",
+        "last-above-rows",
+        "weight-above-last",
         "other-type",
         "not-a-namedtuple",
     ],
@@ -165,6 +181,7 @@ def test_an_average_on_a_network_without_hidden_layers_is_refused(tmp_path):
             "weight": {"value": 80.0},
             "margin": {"value": 0.0},
             "batches": {"value": 1},
+            "last": {"value": 80},
         },
     }
     _tamper(path, meta=lambda m: m["state"].update(average_=empty))
