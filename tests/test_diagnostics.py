@@ -404,7 +404,8 @@ def test_predict_quantiles_invert_the_mixture(regressor):
     out = regressor.predict_quantiles(X[:4], q, n_samples=30, hidden="sample")
     assert out.shape == (3, 4, 2)
     # Replay the same hidden-weight draws and evaluate the mixture CDF at the quantiles.
-    F = predictive.head_inputs(regressor.spec, regressor.state, X[:4], 30, regressor.seed)
+    state = regressor.prediction_state  # the averaged hidden means where in use
+    F = predictive.head_inputs(regressor.spec, state, X[:4], 30, regressor.seed)
     mean, var = regressor.head.predictive(regressor.head_state_, F)
     cdf = ndtr((out[:, None] - mean) / np.sqrt(var)).mean(axis=1)
     np.testing.assert_allclose(cdf, np.broadcast_to(q[:, None, None], cdf.shape), atol=1e-12)

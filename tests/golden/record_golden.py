@@ -60,9 +60,9 @@ def main() -> None:
 
 def predictions(table: dict, arrays, key: str) -> np.ndarray:
     """Fit the variant ``key`` from its stored table and rows; its stored-kind predictions."""
-    # recorded before the skip connection and the one-hot head's temperature: a table
-    # without the key had neither
-    model = {"skip": False, **table["model"]}
+    # recorded before the skip connection, the one-hot head's temperature and the iterate
+    # average: a table without the key had none of them
+    model = {"skip": False, "average": False, **table["model"]}
     if model["head"].get("kind") == "onehot":
         model["head"] = {"temperature": None, **model["head"]}
     net = config.build_network(model)
