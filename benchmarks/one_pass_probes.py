@@ -8,8 +8,9 @@ splits of ``benchmarks/depth.py``) and is scored on the same test split as the d
     The defaults (``targets="gauss_newton"``).
 ``head-refit``
     Diagnostic, not one pass: the defaults, then the head refitted from its prior on the
-    final hidden features of every training row (in the fit's batches), predicting with
-    the refitted head. The gain is what the head loses by having accumulated its statistics
+    final hidden features of every training row (in the fit's batches; at the hidden means
+    the network predicts at, the iterate average where in use), predicting with the
+    refitted head. The gain is what the head loses by having accumulated its statistics
     from features that changed afterwards.
 ``target-step=S``
     ``"gauss_newton"`` with every target correction multiplied by ``S``.
@@ -156,7 +157,7 @@ def refit_head(split: depth.Split, est):
         y = (y - est.y_mean_) / est.y_scale_
     prior = copy.deepcopy(net).initialize(X, y)
     _, T = prior.encode(X, y)
-    xh, _ = engine.forward(net.spec, net.posteriors_, X)
+    xh, _ = engine.forward(net.spec, net.prediction_state.hidden, X)  # the means it predicts at
     state, size = prior.head_state_, depth.auto_batch_size(len(X))
     for start in range(0, len(X), size):
         rows = slice(start, start + size)
