@@ -331,9 +331,8 @@ def train_step(
         ``overwrite``).
     """
     xh, trace = forward(spec, state.hidden, X)
-    log_pred = spec.head.log_predictive(state.head, xh, T)
-    with health.named_failure("the head"):
-        head_state = spec.head.update(state.head, xh, T, fraction)
+    with health.named_failure("the head"):  # the density before the update, and the update
+        log_pred, head_state = spec.head.score_and_update(state.head, xh, T, fraction)
     health.check_posteriors([head_state], ["the head"])
     k = defaults.sweeps(sweeps, len(X))
     hidden, noise = state.hidden, state.noise

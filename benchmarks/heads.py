@@ -52,7 +52,8 @@ TIMES: dict[str, float] = defaultdict(float)
 
 
 def timed(cls: type) -> type:
-    """A subclass of head class ``cls`` that adds up its time in ``update`` and ``flush``.
+    """A subclass of head class ``cls`` that adds up its time in ``update`` (or
+    ``score_and_update``, the training step's call, which also scores the batch) and ``flush``.
 
     ``TIMES["head"]``: all the head's work (updates, including the ADVI refits at chunk
     boundaries, and the final flush); ``TIMES["refit"]``: the ADVI refits alone.
@@ -67,7 +68,18 @@ def timed(cls: type) -> type:
                 return super().update(state, X, T, fraction)
             finally:
                 TIMES["depth"] -= 1
-                TIMES["head"] += time.perf_counter() - start
+                if not TIMES["depth"]:
+                    TIMES["head"] += time.perf_counter() - start
+
+        def score_and_update(self, state, X, T, fraction):
+            start = time.perf_counter()
+            TIMES["depth"] += 1
+            try:
+                return super().score_and_update(state, X, T, fraction)
+            finally:
+                TIMES["depth"] -= 1
+                if not TIMES["depth"]:  # a head whose call goes through update counts once
+                    TIMES["head"] += time.perf_counter() - start
 
         def flush(self, state):
             start = time.perf_counter()

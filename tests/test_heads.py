@@ -105,6 +105,27 @@ def test_head_contract(kind, kwargs, structure):
 
 
 @pytest.mark.parametrize(("kind", "kwargs"), CASES, ids=IDS)
+def test_score_and_update_is_log_predictive_then_update(kind, kwargs):
+    """The training step's one call gives the density before the update and the same state
+    as the two calls (the one-hot head shares the moments with its calibration)."""
+    head = heads.make_head(kind, **kwargs)
+    X, T = _problem(head)
+    state = head.init(np.zeros((D, K)), 0.5, "unit", 1.0)
+    for _ in range(3):  # a few batches, so that a calibration has rows recorded
+        score, new = head.score_and_update(state, X, T, 1.0)
+        assert score == pytest.approx(head.log_predictive(state, X, T), rel=1e-12)
+        ref = head.update(state, X, T, 1.0)
+        np.testing.assert_allclose(new.post.mean, ref.post.mean, rtol=1e-12)
+        np.testing.assert_allclose(new.post.cov, ref.post.cov, rtol=1e-12)
+        cal = getattr(new, "calibration", None)
+        if cal is not None:
+            np.testing.assert_allclose(cal.mean, ref.calibration.mean, rtol=1e-12)
+            np.testing.assert_allclose(cal.var, ref.calibration.var, rtol=1e-12)
+            assert cal.n_pending == ref.calibration.n_pending > 0
+        state = new
+
+
+@pytest.mark.parametrize(("kind", "kwargs"), CASES, ids=IDS)
 def test_sequential_updates_learn_the_training_labels(kind, kwargs):
     """Twenty passes of single-row updates fit the training data (labels, or least squares)."""
     head = heads.make_head(kind, **kwargs)

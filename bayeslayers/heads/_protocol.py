@@ -5,6 +5,9 @@ A head owns the posterior of the last weight matrix. The network asks it to
 * ``encode(y)``: turn user targets into the head's working targets (e.g. one-hot rows);
 * ``init(...)``: build the prior state;
 * ``update(state, X, T, fraction)``: condition its posterior on a batch;
+* ``score_and_update(state, X, T, fraction)``: the batch's one-step-ahead log predictive
+  density and the updated state in one call (what the training step asks for), so that a
+  head can share the predictive moments of the batch between the two;
 * ``residual(state, X, T)``: the residual ``E`` of its linear predictor and the Jacobian ``J``
   of that predictor with respect to the head's input, from which the network derives the
   target for the body (:mod:`bayeslayers.propagation`);
@@ -79,6 +82,9 @@ class Head(Protocol):
     def log_predictive(self, state, X: np.ndarray, T: np.ndarray) -> float:
         """Summed log predictive density of working targets ``T`` for head inputs ``X``
         (weights integrated; the prequential evidence adds it up before each update)."""
+
+    def score_and_update(self, state, X: np.ndarray, T: np.ndarray, fraction: float):
+        """``(log_predictive(state, X, T), update(state, X, T, fraction))`` in one call."""
 
     def sample(self, state, F: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One outcome drawn from the likelihood for each row of predictors ``F``."""

@@ -244,6 +244,10 @@ class Gaussian:
         """Current noise variance estimate :math:`b / a`."""
         return state.b / state.a
 
+    def score_and_update(self, state: GaussianState, X, T, fraction):
+        """The batch's log predictive density under ``state``, and the updated state."""
+        return self.log_predictive(state, X, T), self.update(state, X, T, fraction)
+
     def update(self, state: GaussianState, X, T, fraction) -> GaussianState:
         if self.learn_noise:
             post, info = conjugate.update(state.post, X, T, noise=1.0, fraction=fraction)
@@ -475,6 +479,20 @@ class OneHot(Gaussian):
     def update(self, state: GaussianState, X, T, fraction) -> GaussianState:
         """The regression update of :class:`Gaussian`; first, with a temperature by evidence,
         the one-step-ahead moments of the batch's sampled rows join the rows to be scored."""
+        return self._calibrated_update(state, X, T, fraction, None)
+
+    def score_and_update(self, state: GaussianState, X, T, fraction):
+        """:meth:`log_predictive` and :meth:`update` from one computation of the batch's
+        one-step-ahead moments (the calibration records the same moments)."""
+        moments = self._moments(state, X)
+        mean, var = moments
+        scored = argmax_log_proba(mean, var * self._scale(state), np.argmax(T, axis=1))
+        return float(scored.sum()), self._calibrated_update(state, X, T, fraction, moments)
+
+    def _calibrated_update(
+        self, state: GaussianState, X, T, fraction, moments: tuple[np.ndarray, np.ndarray] | None
+    ) -> GaussianState:
+        """:meth:`update`, given the batch's moments under ``state`` if already computed."""
         new = super().update(state, X, T, fraction)
         cal = state.calibration
         if cal is None:
@@ -484,7 +502,10 @@ class OneHot(Gaussian):
         pick = np.flatnonzero(~later | ((index - SCORE_ALL) % SCORE_STRIDE == 0))
         cal = cal._replace(offered=cal.offered + len(X))
         if pick.size:
-            mean, var = self._moments(state, X[pick])
+            if moments is None:
+                mean, var = self._moments(state, X[pick])
+            else:
+                mean, var = moments[0][pick], moments[1][pick]
             weight = np.where(later[pick], float(SCORE_STRIDE), 1.0)
             cal = _record(cal, mean, var, np.argmax(T[pick], 1), weight)
         return new._replace(calibration=cal)

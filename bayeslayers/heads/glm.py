@@ -428,6 +428,12 @@ class _GLMHead:
         """Condition on head inputs ``X`` (n, D) and one-hot labels ``T`` (n, K)."""
         return FITS[self.fit].update(self, state, X, T, fraction)
 
+    def score_and_update(
+        self, state: GLMState, X: np.ndarray, T: np.ndarray, fraction: float
+    ) -> tuple[float, GLMState]:
+        """The batch's log predictive density under ``state``, and the updated state."""
+        return self.log_predictive(state, X, T), self.update(state, X, T, fraction)
+
     def flush(self, state: GLMState) -> GLMState:
         """Finish pending work: an ``"advi"`` refit on a partly filled chunk (else a no-op)."""
         return FITS[self.fit].flush(self, state)
