@@ -79,7 +79,7 @@ class Average(NamedTuple):
     Attributes
     ----------
     means : tuple of ndarray
-        :math:`ar W_l`, one per hidden layer (input side first), shaped as its mean.
+        :math:`\bar W_l`, one per hidden layer (input side first), shaped as its mean.
     rows : int
         Rows :math:`s` seen since the average started.
     weight : float
