@@ -51,6 +51,18 @@ HEADS = {
 TIMES: dict[str, float] = defaultdict(float)
 
 
+def _counted(call):
+    """``call()``, its time added to ``TIMES["head"]`` unless inside another counted call."""
+    start = time.perf_counter()
+    TIMES["depth"] += 1
+    try:
+        return call()
+    finally:
+        TIMES["depth"] -= 1
+        if not TIMES["depth"]:
+            TIMES["head"] += time.perf_counter() - start
+
+
 def timed(cls: type) -> type:
     """A subclass of head class ``cls`` that adds up its time in ``update`` (or
     ``score_and_update``, the training step's call, which also scores the batch) and ``flush``.
@@ -62,24 +74,11 @@ def timed(cls: type) -> type:
     @dataclass(frozen=True)
     class Timed(cls):
         def update(self, state, X, T, fraction):
-            start = time.perf_counter()
-            TIMES["depth"] += 1
-            try:
-                return super().update(state, X, T, fraction)
-            finally:
-                TIMES["depth"] -= 1
-                if not TIMES["depth"]:
-                    TIMES["head"] += time.perf_counter() - start
+            return _counted(lambda: super(Timed, self).update(state, X, T, fraction))
 
         def score_and_update(self, state, X, T, fraction):
-            start = time.perf_counter()
-            TIMES["depth"] += 1
-            try:
-                return super().score_and_update(state, X, T, fraction)
-            finally:
-                TIMES["depth"] -= 1
-                if not TIMES["depth"]:  # a head whose call goes through update counts once
-                    TIMES["head"] += time.perf_counter() - start
+            # a head whose call goes through update counts its time once
+            return _counted(lambda: super(Timed, self).score_and_update(state, X, T, fraction))
 
         def flush(self, state):
             start = time.perf_counter()

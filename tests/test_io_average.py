@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
-import json
 import re
 
 import numpy as np
 import pytest
+from test_io import _tamper  # the model-file rewriter of the io tests
 
 import bayeslayers
 from bayeslayers import Network, heads, layers
@@ -22,19 +22,6 @@ LABELS = np.digitize(X[:, 0], [-0.4, 0.4])
 def _fit(average, head=None, y=Y):
     net = Network([layers.ReLU(5), layers.ReLU(3)], head=head, average=average, seed=2)
     return net.fit(X, y, batch_size=4)
-
-
-def _tamper(path, meta=None, arrays=None) -> None:
-    """Rewrite a model file: ``meta(m)`` edits the metadata, ``arrays(a)`` the arrays."""
-    with np.load(path, allow_pickle=False) as archive:
-        stored = {k: archive[k] for k in archive.files}
-    doc = json.loads(str(stored.pop("__meta__")))
-    if meta is not None:
-        meta(doc)
-    if arrays is not None:
-        arrays(stored)
-    stored["__meta__"] = np.array(json.dumps(doc))
-    np.savez(path, **stored)
 
 
 def _predictions(net):
