@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -264,10 +265,24 @@ def test_digits_on_four_partitions_is_within_a_point_of_one_sequential_pass(clie
     assert acc[1] >= acc[0] - 0.01
 
 
+def _second_client(address: str) -> distributed.Client:
+    """Another client of the module's cluster. Its handshake can fail inside distributed
+    (``assert len(msg) == 1`` in ``Client._ensure_connected``, seen once in CI right after a
+    test whose failing shard cancelled its siblings' tasks); it is retried, up to 3 times."""
+    for attempt in range(3):
+        try:
+            return distributed.Client(address, set_as_default=False)
+        except AssertionError:
+            if attempt == 2:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
 def test_a_client_that_is_not_the_default_is_used(client, data):
     X, y, _, Xt = data
     head = heads.Gaussian(learn_noise=False)
-    with distributed.Client(client.scheduler.address, set_as_default=False) as other:
+    with _second_client(client.scheduler.address) as other:
         net = bd.fit(Network([], head=head), X, y, client=other, partitions=3)
     expected = Network([], head=head).fit(X, y)
     np.testing.assert_allclose(net.predict(Xt), expected.predict(Xt), rtol=TOL, atol=TOL)
