@@ -200,7 +200,9 @@ def to_inference_data(
     -------
     arviz.InferenceData
         Dims and coordinates as described in the module docstring; ``attrs`` record the
-        head, the covariance structures, ``n_draws`` and ``hidden``.
+        head, the covariance structures, ``n_draws``, ``hidden`` and ``hidden_means``: the
+        means the hidden weights are drawn around, ``"posterior"`` or ``"iterate average"``
+        (where predictions use it, :mod:`bayeslayers.averaging`).
     """
     n_draws, chains, chunk_size = _check_counts(net, n_draws, chains, chunk_size)
     seed = check_seed(seed)
@@ -272,6 +274,8 @@ def to_inference_data(
         "n_draws": n_draws,
         "chains": chains,
         "hidden": hidden,
+        # the hidden layers' draws are centred on the means that predictions use
+        "hidden_means": "iterate average" if net.averaging_ else "posterior",
     }
     if net.head.is_classifier:
         attrs["classes"] = [str(c) for c in net.classes_]

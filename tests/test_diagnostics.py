@@ -68,6 +68,21 @@ def test_regression_export_dims_and_coords(regressor):
     np.testing.assert_array_equal(idata.observed_data["y"].values, Y2)
     assert idata.posterior.attrs["covariance"] == ["unit", "unit", "unit"]
     assert idata.posterior.attrs["hidden"] == "linearized"
+    assert idata.posterior.attrs["hidden_means"] == (
+        "iterate average" if regressor.averaging_ else "posterior"
+    )
+
+
+def test_the_export_draws_around_the_means_predictions_use():
+    """With the iterate average in use, the hidden draws are centred on the averaged means."""
+    net = Network([layers.ReLU(4)], noise=0.1, seed=1, average=True).fit(X, Y2, batch_size=5)
+    idata = to_inference_data(net, X, n_draws=400, groups=("posterior",), chunk_size=100)
+    assert idata.posterior.attrs["hidden_means"] == "iterate average"
+    draws = idata.posterior["layer0_w"].values.reshape(-1, *net.average_.means[0].shape)
+    post = net.posteriors_[0]  # "unit": one (D, D) covariance per unit
+    bound = 5 * np.sqrt(np.diagonal(post.cov, axis1=1, axis2=2).T / len(draws))
+    assert np.all(np.abs(draws.mean(axis=0) - net.average_.means[0]) < bound)
+    assert np.any(np.abs(post.mean - net.average_.means[0]) > bound)  # not the posterior means
 
 
 def test_a_skip_head_exports_its_input_rows_and_its_predictors(skip_regressor):
