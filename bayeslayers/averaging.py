@@ -53,6 +53,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bayeslayers.conjugate import WeightPosterior
 from bayeslayers.engine import NetSpec, NetState, forward
 from bayeslayers.evidence import STRONG
 
@@ -112,8 +113,7 @@ def score(spec: NetSpec, state: NetState, X: np.ndarray, T: np.ndarray) -> float
     avg: Average | None = state.average
     if spec.average != "evidence" or avg is None or not sampled(avg, len(X)):
         return None
-    hidden = tuple(p._replace(mean=m) for p, m in zip(state.hidden, avg.means, strict=True))
-    return spec.head.log_predictive(state.head, forward(spec, hidden, X)[0], T)
+    return spec.head.log_predictive(state.head, forward(spec, _at(state, avg), X)[0], T)
 
 
 def update(
@@ -154,7 +154,9 @@ def predictive_state(spec: NetSpec, state: NetState) -> NetState:
     """``state`` with the hidden means replaced by their average where :func:`in_use`."""
     if not in_use(spec, state.average):
         return state
-    means = state.average.means
-    return state._replace(
-        hidden=tuple(p._replace(mean=m) for p, m in zip(state.hidden, means, strict=True))
-    )
+    return state._replace(hidden=_at(state, state.average))
+
+
+def _at(state: NetState, average: Average) -> tuple[WeightPosterior, ...]:
+    """The hidden posteriors of ``state`` with their means replaced by ``average``'s."""
+    return tuple(p._replace(mean=m) for p, m in zip(state.hidden, average.means, strict=True))

@@ -258,7 +258,14 @@ def to_inference_data(
             F = _sampled_predictors(net, spec.skip, xb, chunk_draw, c)
         else:
             F = _linearized_predictors(
-                net, cache, mean_xh, mean_z, head_post.mean[top_rows(spec)], chunk_draw, c, hidden
+                hidden_posts,
+                cache,
+                mean_xh,
+                mean_z,
+                head_post.mean[top_rows(spec)],
+                chunk_draw,
+                c,
+                hidden,
             )
         chunk_ll, chunk_pp = _predictive_draws(net, F, obs, rng, var)
         if chunk_ll is not None:
@@ -392,14 +399,14 @@ def _sampled_predictors(net, skip: bool, xb: np.ndarray, draw, c: int) -> np.nda
 
 
 def _linearized_predictors(
-    net, cache, mean_xh, mean_z, head_top, draw, c: int, hidden: str
+    hidden_posts, cache, mean_xh, mean_z, head_top, draw, c: int, hidden: str
 ) -> np.ndarray:
     """Head predictors ``(c, n, k)`` of the tangent-linear pass (``hidden="mean"``: the head
-    drawn alone); see :func:`to_inference_data`. ``head_top``: the head's mean rows for the
-    top hidden units (:func:`bayeslayers.engine.top_rows`)."""
+    drawn alone); see :func:`to_inference_data`. ``hidden_posts``: the hidden posteriors at
+    the means predictions use; ``head_top``: the head's mean rows for the top hidden units
+    (:func:`bayeslayers.engine.top_rows`)."""
     dA = None  # first-order change of each layer's output
     if hidden == "linearized":
-        hidden_posts = net.prediction_state.hidden
         for i, ((x, _, slope, _), post) in enumerate(zip(cache, hidden_posts, strict=True)):
             dA_next = _first_layer(x, draw(i, c))
             dA_next -= mean_z[i]
@@ -407,7 +414,7 @@ def _linearized_predictors(
                 dA_next += dA @ post.mean[:-1]
             dA_next *= slope
             dA = dA_next
-    F = _first_layer(mean_xh, draw(len(net.layers), c))
+    F = _first_layer(mean_xh, draw(len(hidden_posts), c))
     if dA is not None:
         F += dA @ head_top
     return F

@@ -485,9 +485,8 @@ class OneHot(Gaussian):
         """:meth:`log_predictive` and :meth:`update` from one computation of the batch's
         one-step-ahead moments (the calibration records the same moments)."""
         moments = self._moments(state, X)
-        mean, var = moments
-        scored = argmax_log_proba(mean, var * self._scale(state), np.argmax(T, axis=1))
-        return float(scored.sum()), self._calibrated_update(state, X, T, fraction, moments)
+        score = self._label_log_density(state, moments, T)
+        return score, self._calibrated_update(state, X, T, fraction, moments)
 
     def _calibrated_update(
         self, state: GaussianState, X, T, fraction, moments: tuple[np.ndarray, np.ndarray] | None
@@ -546,8 +545,14 @@ class OneHot(Gaussian):
     def log_predictive(self, state: GaussianState, X: np.ndarray, T: np.ndarray) -> float:
         r""":math:`\sum_i \log P(k_i = \arg\max_j f_j)` for one-hot rows ``T``: the
         quadrature for the observed class only (:func:`argmax_log_proba`)."""
-        mean, var = self.predictive(state, X)
-        return float(argmax_log_proba(mean, var, np.argmax(T, axis=1)).sum())
+        return self._label_log_density(state, self._moments(state, X), T)
+
+    def _label_log_density(
+        self, state: GaussianState, moments: tuple[np.ndarray, np.ndarray], T: np.ndarray
+    ) -> float:
+        """:meth:`log_predictive` from the batch's moments before :meth:`_scale`."""
+        mean, var = moments
+        return float(argmax_log_proba(mean, var * self._scale(state), np.argmax(T, axis=1)).sum())
 
     def log_likelihood(
         self, state: GaussianState, F: np.ndarray, y: np.ndarray, noise: np.ndarray | None = None
