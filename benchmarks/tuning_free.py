@@ -22,8 +22,9 @@ own units. RMSE and the Gaussian log-likelihood per row (the MLPs' from their tr
 residual variance; BayesianRidge's own ``return_std``); accuracy, NLL and ECE for classifiers.
 ``fit s`` is training time in the same process, after a warm-up compiling the kernels; for
 ``bayeslayers`` and ``fixed``, whose ratio is the cost of the tuning-free path, the median of
-:data:`REPEATS` fits made in turn (deterministic: every fit gives the same model), since
-the small data sets train in a tenth of a second, where one fit's time is mostly noise.
+:data:`REPEATS` or more fits made in turn (deterministic: every fit gives the same model;
+rounds are added, up to :data:`MAX_REPEATS`, until they took :data:`MIN_SECONDS`), since the
+small data sets train in a tenth of a second, where one fit's time is mostly noise.
 Means over seeds, with standard errors, go to a Markdown table on stdout and every row to
 JSON (``--out``).
 
@@ -180,8 +181,11 @@ def classification_scores(y, proba, classes) -> dict:
     }
 
 
-#: Timed fits of ``bayeslayers`` and of ``fixed``, made in turn (their times: the medians).
+#: Timed fits of ``bayeslayers`` and of ``fixed``, made in turn: at least :data:`REPEATS`
+#: rounds, and more (up to :data:`MAX_REPEATS`) until the rounds took :data:`MIN_SECONDS`.
 REPEATS = 3
+MIN_SECONDS = 2.0
+MAX_REPEATS = 25
 
 
 def timed(fit):
@@ -191,14 +195,18 @@ def timed(fit):
 
 
 def timed_in_turn(*fits):
-    """Each fit's model and the median of its :data:`REPEATS` times, the fits made in turn
-    (so that both see the same state of the machine)."""
+    """Each fit's model and the median of its times, the fits made in turn (so that both see
+    the same state of the machine), for :data:`REPEATS` rounds or, on data small enough that
+    those take under :data:`MIN_SECONDS`, for more rounds, up to :data:`MAX_REPEATS`."""
     times: list[list[float]] = [[] for _ in fits]
     models = [None] * len(fits)
-    for _ in range(REPEATS):
+    rounds, spent = 0, 0.0
+    while rounds < REPEATS or (spent < MIN_SECONDS and rounds < MAX_REPEATS):
         for i, fit in enumerate(fits):
             models[i], t = timed(fit)
             times[i].append(t)
+            spent += t
+        rounds += 1
     return [(m, float(np.median(t))) for m, t in zip(models, times, strict=True)]
 
 
