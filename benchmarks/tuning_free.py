@@ -183,8 +183,8 @@ def classification_scores(y, proba, classes) -> dict:
 
 #: Timed fits of ``bayeslayers`` and of ``fixed``, made in turn: at least :data:`REPEATS`
 #: rounds, and more (up to :data:`MAX_REPEATS`) until the rounds took :data:`MIN_SECONDS`.
-REPEATS = 3
-MIN_SECONDS = 2.0
+REPEATS = 5
+MIN_SECONDS = 3.0
 MAX_REPEATS = 25
 
 
