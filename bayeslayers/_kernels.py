@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["diag_rows", "masked_solves", "unit_rows"]
+__all__ = ["diag_rows", "masked_solves", "shared_rows", "unit_rows"]
 
 _COMPILE_LOCK = threading.Lock()
 
@@ -277,4 +277,77 @@ def unit_rows(
                 ca = p[a]
                 for b in range(D):
                     cov[j, a, b] -= ca * p[b]
+    return quad
+
+
+@_compiled_on_first_call
+def shared_rows(
+    mean: np.ndarray, cov: np.ndarray, X: np.ndarray, T: np.ndarray, s2: float
+) -> float:
+    r"""Exact Kalman steps of columns that share one covariance, one row at a time, in place.
+
+    Every column takes part in every row with slope one (a linear head), so one step serves
+    them all. For row ``i`` (:math:`x = x_i`, :math:`\Sigma` the shared covariance):
+
+    .. math::
+
+        p = \Sigma x, \quad s = s^2 + x^\top p, \quad r_j = t_{ij} - x^\top \mu_j, \quad
+        \mu_j \leftarrow \mu_j + p\, r_j / s, \quad
+        \Sigma \leftarrow \Sigma - c c^\top, \; c = p / \sqrt{s}.
+
+    Exact Bayesian linear regression of every column under the one covariance, so the result
+    equals the batch Woodbury step to rounding, at :math:`2 D^2 + 2 m D` operations per row
+    (:func:`unit_rows` takes :math:`2 m D^2` for the same columns kept apart).
+
+    Parameters
+    ----------
+    mean : ndarray of shape (D, m)
+        Means, updated in place.
+    cov : ndarray of shape (D, D)
+        The shared covariance, updated in place.
+    X : ndarray of shape (n, D)
+        Design rows.
+    T : ndarray of shape (n, m)
+        Targets.
+    s2 : float
+        Noise variance of one observation (already divided by the tempering fraction).
+
+    Returns
+    -------
+    float
+        :math:`\sum_{ij} r_{ij}^2 / s_i`, each residual taken before its own row's step.
+        Raises :class:`numpy.linalg.LinAlgError` if some :math:`s \le 0`.
+    """
+    n, D = X.shape
+    m = mean.shape[1]
+    p = np.empty(D)
+    quad = 0.0
+    for i in range(n):
+        p[:] = 0.0
+        for k in range(D):  # Sigma x as a sum of rows (Sigma is symmetric): contiguous
+            f = X[i, k]
+            if f != 0.0:
+                for d in range(D):
+                    p[d] += f * cov[k, d]
+        s = s2
+        for d in range(D):
+            s += X[i, d] * p[d]
+        if not s > 0.0:
+            raise np.linalg.LinAlgError("the shared covariance is not positive definite")
+        for j in range(m):
+            fit = 0.0
+            for d in range(D):
+                fit += X[i, d] * mean[d, j]
+            r = T[i, j] - fit
+            quad += r * r / s
+            step = r / s
+            for d in range(D):
+                mean[d, j] += p[d] * step
+        root = math.sqrt(s)
+        for d in range(D):
+            p[d] /= root
+        for a in range(D):
+            ca = p[a]
+            for b in range(D):
+                cov[a, b] -= ca * p[b]
     return quad

@@ -698,9 +698,19 @@ def _shared_prior(var: np.ndarray, m: int) -> np.ndarray:
 
 
 def _update_shared(mean, cov, X, T, G, active, s2) -> float:
-    """Exact Kalman step of every column under the shared prior; one shared downdate."""
+    """Exact Kalman step of every column under the shared prior; one shared downdate.
+
+    Where every column takes part in every row with slope one (a linear head) and ``D`` is
+    small, the compiled row-by-row step (:func:`_kernels.shared_rows`) gives the same result
+    without the batch's BLAS and LAPACK calls, whose overhead dominates at one row.
+    """
     rows_any = active.any(axis=1)
     risky, largest = _risky_units(X, rows_any[:, None], np.trace(cov), s2)
+    if cov.shape[-1] <= _KERNEL_MAX_D and np.all(G == 1.0):
+        quad = _kernels.shared_rows(mean, cov, X, T, s2)
+        if risky.size:
+            _require_cholesky(cov, "all (shared)", largest)
+        return quad
     XS = X @ cov  # (n, D)
     K = XS @ X.T  # (n, n) = X Sigma X^T
     R = X @ mean  # r_ij = t_ij - g_ij x_i mu_j, transposed to (m, n)

@@ -1,9 +1,10 @@
 """The fast paths of the conjugate core agree with each other and with closed-form updates.
 
 ``"unit"`` has a compiled row-by-row path (small layers) and a per-unit BLAS loop (large
-layers); ``"diag"`` runs a compiled row-by-row filter that skips zero inputs;
-``overwrite=True`` updates in place. Each must give the same posterior as the plain
-computation, for ReLU-like slopes (units active on some rows).
+layers); ``"shared"`` a compiled row-by-row path where every column takes part in every row
+with slope one (a linear head) and a batch path otherwise; ``"diag"`` runs a compiled
+row-by-row filter that skips zero inputs; ``overwrite=True`` updates in place. Each must give
+the same posterior as the plain computation, for ReLU-like slopes (units active on some rows).
 """
 
 import numpy as np
@@ -65,6 +66,43 @@ def test_unit_paths_match_closed_form(relu_batch, monkeypatch, kernel_max_d, bat
     np.testing.assert_allclose(post.mean, mean, rtol=RTOL, atol=1e-12)
     np.testing.assert_allclose(post.cov, covs, rtol=RTOL, atol=1e-12)
     np.testing.assert_array_equal(post.cov, np.swapaxes(post.cov, -1, -2))
+
+
+@pytest.mark.parametrize("kernel_max_d", [0, 256], ids=["batch", "compiled"])
+@pytest.mark.parametrize("batch", [1, 4, 23])
+def test_shared_paths_match_closed_form_for_a_linear_head(
+    relu_batch, monkeypatch, kernel_max_d, batch
+):
+    X, T, _, m0 = relu_batch
+    monkeypatch.setattr(conjugate, "_KERNEL_MAX_D", kernel_max_d)
+    G = np.ones_like(T)  # a head: every column, every row, slope one
+    post = conjugate.init("shared", m0, 2.0)
+    quad = 0.0
+    for start in range(0, len(X), batch):
+        rows = slice(start, start + batch)
+        post, info = conjugate.update(post, X[rows], T[rows], G[rows], noise=0.5, overwrite=True)
+        quad += info.quad
+    mean, covs = closed_form_unit(X, T, G, m0, 2.0, 0.5)
+    np.testing.assert_allclose(post.mean, mean, rtol=RTOL, atol=1e-12)
+    np.testing.assert_allclose(post.cov, covs[0], rtol=RTOL, atol=1e-12)
+    np.testing.assert_array_equal(post.cov, post.cov.T)
+    # UpdateInfo.quad (noise times the sum of r^2 / s, each residual before its own row)
+    # does not depend on the batching
+    np.testing.assert_allclose(quad, 0.5 * sum_of_rows(X, T, m0), rtol=1e-9)
+
+
+def sum_of_rows(X, T, m0, prior_var=2.0, noise=0.5):
+    """Sum over rows and columns of r^2 / s for sequential exact updates (the reference)."""
+    D = X.shape[1]
+    mean, cov, quad = m0.copy(), prior_var * np.eye(D), 0.0
+    for x, t in zip(X, T, strict=True):
+        p = cov @ x
+        s = noise + x @ p
+        r = t - x @ mean
+        quad += float(r @ r) / s
+        mean += np.outer(p, r) / s
+        cov -= np.outer(p, p) / s
+    return quad
 
 
 @pytest.mark.parametrize("batch", [1, 5, 23])

@@ -72,3 +72,16 @@ def test_unit_rows_keep_covariances_exactly_symmetric_and_reject_indefinite_ones
     assert np.all(np.linalg.eigvalsh(cov) > 0)
     with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
         _kernels.unit_rows(mean, -prior, X, T, np.ones((7, 2)), 0.1)
+
+
+def test_shared_rows_keep_the_covariance_exactly_symmetric_and_reject_an_indefinite_one():
+    rng = np.random.default_rng(6)
+    X, T = rng.normal(size=(7, 4)), rng.normal(size=(7, 3))
+    A = rng.normal(size=(4, 4))
+    prior = A @ A.T + np.eye(4)
+    mean, cov = np.zeros((4, 3)), prior.copy()
+    _kernels.shared_rows(mean, cov, X, T, 0.1)
+    np.testing.assert_array_equal(cov, cov.T)
+    assert np.all(np.linalg.eigvalsh(cov) > 0)
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        _kernels.shared_rows(mean, -prior, X, T, 0.1)
