@@ -5,7 +5,10 @@ call's data, never on labels:
 
 * :func:`structure` -- ``covariance="auto"``: exact per-unit covariances up to
   :data:`AUTO_UNIT_MAX`-wide design rows, mean-field ``"diag"`` above (per-unit memory and
-  time grow with the square of the width); the head is always per-unit;
+  time grow with the square of the width);
+* :func:`head_structure` -- the head under ``covariance="auto"``: one covariance shared by
+  its output columns where they have the same posterior covariance (the Gaussian heads:
+  the same inputs, unit slopes, one noise) and there are several, else per-unit;
 * :func:`hidden_noise` -- the hidden layers' pseudo-noise: learned (``None``) under a
   regression head, :data:`CLASSIFIER_HIDDEN_NOISE` under a classification head, whose
   residuals are structural misfit of the link rather than noise (calibrated on them, the
@@ -30,6 +33,7 @@ __all__ = [
     "AUTO_UNIT_MAX",
     "CLASSIFIER_HIDDEN_NOISE",
     "check_params",
+    "head_structure",
     "hidden_noise",
     "skip",
     "structure",
@@ -53,15 +57,38 @@ def structure(covariance: str, fan_in: int | None) -> str:
     return "diag"
 
 
+def head_structure(covariance: str, head: Head, n_outputs: int | None) -> str:
+    r"""Covariance structure of the head's weights, ``n_outputs`` columns (``None``: not known
+    before the first call).
+
+    The head's own ``covariance`` where set, else ``covariance`` unless ``"auto"``. Under
+    ``"auto"``: ``"shared"`` for a head whose columns all have one posterior covariance
+    (``head.shares_covariance``: the Gaussian heads, which regress every column on the same
+    inputs with slope one and one noise) when it has more than one column, else ``"unit"``.
+    The shared form is the same posterior, not an approximation: every column's precision is
+    :math:`\Sigma_0^{-1} + \sum_i x_i x_i^\top / \sigma^2`, so one :math:`D \times D`
+    matrix replaces :math:`m` equal ones (memory and time of the update and of the
+    predictive variances :math:`m` times smaller).
+    """
+    if head.covariance is not None:
+        return head.covariance
+    if covariance != "auto":
+        return covariance
+    if head.shares_covariance and n_outputs is not None and n_outputs > 1:
+        return "shared"
+    return "unit"
+
+
 def skip(value: bool | str, n_features: int | None, depth: int) -> bool:
     r"""Whether the head sees the inputs :math:`x` beside the top hidden output.
 
     ``True`` / ``False`` as given, but never for a network without hidden layers (``depth``
     0), whose head sees the inputs already. ``"auto"``: yes when the inputs with the bias
     fit :data:`AUTO_UNIT_MAX` (``n_features + 1 <= AUTO_UNIT_MAX``), no for wider inputs or
-    before the first call (``n_features`` unknown). The head keeps a full covariance per
-    output, whose cost per row grows with the square of its width (top units plus
-    ``n_features`` plus 1): the skip connection is the same width budget that
+    before the first call (``n_features`` unknown). The head keeps a full covariance (per
+    output, or one shared by its columns), whose cost per row grows with the square of its
+    width (top units plus ``n_features`` plus 1): the skip connection is the same width
+    budget that
     ``covariance="auto"`` gives a per-unit layer (:func:`structure`), so a 784-pixel input
     does not make the head the slowest layer of the network.
     """

@@ -129,14 +129,16 @@ def resolve_spec(
     covariance: str,
     hidden_noise: float | None,
     n_features: int | None,
+    n_outputs: int | None,
     skip: bool | str,
     **solve,
 ) -> NetSpec:
     """The :class:`NetSpec` a network's parameters resolve to, by the label-free rules of
     :mod:`bayeslayers.defaults`: each layer's own ``covariance`` and ``noise`` where set, else
     ``defaults.structure`` of its fan-in (the first layer's is ``n_features``, unknown before
-    the first call), ``defaults.hidden_noise`` of the head and ``defaults.skip`` of
-    ``n_features`` and the depth. ``solve``: ``damping``, ``clip``, ``targets``, ``memory``,
+    the first call), ``defaults.head_structure`` of the head and ``n_outputs``,
+    ``defaults.hidden_noise`` of the head and ``defaults.skip`` of ``n_features`` and the
+    depth. ``solve``: ``damping``, ``clip``, ``targets``, ``memory``,
     ``prior_precision``, ``average``."""
     fan_ins = [n_features, *(layer.units for layer in layers)]
     return NetSpec(
@@ -146,7 +148,7 @@ def resolve_spec(
             layer.covariance or defaults.structure(covariance, fan_in)
             for layer, fan_in in zip(layers, fan_ins, strict=False)
         ),
-        head_structure=head.covariance or defaults.structure(covariance, None),
+        head_structure=defaults.head_structure(covariance, head, n_outputs),
         noises=tuple(
             defaults.hidden_noise(hidden_noise, head) if layer.noise is None else layer.noise
             for layer in layers

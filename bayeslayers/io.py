@@ -29,6 +29,11 @@ rows and at least one batch, its last sampled batch at :math:`1 \le s' \le s` ro
 effective rows :math:`0 < Z \le s'`. Anything else raises
 :class:`ModelFileError`, whatever the exception underneath.
 
+A file of format 1, written before :func:`bayeslayers.defaults.head_structure` gave a
+Gaussian head with several columns one shared covariance, loads with that head's
+``covariance`` set to ``"unit"`` where it was left to the network, the structure it was
+fitted with (the same posterior; format 2 files resolve it by the rule).
+
 A file from before the iterate average has no ``average_`` (and no ``average`` parameter): it
 loads with ``average_ = None``, so it predicts at the posterior means as when it was saved,
 and with the constructor's default ``average``, so a later ``partial_fit`` starts an average.
@@ -70,7 +75,9 @@ from bayeslayers.network import Network
 __all__ = ["FITTED", "FORMAT", "FORMAT_VERSION", "ModelFileError", "load", "read_metadata", "save"]
 
 FORMAT = "bayeslayers-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this one reads: 1 (before the head's shared covariance, below) and 2.
+_READS = (1, 2)
 _META = "__meta__"
 
 #: The fitted attributes of a :class:`Network` that a model file holds (and the only ones
@@ -390,10 +397,11 @@ def _open_meta(zf: zipfile.ZipFile, size: int) -> dict:
         raise ModelFileError(f"corrupted metadata ({err})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError("not a bayeslayers model file")
-    if meta.get("format_version") != FORMAT_VERSION:
+    version = meta.get("format_version")
+    if isinstance(version, bool) or version not in _READS:
         raise ModelFileError(
-            f"model format version {meta.get('format_version')!r} (written by bayeslayers "
-            f"{meta.get('package_version')}); this version reads format {FORMAT_VERSION}"
+            f"model format version {version!r} (written by bayeslayers "
+            f"{meta.get('package_version')}); this version reads formats {_READS}"
         )
     return meta
 
@@ -689,6 +697,9 @@ def _network(meta: dict) -> Network:
     layers = [_build(t, _layers.LAYERS, "layer") for t in tables]
     head = _build(params.pop("head", None), _heads.HEADS, "head")
     params.setdefault("skip", False)  # a file from before the skip connection had none
+    if meta["format_version"] == 1 and head.covariance is None and head.shares_covariance:
+        # format 1 predates defaults.head_structure: such a head was fitted per-unit
+        head = dataclasses.replace(head, covariance="unit")
     return Network(layers, head=head, **params)  # the constructor validates every parameter
 
 
@@ -784,7 +795,8 @@ def _load(zf: zipfile.ZipFile, size: int) -> Network:
             raise ModelFileError("classes_ must be at least 2 sorted, distinct labels")
         out["classes_"] = classes
 
-    net.n_features_in_ = n_features  # the structure of the first layer may depend on it
+    net.n_features_in_ = n_features  # the structure of the first layer may depend on it,
+    net.n_outputs_ = n_outputs  # and the head's on it
     spec = net.spec
     fan_ins = [n_features, *(layer.units for layer in net.layers)]
     hidden = [

@@ -47,7 +47,8 @@ class Network(predictive.PredictiveMixin):
         Output layer; ``heads.Gaussian()`` (regression) by default.
     covariance : {"auto", "unit", "shared", "diag"}
         Covariance structure of every layer's weight posterior; ``"auto"`` picks it from each
-        layer's width (:func:`bayeslayers.defaults.structure`).
+        layer's width (:func:`bayeslayers.defaults.structure`) and the head's from its kind
+        and number of outputs (:func:`bayeslayers.defaults.head_structure`).
     prior_precision : float
         Prior precision of every weight (prior variance ``1 / prior_precision``).
     noise : float, optional
@@ -211,6 +212,7 @@ class Network(predictive.PredictiveMixin):
             covariance=self.covariance,
             hidden_noise=self.hidden_noise,
             n_features=getattr(self, "n_features_in_", None),
+            n_outputs=getattr(self, "n_outputs_", None),
             skip=self.skip,
             damping=self.damping,
             clip=self.clip,
@@ -240,7 +242,8 @@ class Network(predictive.PredictiveMixin):
         self.noise_, self.average_ = list(state.noise), state.average
 
     def _init_state(self, n_features: int, n_outputs: int, X: np.ndarray) -> None:
-        self.n_features_in_ = n_features  # the first layer's structure depends on it
+        self.n_features_in_ = n_features  # the first layer's structure depends on it,
+        self.n_outputs_ = n_outputs  # the head's on it
         self._set_state(
             engine.init_state(
                 self.spec,
@@ -255,7 +258,6 @@ class Network(predictive.PredictiveMixin):
                 sample_rows=X if self.init == "samples" else None,
             )
         )
-        self.n_outputs_ = n_outputs
         self.n_samples_seen_ = 0
         self.rng_ = np.random.default_rng([self.seed, 1])
 

@@ -82,7 +82,9 @@ class _BayesLayersBase(BaseEstimator):
 
     covariance : {"auto", "unit", "shared", "diag"}
         Covariance structure of the weight posteriors (``"auto"``: per-unit up to
-        :data:`bayeslayers.network.AUTO_UNIT_MAX`-wide rows, diagonal above).
+        :data:`bayeslayers.defaults.AUTO_UNIT_MAX`-wide rows, diagonal above; the head's
+        columns share one covariance where they have the same posterior,
+        :func:`bayeslayers.defaults.head_structure`).
     prior_precision : float
         Prior precision of every weight (relative to the noise where it is learned), on the
         standardized scale.

@@ -66,7 +66,8 @@ def test_regression_export_dims_and_coords(regressor):
     assert idata.posterior_predictive["y"].shape == (4, 12, 30, 2)
     assert idata.log_likelihood["y"].shape == (4, 12, 30)
     np.testing.assert_array_equal(idata.observed_data["y"].values, Y2)
-    assert idata.posterior.attrs["covariance"] == ["unit", "unit", "unit"]
+    # the two-output Gaussian head's columns share one covariance (defaults.head_structure)
+    assert idata.posterior.attrs["covariance"] == ["unit", "unit", "shared"]
     assert idata.posterior.attrs["hidden"] == "linearized"
     assert idata.posterior.attrs["hidden_means"] == (
         "iterate average" if regressor.averaging_ else "posterior"

@@ -112,6 +112,7 @@ def test_resolve_spec_applies_the_label_free_rules_and_the_layers_own_settings()
         covariance="auto",
         hidden_noise=None,
         n_features=1000,
+        n_outputs=10,
         skip="auto",
         damping=0.1,
         clip=None,
@@ -119,7 +120,7 @@ def test_resolve_spec_applies_the_label_free_rules_and_the_layers_own_settings()
     )
     # 1001-wide rows: diag; the second keeps its own (its 301-wide rows would be diag); 9: unit
     assert spec.structures == ("diag", "shared", "unit")
-    assert spec.head_structure == "unit"
+    assert spec.head_structure == "shared"  # ten one-hot columns, one covariance
     assert spec.noises == (1.0, 0.5, 1.0)  # the classifier default, except the layer's own
     assert not spec.skip  # 1001-wide inputs: beyond the head's per-unit budget
     unknown = engine.resolve_spec(
@@ -128,12 +129,14 @@ def test_resolve_spec_applies_the_label_free_rules_and_the_layers_own_settings()
         covariance="auto",
         hidden_noise=None,
         n_features=None,
+        n_outputs=None,
         skip="auto",
         damping=0.1,
         clip=None,
         targets="min_norm",
     )
     assert unknown.structures == ("unit",) and unknown.noises == (None,)  # learned
+    assert unknown.head_structure == "unit"  # the outputs are not known yet
     assert not unknown.skip  # the inputs' width is not known yet
 
 

@@ -191,6 +191,40 @@ def test_a_skip_network_round_trips_and_a_changed_skip_is_refused(tmp_path):
     np.testing.assert_array_equal(old.predict(X), plain.predict(X))
 
 
+def test_a_shared_head_round_trips_and_format_1_files_keep_their_per_unit_head(tmp_path):
+    """Format 2 resolves a Gaussian head with several columns to one shared covariance; a
+    format 1 file (written before that rule) loads with the per-unit head it was fitted with,
+    predicts as before, and is saved again as format 2; a file claiming format 2 for a
+    per-unit layout is refused, as is a format version that is not a plain integer."""
+    net = Network([layers.ReLU(4)], heads.OneHot(), seed=1).fit(X, Y_CLS, batch_size=4)
+    assert net.spec.head_structure == "shared"
+    path = net.save(tmp_path / "shared.npz")
+    back = bayeslayers.load(path)
+    assert back.head.covariance is None and back.head_state_.post.cov.ndim == 2
+    np.testing.assert_array_equal(back.predict_proba(X), net.predict_proba(X))
+
+    per_unit = Network([layers.ReLU(4)], heads.OneHot(covariance="unit"), seed=1).fit(
+        X, Y_CLS, batch_size=4
+    )
+    path = per_unit.save(tmp_path / "v1.npz")
+    _rewrite_meta(  # what format 1 wrote: the head's covariance left to the network
+        path, lambda m: (m.update(format_version=1), m["network"]["head"].update(covariance=None))
+    )
+    old = bayeslayers.load(path)
+    assert old.head.covariance == "unit" and old.head_state_.post.cov.ndim == 3
+    np.testing.assert_array_equal(old.predict_proba(X), per_unit.predict_proba(X))
+    again = bayeslayers.load(old.save(tmp_path / "v2.npz"))
+    assert io.read_metadata(tmp_path / "v2.npz")["format_version"] == io.FORMAT_VERSION
+    np.testing.assert_array_equal(again.predict_proba(X), per_unit.predict_proba(X))
+
+    _rewrite_meta(path, lambda m: m.update(format_version=2))
+    with pytest.raises(ModelFileError, match="head_state_"):
+        bayeslayers.load(path)
+    _rewrite_meta(path, lambda m: m.update(format_version=True))
+    with pytest.raises(ModelFileError, match="format version True"):
+        bayeslayers.load(path)
+
+
 # ------------------------------------------------------------------ tampered files
 def _members(path) -> dict[str, bytes]:
     with zipfile.ZipFile(path) as z:

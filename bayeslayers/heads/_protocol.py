@@ -46,10 +46,15 @@ class Head(Protocol):
         Whether targets are class labels (then :class:`ClassifierHead` applies).
     covariance : str or None
         Covariance structure of the head's weights; ``None`` for the network's default.
+    shares_covariance : bool
+        Whether every output column's weights have the same posterior covariance (the same
+        inputs, unit slopes and one noise), so that one shared covariance is exact
+        (:func:`bayeslayers.defaults.head_structure`).
     """
 
     kind: ClassVar[str]
     is_classifier: ClassVar[bool]
+    shares_covariance: ClassVar[bool]
 
     @property
     def covariance(self) -> str | None:

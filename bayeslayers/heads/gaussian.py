@@ -217,6 +217,7 @@ class Gaussian:
 
     kind: ClassVar[str] = "gaussian"
     is_classifier: ClassVar[bool] = False
+    shares_covariance: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if not self.noise_strength > 0:

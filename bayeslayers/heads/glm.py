@@ -370,6 +370,7 @@ class _GLMHead:
     curvature_floor: float = 0.1
 
     is_classifier: ClassVar[bool] = True
+    shares_covariance: ClassVar[bool] = False  # each column has its own curvature
     link: ClassVar[str]
     fits: ClassVar[tuple[str, ...]]
 
