@@ -88,9 +88,8 @@ def skip(value: bool | str, n_features: int | None, depth: int) -> bool:
     before the first call (``n_features`` unknown). The head keeps a full covariance (per
     output, or one shared by its columns), whose cost per row grows with the square of its
     width (top units plus ``n_features`` plus 1): the skip connection is the same width
-    budget that
-    ``covariance="auto"`` gives a per-unit layer (:func:`structure`), so a 784-pixel input
-    does not make the head the slowest layer of the network.
+    budget that ``covariance="auto"`` gives a per-unit layer (:func:`structure`), so a
+    784-pixel input does not make the head the slowest layer of the network.
     """
     if depth == 0:
         return False

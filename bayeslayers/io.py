@@ -398,7 +398,7 @@ def _open_meta(zf: zipfile.ZipFile, size: int) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError("not a bayeslayers model file")
     version = meta.get("format_version")
-    if isinstance(version, bool) or version not in _READS:
+    if type(version) is not int or version not in _READS:  # not a bool, a float, ...
         raise ModelFileError(
             f"model format version {version!r} (written by bayeslayers "
             f"{meta.get('package_version')}); this version reads formats {_READS}"

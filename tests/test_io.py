@@ -220,9 +220,10 @@ def test_a_shared_head_round_trips_and_format_1_files_keep_their_per_unit_head(t
     _rewrite_meta(path, lambda m: m.update(format_version=2))
     with pytest.raises(ModelFileError, match="head_state_"):
         bayeslayers.load(path)
-    _rewrite_meta(path, lambda m: m.update(format_version=True))
-    with pytest.raises(ModelFileError, match="format version True"):
-        bayeslayers.load(path)
+    for version in (True, 1.0, "1"):
+        _rewrite_meta(path, lambda m, v=version: m.update(format_version=v))
+        with pytest.raises(ModelFileError, match=f"format version {version!r}"):
+            bayeslayers.load(path)
 
 
 # ------------------------------------------------------------------ tampered files
