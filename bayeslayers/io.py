@@ -734,19 +734,15 @@ def _check_average(average: Average | None) -> None:
         raise ModelFileError("average_: a network without hidden layers keeps no average")
     if average.rows < 1:
         raise ModelFileError(f"average_.rows must be >= 1, got {average.rows}")
-    if not 0 < average.weight <= average.rows:
-        raise ModelFileError(
-            f"average_.weight must lie in (0, rows = {average.rows}], got {average.weight}"
-        )
     if average.batches < 1:
         raise ModelFileError(f"average_.batches must be >= 1, got {average.batches}")
     if not 1 <= average.last <= average.rows:
         raise ModelFileError(
             f"average_.last must lie in [1, rows = {average.rows}], got {average.last}"
         )
-    if average.weight > average.last:
+    if not 0 < average.weight <= average.last:
         raise ModelFileError(
-            f"average_.weight must be at most last = {average.last}, got {average.weight}"
+            f"average_.weight must lie in (0, last = {average.last}], got {average.weight}"
         )
 
 
