@@ -31,8 +31,9 @@ effective rows :math:`0 < Z \le s'`. Anything else raises
 
 A file of format 1, written before :func:`bayeslayers.defaults.head_structure` gave a
 Gaussian head with several columns one shared covariance, loads with that head's
-``covariance`` set to ``"unit"`` where it was left to the network, the structure it was
-fitted with (the same posterior; format 2 files resolve it by the rule).
+``covariance`` set to ``"unit"`` where it was left to a network with ``covariance="auto"``,
+the structure it was fitted with (the same posterior; format 2 files resolve it by the
+rule; under any other network-wide structure the head had that structure then as now).
 
 A file from before the iterate average has no ``average_`` (and no ``average`` parameter): it
 loads with ``average_ = None``, so it predicts at the posterior means as when it was saved,
@@ -697,8 +698,9 @@ def _network(meta: dict) -> Network:
     layers = [_build(t, _layers.LAYERS, "layer") for t in tables]
     head = _build(params.pop("head", None), _heads.HEADS, "head")
     params.setdefault("skip", False)  # a file from before the skip connection had none
-    if meta["format_version"] == 1 and head.covariance is None and head.shares_covariance:
-        # format 1 predates defaults.head_structure: such a head was fitted per-unit
+    old_auto = meta["format_version"] == 1 and params.get("covariance", "auto") == "auto"
+    if old_auto and head.covariance is None and head.shares_covariance:
+        # format 1 predates defaults.head_structure: under "auto" such a head was per-unit
         head = dataclasses.replace(head, covariance="unit")
     return Network(layers, head=head, **params)  # the constructor validates every parameter
 

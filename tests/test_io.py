@@ -220,6 +220,15 @@ def test_a_shared_head_round_trips_and_format_1_files_keep_their_per_unit_head(t
     _rewrite_meta(path, lambda m: m.update(format_version=2))
     with pytest.raises(ModelFileError, match="head_state_"):
         bayeslayers.load(path)
+
+    # under a network-wide structure the head had it in format 1 too
+    diag = Network([layers.ReLU(4)], heads.OneHot(), covariance="diag", seed=1)
+    diag.fit(X, Y_CLS, batch_size=4)
+    diag_path = diag.save(tmp_path / "v1-diag.npz")
+    _rewrite_meta(diag_path, lambda m: m.update(format_version=1))
+    old_diag = bayeslayers.load(diag_path)
+    assert old_diag.head.covariance is None and old_diag.spec.head_structure == "diag"
+    np.testing.assert_array_equal(old_diag.predict_proba(X), diag.predict_proba(X))
     for version in (True, 1.0, "1"):
         _rewrite_meta(path, lambda m, v=version: m.update(format_version=v))
         with pytest.raises(ModelFileError, match=f"format version {version!r}"):
