@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["diag_rows", "masked_solves", "shared_rows", "unit_rows"]
+__all__ = ["diag_rows", "masked_solves", "probit_adf_row", "shared_rows", "unit_rows"]
 
 _COMPILE_LOCK = threading.Lock()
 
@@ -351,3 +351,124 @@ def shared_rows(
             for b in range(D):
                 cov[a, b] -= ca * p[b]
     return quad
+
+
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+#: Terms of the continued fraction of the Mills ratio (below z = -5 it converges to rounding).
+_MILLS_TERMS = 40
+
+
+@_compiled_on_first_call
+def probit_adf_row(
+    mean: np.ndarray, cov: np.ndarray, x: np.ndarray, Y: np.ndarray, s2: float, bound: float
+) -> tuple[float, bool]:
+    r"""One row of assumed-density filtering for probit columns with full covariances, in place.
+
+    For every column ``j`` (:math:`\Sigma = \Sigma_j`, :math:`\mu = \mu_j`, sign
+    :math:`s = 2 y_j - 1`): the predictor's moments :math:`p = \Sigma x`,
+    :math:`m = x^\top \mu`, :math:`v = x^\top p`; with :math:`z = s m / \sqrt{1 + v}`,
+    :math:`\lambda = \varphi(z) / \Phi(z)` and :math:`\beta = \lambda (\lambda + z) / (1 + v)`,
+    the moment-matched pseudo-observation of slope :math:`G = \sqrt{\beta / (1 - \beta v)}`
+    and target :math:`G (m + s \sqrt{1 + v} / (\lambda + z))` (as
+    :meth:`bayeslayers.heads.Probit._adf_pseudo`), taken by the rank-one step of
+    :func:`unit_rows` with noise ``s2``. :math:`\log \Phi` is ``log1p(-erfc / 2)`` above 0,
+    ``log(erfc / 2)`` down to -5 and, below, :math:`\log\varphi(z) + \log R(-z)` with the
+    Mills ratio :math:`R(u) = 1 / (u + 1 / (u + 2 / (u + \dots)))` (continued fraction).
+
+    Parameters
+    ----------
+    mean : ndarray of shape (D, C)
+        Means, updated in place.
+    cov : ndarray of shape (C, D, D)
+        Covariances, updated in place.
+    x : ndarray of shape (D,)
+        The design row.
+    Y : ndarray of shape (C,)
+        Indicators (0 or 1) of the columns.
+    s2 : float
+        One over the tempering fraction.
+    bound : float
+        Largest :math:`G^2 v / s2` taken here (the floating-point bound of
+        :mod:`bayeslayers.conjugate`).
+
+    Returns
+    -------
+    (float, bool)
+        The row's log class probability before the step (one column: :math:`\log\Phi(z)`;
+        several: one-vs-rest conditioned on exactly one indicator, the log-odds
+        :math:`\log\Phi(\zeta_j) - \log\Phi(-\zeta_j)`, :math:`\zeta_j = m_j / \sqrt{1 + v_j}`,
+        normalized), and whether the step was taken: ``False`` (nothing changed) if some
+        column passed ``bound``.
+    """
+
+    def log_ndtr(z: float) -> float:
+        if z > 0.0:
+            return math.log1p(-0.5 * math.erfc(z * _SQRT1_2))
+        if z > -5.0:
+            return math.log(0.5 * math.erfc(-z * _SQRT1_2))
+        u = -z
+        f = u
+        for k in range(_MILLS_TERMS, 0, -1):
+            f = u + k / f
+        return -0.5 * u * u - _LOG_SQRT_2PI - math.log(f)
+
+    D, C = mean.shape
+    P = np.zeros((C, D))
+    m = np.empty(C)
+    v = np.empty(C)
+    for j in range(C):
+        for k in range(D):  # Sigma x as a sum of rows (Sigma is symmetric): contiguous
+            f = x[k]
+            if f != 0.0:
+                for d in range(D):
+                    P[j, d] += f * cov[j, k, d]
+        mj = 0.0
+        vj = 0.0
+        for d in range(D):
+            mj += x[d] * mean[d, j]
+            vj += x[d] * P[j, d]
+        m[j] = mj
+        v[j] = vj
+    if C == 1:
+        score = log_ndtr((2.0 * Y[0] - 1.0) * m[0] / math.sqrt(1.0 + v[0]))
+    else:
+        top = -np.inf
+        observed = 0.0
+        odds = np.empty(C)
+        for j in range(C):
+            zeta = m[j] / math.sqrt(1.0 + v[j])
+            odds[j] = log_ndtr(zeta) - log_ndtr(-zeta)
+            top = max(top, odds[j])
+            if Y[j] > 0.5:
+                observed = odds[j]
+        total = 0.0
+        for j in range(C):
+            total += math.exp(odds[j] - top)
+        score = observed - top - math.log(total)
+    G = np.empty(C)
+    target = np.empty(C)
+    for j in range(C):
+        s = 2.0 * Y[j] - 1.0
+        root = math.sqrt(1.0 + v[j])
+        z = s * m[j] / root
+        lam = math.exp(-0.5 * z * z - _LOG_SQRT_2PI - log_ndtr(z))
+        beta = lam * (lam + z) / (1.0 + v[j])
+        G[j] = math.sqrt(beta / max(1.0 - beta * v[j], 1e-12))
+        target[j] = G[j] * (m[j] + s * root / (lam + z))
+        if not G[j] * G[j] * v[j] / s2 <= bound:
+            return score, False
+    for j in range(C):
+        g = G[j]
+        s = s2 + g * g * v[j]
+        step = g * (target[j] - g * m[j]) / s
+        for d in range(D):
+            mean[d, j] += P[j, d] * step
+        c = g / math.sqrt(s)
+        for d in range(D):
+            P[j, d] *= c
+        for a in range(D):
+            ca = P[j, a]
+            for b in range(D):
+                cov[j, a, b] -= ca * P[j, b]
+    return score, True

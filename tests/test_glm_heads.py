@@ -372,3 +372,42 @@ def test_glm_heads_train_and_predict_1000_classes_without_dense_hessians(head):
     assert peak < 200 * 2**20  # dense Hessians: n C^2 x 8 bytes = 512 MB, several times over
     assert E.shape == (n, head.n_columns(K)) and J.shape == (n, 5, head.n_columns(K))
     assert np.all(np.isfinite(E)) and np.all(np.isfinite(J))
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+@pytest.mark.parametrize("scale", [1.0, 40.0])  # 40: predictors far out (log Phi below -300)
+def test_adf_one_row_kernel_equals_the_batch_path(n_classes, scale):
+    """The compiled one-row score and step (training's path at batch size 1) give the batch
+    path's density and posterior, whatever the predictors' range."""
+    from bayeslayers.heads import glm
+
+    head = Probit(fit="adf")
+    rng = np.random.default_rng(5)
+    D = 6
+    X = np.c_[rng.normal(size=(40, D - 1)) * scale, np.ones(40)]
+    T = head.encode(rng.integers(0, n_classes, 40), n_classes)
+    state = head.init(np.zeros((D, n_classes)), 0.7, "unit", 1.0)
+    for i in range(len(X)):
+        x, t = X[i : i + 1], T[i : i + 1]
+        assert glm._one_row_kernel(state.post, x)
+        score, new = head.score_and_update(state, x, t, 0.5)
+        ref = head.update(state, x, t, 0.5)
+        assert score == pytest.approx(head.log_predictive(state, x, t), rel=1e-9, abs=1e-12)
+        np.testing.assert_allclose(new.post.mean, ref.post.mean, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(new.post.cov, ref.post.cov, rtol=1e-9, atol=1e-12)
+        assert new.before is state.post
+        state = new
+    assert np.all(np.linalg.eigvalsh(state.post.cov) > 0)
+    np.testing.assert_array_equal(state.post.cov, np.swapaxes(state.post.cov, 1, 2))
+
+
+def test_adf_one_row_kernel_log_ndtr_through_its_three_regimes():
+    """A one-column prior with unit variance scores the row by log Phi(s m / sqrt(1 + v));
+    the kernel's log Phi agrees with SciPy's from z = 40 to z = -1e4."""
+    head = Probit(fit="adf")
+    for z in [40.0, 6.0, 0.3, 0.0, -0.3, -4.9, -5.1, -12.0, -40.0, -300.0, -1e4]:
+        state = head.init(np.zeros((2, 2)), 1.0, "unit", 1.0)
+        mean = np.array([[0.0], [z * np.sqrt(2.0)]])  # m = z sqrt(2), v = 1 at x = (0, 1)
+        state = state._replace(post=state.post._replace(mean=mean))
+        score, _ = head.score_and_update(state, np.array([[0.0, 1.0]]), np.array([[0.0, 1.0]]), 1)
+        assert score == pytest.approx(float(log_ndtr(z)), rel=1e-12, abs=1e-15), z

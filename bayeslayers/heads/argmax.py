@@ -168,7 +168,9 @@ def argmax_log_proba(
     The log integrand :math:`h` is concave (:math:`-h'' \ge 1`) with one mode :math:`z^* > 0`,
     found by Newton's method, and the quadrature is placed there, so the nodes sit where the
     mass is even when class ``k`` is far behind (log P of -1e5 and below stays finite and
-    accurate). With equal variances (every :math:`a_j = 1`) a 12-node Gauss-Hermite rule on
+    accurate). Two classes need no quadrature: :math:`f_k - f_j \sim N(m_k - m_j, v_k + v_j)`,
+    so :math:`P_k = \Phi\big((m_k - m_j) / \sqrt{v_k + v_j}\big)` exactly. With more classes
+    and equal variances (every :math:`a_j = 1`) a 12-node Gauss-Hermite rule on
     :math:`z^* + \sigma x`, :math:`\sigma^2 = -1/h''(z^*)`, is used; otherwise the integrand
     can be skewed by sharp steps and each side of the mode gets 16-node Gauss-Legendre.
     Log error against adaptive quadrature (tests/test_heads.py): about 1e-6 for equal
@@ -190,8 +192,10 @@ def argmax_log_proba(
         ``(..., K)`` log probabilities, or ``(...)`` with ``index``.
     """
     mean = np.asarray(mean, dtype=np.float64)
-    sd = np.sqrt(np.broadcast_to(np.asarray(var, dtype=np.float64), mean.shape))
     K = mean.shape[-1]
+    if K == 2:
+        return _two_classes(mean, var, index)
+    sd = np.sqrt(np.broadcast_to(np.asarray(var, dtype=np.float64), mean.shape))
     if index is None:
         m_k, s_k = mean[..., :, None], sd[..., :, None]  # (..., K, 1): row k, factor j
         m_j, s_j = mean[..., None, :], sd[..., None, :]
@@ -216,6 +220,16 @@ def argmax_log_proba(
     if not np.all(equal):
         out[~equal] = _log_orthant(b[~equal], a[~equal])
     return out.reshape(lead)
+
+
+def _two_classes(mean: np.ndarray, var, index: np.ndarray | None) -> np.ndarray:
+    r""":func:`argmax_log_proba` for ``K = 2``, exactly:
+    :math:`\log\Phi(\pm(m_0 - m_1) / \sqrt{v_0 + v_1})`."""
+    v = np.broadcast_to(np.asarray(var, dtype=np.float64), mean.shape)
+    d = (mean[..., 0] - mean[..., 1]) / np.sqrt(v[..., 0] + v[..., 1])
+    if index is None:
+        return log_ndtr(np.stack([d, -d], axis=-1))
+    return log_ndtr(np.where(np.asarray(index) == 0, d, -d))
 
 
 def argmax_probabilities(mean: np.ndarray, var: np.ndarray | float) -> np.ndarray:

@@ -75,13 +75,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 import numpy as np
 from scipy.special import log_ndtr, log_softmax, softmax
 
-from bayeslayers import conjugate
+from bayeslayers import _kernels, conjugate
 from bayeslayers._validation import check_count, check_real, check_seed
 
 __all__ = ["FITS", "ADVIBuffer", "Fit", "GLMState", "Logistic", "Probit", "state_from_legacy"]
 
 # Curvatures below this are treated as this (keeps the working response finite).
 _MIN_CURVATURE = 1e-12
+#: Widest head input scored and updated row by row in one compiled call (as the conjugate
+#: core's compiled rank-one path).
+_ROW_KERNEL_MAX_D = 256
 # Newton iterations (and step halvings per iteration) for the Laplace mode of one row.
 _NEWTON_STEPS = 30
 _HALVINGS = 30
@@ -161,12 +164,44 @@ def _pseudo_adf(head: _GLMHead, m: np.ndarray, v: np.ndarray, Y: np.ndarray):
     return head._adf_pseudo(m, v, Y)
 
 
-def _step(pseudo, head: _GLMHead, post, X, T, fraction):
-    """One closed-form step through the conjugate core with a pseudo-observation rule."""
-    Y = head._targets(T)
-    m, v = X @ post.mean, conjugate.marginal_variance(post, X)
-    G, target = pseudo(head, m, v, Y)
+def _step(pseudo, head: _GLMHead, post, X, T, fraction, moments=None):
+    """One closed-form step through the conjugate core with a pseudo-observation rule;
+    ``moments``: the rows' ``(m, v)`` under ``post`` if already computed."""
+    m, v = (X @ post.mean, conjugate.marginal_variance(post, X)) if moments is None else moments
+    G, target = pseudo(head, m, v, head._targets(T))
     return conjugate.update(post, X, target, G, noise=1.0, fraction=fraction)[0]
+
+
+def _label_log_density(proba: np.ndarray, T: np.ndarray) -> float:
+    r""":math:`\sum_i \log p_i(k_i)` of class probabilities ``(n, K)`` at one-hot rows ``T``."""
+    picked = proba[np.arange(len(T)), np.argmax(T, axis=1)]
+    return float(np.log(np.maximum(picked, np.finfo(float).tiny)).sum())
+
+
+def _one_row_kernel(post: conjugate.WeightPosterior, X: np.ndarray) -> bool:
+    """Whether :func:`_adf_row` applies: one float64 row, per-unit covariances of at most
+    :data:`_ROW_KERNEL_MAX_D` rows."""
+    return (
+        post.structure == "unit"
+        and X.shape[0] == 1
+        and post.mean.dtype == np.float64
+        and post.mean.shape[0] <= _ROW_KERNEL_MAX_D
+    )
+
+
+def _adf_row(head: _GLMHead, state: GLMState, X, T, fraction) -> tuple[float, GLMState] | None:
+    """Score and ADF step of one row in one compiled call (:func:`_kernels.probit_adf_row`),
+    the same arithmetic as the batch path; ``None`` (nothing done) past the floating-point
+    bound, which the batch path guards with a factorization."""
+    post = state.post
+    mean, cov = post.mean.copy(), post.cov.copy()
+    x = np.ascontiguousarray(X[0], dtype=np.float64)
+    Y = np.ascontiguousarray(head._targets(T)[0], dtype=np.float64)
+    bound = 1.0 / (len(x) * float(np.finfo(np.float64).eps))  # conjugate's 1 / (D eps)
+    score, done = _kernels.probit_adf_row(mean, cov, x, Y, 1.0 / fraction, bound)
+    if not done:
+        return None
+    return float(score), GLMState(conjugate.WeightPosterior("unit", mean, cov), post, None)
 
 
 def _no_state(head: _GLMHead, post, n_in: int, n_classes: int, dtype) -> None:
@@ -279,6 +314,9 @@ class Fit:
         ``update(head, state, X, T, fraction)``: the new :class:`GLMState`.
     flush : callable
         ``flush(head, state)``: pending work done (the end of ``Network.fit``).
+    pseudo : callable or None
+        ``pseudo(head, m, v, Y)``: slope and target of a closed-form fit's pseudo-observation
+        (``None``: not closed-form), so that scoring and updating a batch share its moments.
     """
 
     name: str
@@ -287,6 +325,7 @@ class Fit:
     init: Callable[..., Any]
     update: Callable[..., GLMState]
     flush: Callable[..., GLMState]
+    pseudo: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
 
 
 #: The fit strategies by name; a new one is one record here.
@@ -300,8 +339,11 @@ FITS: dict[str, Fit] = {
             _no_state,
             _closed_update(_pseudo_laplace),
             _identity,
+            _pseudo_laplace,
         ),
-        Fit("adf", ("probit",), None, _no_state, _closed_update(_pseudo_adf), _identity),
+        Fit(
+            "adf", ("probit",), None, _no_state, _closed_update(_pseudo_adf), _identity, _pseudo_adf
+        ),
         Fit("advi", ("probit", "logistic"), "diag", _advi_init, _advi_update, _advi_refit),
     )
 }
@@ -387,7 +429,7 @@ class _GLMHead:
         def _whiten(self, g: np.ndarray, c: Any, W: np.ndarray) -> tuple[np.ndarray, Any]: ...
         def _adf_pseudo(self, m: Any, v: Any, Y: Any) -> tuple[np.ndarray, np.ndarray]: ...
         def log_proba_given(self, eta: np.ndarray) -> np.ndarray: ...
-        def proba_from_moments(self, m: np.ndarray, v: np.ndarray) -> np.ndarray: ...
+        def proba_from_moments(self, state: Any, m: np.ndarray, v: np.ndarray) -> np.ndarray: ...
 
     def __post_init__(self) -> None:
         if self.fit not in self.fits:
@@ -432,8 +474,19 @@ class _GLMHead:
     def score_and_update(
         self, state: GLMState, X: np.ndarray, T: np.ndarray, fraction: float
     ) -> tuple[float, GLMState]:
-        """The batch's log predictive density under ``state``, and the updated state."""
-        return self.log_predictive(state, X, T), self.update(state, X, T, fraction)
+        """The batch's log predictive density under ``state``, and the updated state; a
+        closed-form fit computes the rows' predictor moments once for both."""
+        pseudo = FITS[self.fit].pseudo
+        if pseudo is None:
+            return self.log_predictive(state, X, T), self.update(state, X, T, fraction)
+        if pseudo is _pseudo_adf and _one_row_kernel(state.post, X):
+            done = _adf_row(self, state, X, T, fraction)
+            if done is not None:
+                return done
+        moments = self.predictive(state, X)
+        score = _label_log_density(self.proba_from_moments(state, *moments), T)
+        post = _step(pseudo, self, state.post, X, T, fraction, moments)
+        return score, GLMState(post, state.post, None)
 
     def flush(self, state: GLMState) -> GLMState:
         """Finish pending work: an ``"advi"`` refit on a partly filled chunk (else a no-op)."""
@@ -490,12 +543,11 @@ class _GLMHead:
 
     def proba(self, state: GLMState, X) -> np.ndarray:
         """Class probabilities ``(..., K)`` for head inputs ``X`` (with bias)."""
-        return self.proba_from_moments(*self.predictive(state, X))
+        return self.proba_from_moments(state, *self.predictive(state, X))
 
     def log_predictive(self, state: GLMState, X: np.ndarray, T: np.ndarray) -> float:
         r""":math:`\sum_i \log p_i(k_i)` for one-hot rows ``T`` (classes ``k_i``)."""
-        picked = self.proba(state, X)[np.arange(len(T)), np.argmax(T, axis=1)]
-        return float(np.log(np.maximum(picked, np.finfo(float).tiny)).sum())
+        return _label_log_density(self.proba(state, X), T)
 
     def weight_posterior(self, state: GLMState) -> conjugate.WeightPosterior:
         """The weight posterior used for predictions."""
@@ -592,7 +644,7 @@ class Probit(_GLMHead):
             return np.concatenate([log_ndtr(-eta), log_ndtr(eta)], axis=-1)
         return log_softmax(log_ndtr(eta) - log_ndtr(-eta), axis=-1)
 
-    def proba_from_moments(self, m: np.ndarray, v: np.ndarray) -> np.ndarray:
+    def proba_from_moments(self, state: GLMState, m: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Class probabilities ``(..., K)`` for Gaussian latents :math:`\\eta \\sim N(m, v)`.
 
         :math:`E\\,\\Phi(\\eta_k) = \\Phi(m_k / \\sqrt{1 + v_k})`, then
@@ -697,7 +749,7 @@ class Logistic(_GLMHead):
         J = W[None] * root[:, None, :] - (p @ W.T / (1.0 + s)[:, None])[:, :, None] * u[:, None, :]
         return E, J
 
-    def proba_from_moments(self, m: np.ndarray, v: np.ndarray) -> np.ndarray:
+    def proba_from_moments(self, state: GLMState, m: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Class probabilities ``(..., K)`` for Gaussian logits :math:`\\eta \\sim N(m, v)`."""
         lead = m.shape[:-1]
         m, sd = m.reshape(-1, m.shape[-1]), np.sqrt(v).reshape(-1, m.shape[-1])
