@@ -50,7 +50,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from bayeslayers import conjugate, defaults, health, propagation
+from bayeslayers import conjugate, defaults, heads, health, propagation
 from bayeslayers.conjugate import UpdateInfo, WeightPosterior
 from bayeslayers.layers import Layer
 
@@ -380,7 +380,7 @@ def _backward(
     new, noises = list(hidden), list(noise)
     infos = [UpdateInfo(0.0, 0.0)] * len(new)
     corrections = [0.0] * len(new)
-    upper = strategy.start(spec.head, head_state, xh, T, fraction)
+    upper = strategy.start(*heads.teaching(spec.head, head_state), xh, T, fraction)
     if spec.skip:  # the hidden layers answer for the head's top hidden rows only
         upper = upper._replace(J=upper.J[..., top_rows(spec), :])
     for i in reversed(range(len(spec.layers))):

@@ -79,11 +79,16 @@ def check_posteriors(states, names) -> None:
     Parameters
     ----------
     states : iterable
-        Weight posteriors, or head states holding one as ``.post`` (others are skipped).
+        Weight posteriors, or head states holding one as ``.post`` (others are skipped); a
+        head state with several readouts (``.readouts``) is checked readout by readout.
     names : iterable of str
         A name for each state, used in the message.
     """
     for state, name in zip(states, names, strict=True):
+        readouts = getattr(state, "readouts", None)
+        if readouts is not None:
+            check_posteriors(readouts, [f"{name} (readout {i})" for i in range(len(readouts))])
+            continue
         post = posterior_of(state)
         if post is None:
             continue

@@ -50,6 +50,9 @@ Each head state type has a :class:`HeadMerge` record in :data:`HEAD_MERGES`:
     Weights by the structure's merge hook (for the Laplace / ADF fits this is the usual
     product-of-experts approximation, not the sequential result); an ADVI head is flushed
     first, so no buffered rows are counted twice.
+``ChoiceState``
+    Each readout by its own rule; the readouts' prequential evidence adds the shards' gains
+    (each shard's rows scored by its own predictions, as for the temperature).
 
 A head that re-estimates its prior precision :math:`\alpha` by evidence (``prior_evidence``)
 re-bases its posterior, :math:`\Lambda \leftarrow \Lambda + (\alpha' - \alpha) I`; each
@@ -104,7 +107,7 @@ from scipy.special import gammaln
 
 from bayeslayers import conjugate
 from bayeslayers.conjugate import NaturalDelta
-from bayeslayers.heads import GaussianState, GLMState
+from bayeslayers.heads import ChoiceState, GaussianState, GLMState
 from bayeslayers.heads.gaussian import NOISE_MEMORIES, Calibration, score_pending
 from bayeslayers.network import Network
 
@@ -343,10 +346,35 @@ def _glm_apply(head, prior: GLMState, deltas: Sequence[_GLMDelta]) -> tuple[GLMS
     return prior._replace(post=post, before=post, fit=fit), 0.0
 
 
+# ---------------------------------------------------------------------------- Choice head
+class _ChoiceDelta(NamedTuple):
+    teacher: Any
+    rival: Any
+    log_evidence: np.ndarray
+
+
+def _choice_delta(prior: ChoiceState, state: ChoiceState) -> _ChoiceDelta:
+    return _ChoiceDelta(
+        _head_merge(prior.teacher).delta(prior.teacher, state.teacher),
+        _head_merge(prior.rival).delta(prior.rival, state.rival),
+        np.asarray(state.log_evidence, dtype=np.float64) - prior.log_evidence,
+    )
+
+
+def _choice_apply(head, prior: ChoiceState, deltas: Sequence[_ChoiceDelta]):
+    teacher, _ = _head_merge(prior.teacher).apply(
+        head.teacher, prior.teacher, [d.teacher for d in deltas]
+    )
+    rival, _ = _head_merge(prior.rival).apply(head.rival, prior.rival, [d.rival for d in deltas])
+    evidence = prior.log_evidence + sum((d.log_evidence for d in deltas), np.zeros(2))
+    return ChoiceState(teacher, rival, evidence), 0.0
+
+
 #: Merge rules by head state type; a third-party head registers its state type here.
 HEAD_MERGES: dict[type, HeadMerge] = {
     GaussianState: HeadMerge(_gaussian_delta, _gaussian_apply),
     GLMState: HeadMerge(_glm_delta, _glm_apply),
+    ChoiceState: HeadMerge(_choice_delta, _choice_apply),
 }
 
 

@@ -159,7 +159,7 @@ def proba(
     if hidden == "mean":
         return spec.head.proba(state.head, forward(spec, state.hidden, X)[0])
     if hidden == "linearized":
-        return spec.head.proba_from_moments(*linearized_moments(spec, state, X))
+        return spec.head.proba_from_moments(state.head, *linearized_moments(spec, state, X))
     return spec.head.proba(state.head, head_inputs(spec, state, X, n_samples, seed)).mean(axis=0)
 
 

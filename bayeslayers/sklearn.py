@@ -72,8 +72,9 @@ class _BayesLayersBase(BaseEstimator):
         Hidden-layer variant from :data:`bayeslayers.layers.LAYERS`: ``"relu"``,
         ``"leaky_relu"``, ``"taylor_tanh"`` or ``"linear"``.
     head : str or Head
-        Output layer: a name from :data:`bayeslayers.heads.HEADS` (see each estimator for the
-        allowed names) or a head object such as ``heads.Gaussian(learn_noise=True)``.
+        Output layer: ``"auto"`` (each estimator says what it resolves to), a name from
+        :data:`bayeslayers.heads.HEADS` (see each estimator for the allowed names) or a head
+        object such as ``heads.Gaussian(learn_noise=True)``.
     random_state : int, RandomState instance or None
         Seed of the network (prior mean, shuffling, posterior draws).
 
@@ -156,7 +157,7 @@ class _BayesLayersBase(BaseEstimator):
         self,
         hidden: tuple[int, ...] = (100,),
         activation: str = "relu",
-        head="gaussian",
+        head="auto",
         random_state=None,
         *,
         covariance: str = "auto",
@@ -206,11 +207,16 @@ class _BayesLayersBase(BaseEstimator):
         kinds = [
             k for k, cls in heads_module.HEADS.items() if cls.is_classifier == self._is_classifier
         ]
-        return sorted({*self._head_aliases, *kinds})
+        return sorted({"auto", *self._head_aliases, *kinds})
+
+    def _auto_head(self) -> str:
+        """The registry kind ``head="auto"`` stands for."""
+        return "gaussian"
 
     def _make_head(self):
         if isinstance(self.head, str):
-            kind = self._head_aliases.get(self.head, self.head)
+            kind = self._auto_head() if self.head == "auto" else self.head
+            kind = self._head_aliases.get(kind, kind)
             cls = heads_module.HEADS.get(kind)
             if cls is None or cls.is_classifier != self._is_classifier:
                 raise ValueError(
@@ -315,9 +321,9 @@ class _BayesLayersBase(BaseEstimator):
 class BayesLayersRegressor(RegressorMixin, _BayesLayersBase):
     """Regression by a network trained with layer-wise conjugate Bayesian updates.
 
-    See :class:`_BayesLayersBase` for the parameters; ``head`` is ``"gaussian"`` (Bayesian
-    linear regression output) or a regression head object such as
-    ``heads.Gaussian(learn_noise=True)``.
+    See :class:`_BayesLayersBase` for the parameters; ``head`` is ``"auto"`` or
+    ``"gaussian"`` (the same: Bayesian linear regression output) or a regression head object
+    such as ``heads.Gaussian(learn_noise=True)``.
 
     Attributes
     ----------
@@ -401,9 +407,15 @@ class BayesLayersRegressor(RegressorMixin, _BayesLayersBase):
 class BayesLayersClassifier(ClassifierMixin, _BayesLayersBase):
     """Classification by a network trained with layer-wise conjugate Bayesian updates.
 
-    See :class:`_BayesLayersBase` for the parameters; ``head`` is ``"gaussian"`` (regression
-    on one-hot class indicators, the original post's set-up), another classification head in
-    :data:`bayeslayers.heads.HEADS` (e.g. ``"probit"``, ``"logistic"``) or a head object.
+    See :class:`_BayesLayersBase` for the parameters. ``head`` is ``"auto"`` (the default),
+    ``"gaussian"`` (regression on one-hot class indicators, the original post's set-up),
+    another classification head in :data:`bayeslayers.heads.HEADS` (e.g. ``"probit"``,
+    ``"logistic"``, ``"choice"``) or a head object. ``"auto"`` is the one-hot head, raced
+    against a probit readout of the same features by prequential evidence
+    (:class:`bayeslayers.heads.Choice`) when there are two classes, where the probit costs
+    one column, no more than the one-hot head it shadows; with more classes it would cost
+    one covariance per class, and ``"auto"`` is the one-hot head alone (``"choice"`` races
+    it there too).
 
     Attributes
     ----------
@@ -418,6 +430,10 @@ class BayesLayersClassifier(ClassifierMixin, _BayesLayersBase):
 
     _head_aliases: ClassVar[dict[str, str]] = {"gaussian": "onehot"}
     _is_classifier: ClassVar[bool] = True
+
+    def _auto_head(self) -> str:
+        """``"choice"`` for two classes, else ``"onehot"`` (the class docstring)."""
+        return "choice" if len(self.classes_) == 2 else "onehot"
 
     def fit(self, X, y) -> BayesLayersClassifier:
         """Train from the prior on ``(X, y)`` with class labels ``y``."""

@@ -16,6 +16,7 @@ CASES = [
     ("probit", {"fit": "laplace"}),
     ("probit", {"fit": "adf"}),
     ("logistic", {"fit": "laplace"}),
+    ("choice", {}),
 ]
 IDS = [f"{kind}-{'-'.join(map(str, kw.values())) or 'default'}" for kind, kw in CASES]
 D, K, N = 4, 3, 6
@@ -29,6 +30,10 @@ def _problem(head, seed: int = 0):
     else:
         T = head.encode(rng.normal(size=(N, K)))
     return X, T
+
+
+def test_the_cases_cover_every_registered_head():
+    assert {kind for kind, _ in CASES} == set(heads.HEADS)
 
 
 @pytest.mark.parametrize(("kind", "kwargs"), CASES, ids=IDS)
@@ -236,8 +241,15 @@ def test_argmax_log_proba_exact_cases():
     """Two classes: P = Phi(d / sqrt(v_0 + v_1)); K tied equal classes: P = 1 / K."""
     rng = np.random.default_rng(4)
     mean, var = rng.normal(0, 3, (50, 2)), rng.uniform(0.1, 3, (50, 2))
+    mean[0] = [-300.0, 0.0]  # far behind: log P about -4e4, still exact
     exact = log_ndtr((mean[:, 0] - mean[:, 1]) / np.sqrt(var.sum(axis=1)))
-    np.testing.assert_allclose(heads.argmax_log_proba(mean, var)[:, 0], exact, atol=1e-6)
+    both = heads.argmax_log_proba(mean, var)
+    np.testing.assert_allclose(both[:, 0], exact, rtol=1e-13)
+    np.testing.assert_allclose(np.exp(both).sum(axis=1), 1.0, rtol=1e-13)
+    picked = heads.argmax_log_proba(mean, var, np.zeros(50, dtype=int))
+    np.testing.assert_array_equal(picked, both[:, 0])
+    scalar = heads.argmax_log_proba(mean, 0.7)  # a common variance broadcasts
+    np.testing.assert_allclose(scalar[:, 1], log_ndtr((mean[:, 1] - mean[:, 0]) / np.sqrt(1.4)))
     for K in (2, 3, 10):
         np.testing.assert_allclose(
             heads.argmax_log_proba(np.zeros(K), 1.0), np.log(1 / K), atol=1e-5

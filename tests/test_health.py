@@ -239,3 +239,11 @@ def test_an_outlier_row_is_refused_or_leaves_every_covariance_positive_definite(
             conjugate.sample(post, 2, np.random.default_rng(0))
     if structure != "diag":
         assert refused > 0  # the dense downdate cannot represent such a row in float64
+
+
+def test_check_posteriors_looks_into_every_readout_of_a_head():
+    state = heads.Choice().init(np.zeros((3, 2)), 1.0, "shared", 1.0)
+    check_posteriors([state], ["the head"])  # a healthy prior passes
+    rival = state.rival._replace(post=state.rival.post._replace(mean=np.full((3, 1), np.nan)))
+    with pytest.raises(FloatingPointError, match=r"the head \(readout 1\)"):
+        check_posteriors([state._replace(rival=rival)], ["the head"])

@@ -178,7 +178,9 @@ def test_classifier_partial_fit_with_string_labels():
 def test_head_names_go_through_the_registry():
     clf = BayesLayersClassifier(hidden=(4,), batch_size=10, random_state=0)
     X, y = np.random.default_rng(4).normal(size=(20, 2)), np.arange(20) % 2
-    assert isinstance(clf.fit(X, y).network_.head, heads.OneHot)  # "gaussian": one-hot regression
+    assert isinstance(clf.fit(X, y).network_.head, heads.Choice)  # "auto", two classes
+    onehot = BayesLayersClassifier(hidden=(4,), head="gaussian", batch_size=10).fit(X, y)
+    assert type(onehot.network_.head) is heads.OneHot  # "gaussian": one-hot regression
     classifier_kinds = sorted(k for k, cls in heads.HEADS.items() if cls.is_classifier)
     regressor_kinds = sorted(k for k, cls in heads.HEADS.items() if not cls.is_classifier)
     with pytest.raises(ValueError, match="head must be one of") as info:

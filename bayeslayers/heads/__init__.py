@@ -8,6 +8,9 @@ The protocol (:mod:`bayeslayers.heads._protocol`) lists what every head supplies
 ``Probit``, ``Logistic`` (:mod:`bayeslayers.heads.glm`)
     Generalized linear heads fitted in closed form (Laplace, or assumed-density filtering for
     the probit) or by PyMC ADVI (:mod:`bayeslayers.heads.advi`, imported only when used).
+``Choice`` (:mod:`bayeslayers.heads.choice`)
+    A one-hot head that teaches the body, raced against a probit readout of the same inputs;
+    predictions from the one of larger prequential evidence.
 
 To add a head, write a class that satisfies :class:`Head` and add it to :data:`HEADS`; the
 contract tests in ``tests/test_heads.py`` pick it up.
@@ -20,12 +23,15 @@ from typing import Any
 
 from bayeslayers.heads._protocol import ClassifierHead, Head, RegressionHead
 from bayeslayers.heads.argmax import argmax_log_proba, argmax_probabilities
+from bayeslayers.heads.choice import Choice, ChoiceState, teaching
 from bayeslayers.heads.gaussian import Gaussian, GaussianState, OneHot
 from bayeslayers.heads.glm import GLMState, Logistic, Probit, state_from_legacy
 
 __all__ = [
     "HEADS",
     "LEGACY_STATES",
+    "Choice",
+    "ChoiceState",
     "ClassifierHead",
     "GLMState",
     "Gaussian",
@@ -38,9 +44,12 @@ __all__ = [
     "argmax_log_proba",
     "argmax_probabilities",
     "make_head",
+    "teaching",
 ]
 
-HEADS: dict[str, type[Head]] = {cls.kind: cls for cls in (Gaussian, OneHot, Probit, Logistic)}
+HEADS: dict[str, type[Head]] = {
+    cls.kind: cls for cls in (Gaussian, OneHot, Probit, Logistic, Choice)
+}
 
 #: State types saved by earlier versions under another name (``"module:Name"`` in a model file),
 #: each mapped to a function that builds today's state from the saved fields (as keywords).

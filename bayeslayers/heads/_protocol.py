@@ -20,7 +20,9 @@ The ArviZ export draws the head's weights from ``weight_posterior(state)``, scor
 observations with ``log_likelihood(state, F, y)`` and draws outcomes with
 ``sample(state, F, rng)``, ``F`` the linear predictors for each weight draw. A classification
 head (``is_classifier = True``) also gives class probabilities: ``proba(state, X)`` and
-``proba_from_moments(mean, var)`` for Gaussian predictors. The body never knows which head it has.
+``proba_from_moments(state, mean, var)`` for Gaussian predictors. The body never knows which
+head it has; it learns from ``residual`` (of the head's teacher, for a head that keeps
+several readouts: :func:`bayeslayers.heads.teaching`).
 """
 
 from __future__ import annotations
@@ -102,8 +104,9 @@ class ClassifierHead(Head, Protocol):
     def proba(self, state, X: np.ndarray) -> np.ndarray:
         """Class probabilities ``(n, K)`` for head inputs ``X`` (with bias)."""
 
-    def proba_from_moments(self, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
-        """Class probabilities ``(..., K)`` for Gaussian predictors with these moments."""
+    def proba_from_moments(self, state, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(..., K)`` for Gaussian predictors with these moments (of
+        :meth:`predictive` under ``state``: a head may choose its link by its state)."""
 
 
 @runtime_checkable

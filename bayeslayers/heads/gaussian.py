@@ -537,9 +537,9 @@ class OneHot(Gaussian):
 
     def proba(self, state: GaussianState, X) -> np.ndarray:
         """Class probabilities for head inputs ``X`` (with bias)."""
-        return self.proba_from_moments(*self.predictive(state, X))
+        return self.proba_from_moments(state, *self.predictive(state, X))
 
-    def proba_from_moments(self, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    def proba_from_moments(self, state: GaussianState, mean: np.ndarray, var) -> np.ndarray:
         """Class probabilities for independent Gaussian outputs :math:`N(m, v)`."""
         return argmax_probabilities(mean, var)
 
