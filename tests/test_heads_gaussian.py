@@ -195,3 +195,15 @@ def test_every_row_is_scored_then_one_in_a_stride():
 def test_bad_temperature(bad):
     with pytest.raises(ValueError, match="temperature must be 'evidence' or None"):
         heads.OneHot(temperature=bad)
+
+
+def test_the_temperature_sample_is_the_same_row_by_row_and_in_batches():
+    from bayeslayers.heads.gaussian import SCORE_ALL, SCORE_STRIDE, _sampled
+
+    start, n = SCORE_ALL - 7, 40
+    pick, weight = _sampled(start, n)
+    single = [(i, w) for i in range(n) for w in _sampled(start + i, 1)[1]]
+    assert pick.tolist() == [i for i, _ in single]
+    assert weight.tolist() == [w for _, w in single]
+    assert set(weight.tolist()) == {1.0, float(SCORE_STRIDE)}
+    assert pick[:7].tolist() == list(range(7))  # every row before SCORE_ALL

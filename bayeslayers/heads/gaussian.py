@@ -497,16 +497,13 @@ class OneHot(Gaussian):
         cal = state.calibration
         if cal is None:
             return new
-        index = cal.offered + np.arange(len(X))
-        later = index >= SCORE_ALL
-        pick = np.flatnonzero(~later | ((index - SCORE_ALL) % SCORE_STRIDE == 0))
+        pick, weight = _sampled(int(cal.offered), len(X))
         cal = cal._replace(offered=cal.offered + len(X))
-        if pick.size:
+        if len(pick):
             if moments is None:
                 mean, var = self._moments(state, X[pick])
             else:
                 mean, var = moments[0][pick], moments[1][pick]
-            weight = np.where(later[pick], float(SCORE_STRIDE), 1.0)
             cal = _record(cal, mean, var, np.argmax(T[pick], 1), weight)
         return new._replace(calibration=cal)
 
@@ -574,6 +571,29 @@ class OneHot(Gaussian):
     ) -> np.ndarray:
         """One class index per row: the argmax of the outputs plus noise."""
         return np.argmax(super().sample(state, F, rng, noise), axis=-1)
+
+
+def _sampled(offered: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of a batch of ``n`` after ``offered`` rows of the stream that join the
+    temperature's scoring (every row of the first :data:`SCORE_ALL`, then one in
+    :data:`SCORE_STRIDE`), and the rows of the stream each stands for."""
+    if n == 1:  # the common batch, without array arithmetic
+        if offered < SCORE_ALL:
+            return _FIRST, _WEIGHT_ONE
+        if (offered - SCORE_ALL) % SCORE_STRIDE == 0:
+            return _FIRST, _WEIGHT_STRIDE
+        return _NO_ROWS, _NO_WEIGHTS
+    index = offered + np.arange(n)
+    later = index >= SCORE_ALL
+    pick = np.flatnonzero(~later | ((index - SCORE_ALL) % SCORE_STRIDE == 0))
+    return pick, np.where(later[pick], float(SCORE_STRIDE), 1.0)
+
+
+_FIRST, _NO_ROWS = np.zeros(1, dtype=np.intp), np.zeros(0, dtype=np.intp)
+_WEIGHT_ONE, _WEIGHT_STRIDE = np.ones(1), np.full(1, float(SCORE_STRIDE))
+_NO_WEIGHTS = np.zeros(0)
+for _array in (_FIRST, _NO_ROWS, _WEIGHT_ONE, _WEIGHT_STRIDE, _NO_WEIGHTS):
+    _array.flags.writeable = False
 
 
 def _record(

@@ -85,6 +85,7 @@ _MIN_CURVATURE = 1e-12
 #: Widest head input scored and updated row by row in one compiled call (as the conjugate
 #: core's compiled rank-one path).
 _ROW_KERNEL_MAX_D = 256
+_EPS64 = float(np.finfo(np.float64).eps)
 # Newton iterations (and step halvings per iteration) for the Laplace mode of one row.
 _NEWTON_STEPS = 30
 _HALVINGS = 30
@@ -197,7 +198,7 @@ def _adf_row(head: _GLMHead, state: GLMState, X, T, fraction) -> tuple[float, GL
     mean, cov = post.mean.copy(), post.cov.copy()
     x = np.ascontiguousarray(X[0], dtype=np.float64)
     Y = np.ascontiguousarray(head._targets(T)[0], dtype=np.float64)
-    bound = 1.0 / (len(x) * float(np.finfo(np.float64).eps))  # conjugate's 1 / (D eps)
+    bound = 1.0 / (len(x) * _EPS64)  # the conjugate core's bound, 1 / (D eps)
     score, done = _kernels.probit_adf_row(mean, cov, x, Y, 1.0 / fraction, bound)
     if not done:
         return None
