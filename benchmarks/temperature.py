@@ -1,7 +1,9 @@
 """The one-hot head's temperature chosen by prequential evidence, against temperature 1.
 
 For each classification data set and seed (the splits and protocol of ``tuning_free.py``),
-the estimator is fitted once with its defaults (``heads.OneHot(temperature="evidence")``).
+the estimator is fitted once with its one-hot head (``head="gaussian"``, whose default is
+``heads.OneHot(temperature="evidence")``; ``head="auto"`` would race it against a probit
+readout on two classes).
 While it trains, every scored row's one-step-ahead log class probability at every temperature
 of ``heads.gaussian.TEMPERATURES`` is recorded, with the number of rows it stands for (the
 library's own scoring function is wrapped, not changed; it scores every row of the first
@@ -60,7 +62,7 @@ def run(name: str, seed: int, test_fraction: float) -> dict:
     recorder = _Recorder()
     gaussian._log_proba_grid = recorder
     try:
-        model = BayesLayersClassifier(hidden, random_state=seed).fit(Xtr, ytr)
+        model = BayesLayersClassifier(hidden, head="gaussian", random_state=seed).fit(Xtr, ytr)
     finally:
         gaussian._log_proba_grid = recorder._inner
     net = model.network_
