@@ -68,7 +68,7 @@ from bayeslayers._validation import (
     check_targets,
 )
 from bayeslayers.engine import forward, top_rows, with_bias
-from bayeslayers.heads import RegressionHead
+from bayeslayers.heads import Choice, RegressionHead
 from bayeslayers.predictive import HIDDEN, check_hidden
 
 __all__ = ["ELPD", "GROUPS", "HIDDEN", "compare", "elpd", "to_inference_data"]
@@ -286,6 +286,8 @@ def to_inference_data(
     }
     if net.head.is_classifier:
         attrs["classes"] = [str(c) for c in net.classes_]
+    if isinstance(net.head, Choice):  # the draws are the leading readout's
+        attrs["readout"] = net.head.chosen(net.head_state_)
     return _assemble(variables, coords, attrs, chains)
 
 

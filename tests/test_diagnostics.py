@@ -445,3 +445,17 @@ def test_predict_quantiles_rejects_bad_input(regressor, classifier):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert regressor.predict_quantiles(X[:2], [0.5]).shape == (1, 2, 2)
+
+
+def test_a_choice_head_exports_its_leading_readout():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    y = (X[:, 0] + 0.5 * rng.normal(size=200) > 0).astype(int)
+    net = Network([layers.ReLU(5)], head=heads.Choice()).fit(X, y)
+    chosen = net.head.chosen(net.head_state_)
+    idata = to_inference_data(net, X[:20], y[:20], n_draws=8, chains=2, seed=0)
+    assert idata.posterior.attrs["head"] == "choice"
+    assert idata.posterior.attrs["readout"] == chosen
+    leader = net.head.rival if chosen == "probit" else net.head.teacher
+    expected = leader.weight_posterior(net.head_state_.readouts[chosen == "probit"]).mean
+    assert idata.posterior["head_w"].shape[-2:] == expected.shape
