@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["diag_rows", "masked_solves", "probit_adf_row", "shared_rows", "unit_rows"]
+__all__ = ["diag_rows", "masked_solves", "probit_adf_pseudo", "shared_rows", "unit_rows"]
 
 _COMPILE_LOCK = threading.Lock()
 
@@ -360,46 +360,47 @@ _MILLS_TERMS = 40
 
 
 @_compiled_on_first_call
-def probit_adf_row(
+def probit_adf_pseudo(
     mean: np.ndarray, cov: np.ndarray, x: np.ndarray, Y: np.ndarray, s2: float, bound: float
-) -> tuple[float, bool]:
-    r"""One row of assumed-density filtering for probit columns with full covariances, in place.
+) -> tuple[float, np.ndarray, np.ndarray, bool]:
+    r"""The score and ADF pseudo-observations of one row for probit columns with full
+    covariances (the step itself is :func:`unit_rows`'s rank-one step).
 
     For every column ``j`` (:math:`\Sigma = \Sigma_j`, :math:`\mu = \mu_j`, sign
-    :math:`s = 2 y_j - 1`): the predictor's moments :math:`p = \Sigma x`,
-    :math:`m = x^\top \mu`, :math:`v = x^\top p`; with :math:`z = s m / \sqrt{1 + v}`,
+    :math:`s = 2 y_j - 1`): the predictor's moments :math:`m = x^\top \mu`,
+    :math:`v = x^\top \Sigma x`; with :math:`z = s m / \sqrt{1 + v}`,
     :math:`\lambda = \varphi(z) / \Phi(z)` and :math:`\beta = \lambda (\lambda + z) / (1 + v)`,
     the moment-matched pseudo-observation of slope :math:`G = \sqrt{\beta / (1 - \beta v)}`
     and target :math:`G (m + s \sqrt{1 + v} / (\lambda + z))` (as
-    :meth:`bayeslayers.heads.Probit._adf_pseudo`), taken by the rank-one step of
-    :func:`unit_rows` with noise ``s2``. :math:`\log \Phi` is ``log1p(-erfc / 2)`` above 0,
-    ``log(erfc / 2)`` down to -5 and, below, :math:`\log\varphi(z) + \log R(-z)` with the
-    Mills ratio :math:`R(u) = 1 / (u + 1 / (u + 2 / (u + \dots)))` (continued fraction).
+    :meth:`bayeslayers.heads.Probit._adf_pseudo`). :math:`\log \Phi` is ``log1p(-erfc / 2)``
+    above 0, ``log(erfc / 2)`` down to -5 and, below, :math:`\log\varphi(z) + \log R(-z)`
+    with the Mills ratio :math:`R(u) = 1 / (u + 1 / (u + 2 / (u + \dots)))` (continued
+    fraction).
 
     Parameters
     ----------
     mean : ndarray of shape (D, C)
-        Means, updated in place.
+        Means.
     cov : ndarray of shape (C, D, D)
-        Covariances, updated in place.
+        Covariances.
     x : ndarray of shape (D,)
         The design row.
     Y : ndarray of shape (C,)
         Indicators (0 or 1) of the columns.
     s2 : float
-        One over the tempering fraction.
+        One over the tempering fraction (the step's noise).
     bound : float
-        Largest :math:`G^2 v / s2` taken here (the floating-point bound of
+        Largest :math:`G^2 v / s2` accepted (the floating-point bound of
         :mod:`bayeslayers.conjugate`).
 
     Returns
     -------
-    (float, bool)
-        The row's log class probability before the step (one column: :math:`\log\Phi(z)`;
-        several: one-vs-rest conditioned on exactly one indicator, the log-odds
+    (float, ndarray, ndarray, bool)
+        The row's log class probability (one column: :math:`\log\Phi(z)`; several:
+        one-vs-rest conditioned on exactly one indicator, the log-odds
         :math:`\log\Phi(\zeta_j) - \log\Phi(-\zeta_j)`, :math:`\zeta_j = m_j / \sqrt{1 + v_j}`,
-        normalized), and whether the step was taken: ``False`` (nothing changed) if some
-        column passed ``bound``.
+        normalized), the slopes ``G`` and targets ``(C,)``, and ``False`` if some column
+        passed ``bound``.
     """
 
     def log_ndtr(z: float) -> float:
@@ -414,20 +415,21 @@ def probit_adf_row(
         return -0.5 * u * u - _LOG_SQRT_2PI - math.log(f)
 
     D, C = mean.shape
-    P = np.zeros((C, D))
+    p = np.empty(D)
     m = np.empty(C)
     v = np.empty(C)
     for j in range(C):
+        p[:] = 0.0
         for k in range(D):  # Sigma x as a sum of rows (Sigma is symmetric): contiguous
             f = x[k]
             if f != 0.0:
                 for d in range(D):
-                    P[j, d] += f * cov[j, k, d]
+                    p[d] += f * cov[j, k, d]
         mj = 0.0
         vj = 0.0
         for d in range(D):
             mj += x[d] * mean[d, j]
-            vj += x[d] * P[j, d]
+            vj += x[d] * p[d]
         m[j] = mj
         v[j] = vj
     if C == 1:
@@ -448,6 +450,7 @@ def probit_adf_row(
         score = observed - top - math.log(total)
     G = np.empty(C)
     target = np.empty(C)
+    ok = True
     for j in range(C):
         s = 2.0 * Y[j] - 1.0
         root = math.sqrt(1.0 + v[j])
@@ -457,18 +460,5 @@ def probit_adf_row(
         G[j] = math.sqrt(beta / max(1.0 - beta * v[j], 1e-12))
         target[j] = G[j] * (m[j] + s * root / (lam + z))
         if not G[j] * G[j] * v[j] / s2 <= bound:
-            return score, False
-    for j in range(C):
-        g = G[j]
-        s = s2 + g * g * v[j]
-        step = g * (target[j] - g * m[j]) / s
-        for d in range(D):
-            mean[d, j] += P[j, d] * step
-        c = g / math.sqrt(s)
-        for d in range(D):
-            P[j, d] *= c
-        for a in range(D):
-            ca = P[j, a]
-            for b in range(D):
-                cov[j, a, b] -= ca * P[j, b]
-    return score, True
+            ok = False
+    return score, G, target, ok
