@@ -3,12 +3,20 @@
 The recording (``tests/golden/record_golden.py``) stores each variant's fully resolved
 ``[model]`` table, the first training rows of its data and its predictions, so this test does
 not depend on the library's defaults or on the data loaders.
+
+On the recording's floating-point platform (its BLAS kernels and NumPy's SIMD extensions,
+``record_golden.platform``) the predictions must agree to the last bits. On another platform
+rounding differs from the first product on, and one pass carries it through every later
+update, so there the test checks the method rather than the arithmetic (re-recorded at
+5a68859 on an AVX2 machine, the AVX-512 recording disagreed by 3e-5 relative on
+``digits-diag`` and below 5e-11 on every other variant).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +39,15 @@ SLOW = {"digits-logistic-advi", "digits-probit-advi"}  # PyMC compiles for tens 
 )
 def test_variant_predictions_unchanged(key: str) -> None:
     out = RECORDER.predictions(TABLES[key], GOLDEN, key)
-    # Bitwise when run alone; within a full run, BLAS can split a product differently once
-    # other tests have changed its thread pool, which moves the last bit (seen: 1e-16 on the
-    # mnist variant's probabilities). 1e-12 still catches any change of the arithmetic.
-    np.testing.assert_allclose(out, GOLDEN[f"{key}.out"], rtol=1e-12, atol=1e-15)
+    if str(GOLDEN["platform"]) == RECORDER.platform():
+        # Bitwise when run alone; within a full run, BLAS can split a product differently
+        # once other tests have changed its thread pool, which moves the last bit (seen:
+        # 1e-16 on the mnist variant's probabilities). 1e-12 still catches any change of the
+        # arithmetic.
+        np.testing.assert_allclose(out, GOLDEN[f"{key}.out"], rtol=1e-12, atol=1e-15)
+    else:  # any change of the method moves predictions by far more than rounding does
+        warnings.warn(
+            "golden predictions recorded on another floating-point platform: checked to 1e-3",
+            stacklevel=2,
+        )
+        np.testing.assert_allclose(out, GOLDEN[f"{key}.out"], rtol=1e-3, atol=1e-6)

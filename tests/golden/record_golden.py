@@ -6,6 +6,10 @@ resolved table and the predictions in ``tests/golden/variants.npz``; ``tests/tes
 retrains from the stored table and data and checks the predictions are bitwise equal. The
 recording is for refactors that must not change behaviour: rerun it only on purpose;
 ``python tests/golden/record_golden.py KEY ...`` re-records the named variants only.
+
+The file also stores the recording machine's floating-point platform (:func:`platform`):
+BLAS kernels and NumPy's SIMD loops are chosen per CPU at run time and round differently, and
+one-pass training carries a last-bit difference through every later update.
 """
 
 from __future__ import annotations
@@ -20,6 +24,26 @@ from bayeslayers import config, datasets
 
 ROOT = Path(__file__).resolve().parents[2]
 N_TRAIN, N_TEST = 120, 40
+
+
+def platform() -> str:
+    """The floating-point platform: the BLAS library and the kernels it picked for this CPU,
+    and the SIMD extensions NumPy dispatches to (JSON)."""
+    import scipy.linalg  # noqa: F401  (SciPy's own BLAS is loaded, whoever imported it first)
+    from threadpoolctl import threadpool_info
+
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # NumPy 1.x
+        from numpy.core._multiarray_umath import __cpu_features__
+
+    blas = sorted(
+        f"{info['internal_api']} {info['version']} {info.get('architecture', '')}"
+        for info in threadpool_info()
+        if info["user_api"] == "blas"
+    )
+    simd = sorted(name for name, found in __cpu_features__.items() if found)
+    return json.dumps({"blas": blas, "simd": simd})
 
 
 def _explicit(obj) -> dict:
@@ -55,6 +79,7 @@ def main() -> None:
         tables[key] = {"model": model, "train": cfg.train}
         print(key, arrays[f"{key}.out"].ravel()[:3])
     arrays["tables"] = np.array(json.dumps(tables))
+    arrays["platform"] = np.array(platform())
     np.savez_compressed(ROOT / "tests" / "golden" / "variants.npz", **arrays)
 
 
@@ -89,6 +114,13 @@ def rerecord(keys: list[str]) -> None:
     for key in keys:
         arrays[f"{key}.out"] = predictions(tables[key], arrays, key)
         print("re-recorded", key)
+    recorded = str(arrays.get("platform", ""))
+    if set(tables) - set(keys) and recorded != platform():
+        raise SystemExit(
+            "the other variants were recorded on another platform: re-record them all "
+            "(name every key) so that the file holds one platform's predictions"
+        )
+    arrays["platform"] = np.array(platform())
     np.savez_compressed(path, **arrays)
 
 
