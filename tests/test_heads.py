@@ -55,7 +55,7 @@ def test_every_head_satisfies_the_protocol_it_declares(kind, kwargs):
 
 
 @pytest.mark.parametrize("name", ["gaussian", "onehot", "probit-adf", "logistic-laplace"])
-def test_models_saved_before_the_heads_package_still_load_bitwise(name):
+def test_models_saved_before_the_heads_package_still_predict_the_same(name):
     from pathlib import Path
 
     from bayeslayers import load
@@ -66,7 +66,9 @@ def test_models_saved_before_the_heads_package_still_load_bitwise(name):
     net = load(data / f"{name}.npz")
     X = np.random.default_rng(0).standard_normal((40, 3))[:5]
     got = net.predict_proba(X) if net.head.is_classifier else net.predict(X)
-    np.testing.assert_array_equal(got, np.load(data / f"{name}-pred.npy"))
+    # to rounding: the predictive's exp and log run NumPy's SIMD loops for the CPU (the
+    # one-hot head's probabilities moved by 1 ulp from the AVX-512 recording on AVX2)
+    np.testing.assert_allclose(got, np.load(data / f"{name}-pred.npy"), rtol=1e-14, atol=0)
 
 
 def test_unknown_kind_lists_the_allowed_ones():
