@@ -22,7 +22,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["diag_rows", "masked_solves", "probit_adf_pseudo", "shared_rows", "unit_rows"]
+__all__ = [
+    "diag_rows",
+    "masked_solves",
+    "noise_memories",
+    "probit_adf_pseudo",
+    "shared_rows",
+    "unit_rows",
+]
 
 _COMPILE_LOCK = threading.Lock()
 
@@ -462,3 +469,63 @@ def probit_adf_pseudo(
         if not G[j] * G[j] * v[j] / s2 <= bound:
             ok = False
     return score, G, target, ok
+
+
+@_compiled_on_first_call
+def noise_memories(
+    memory: np.ndarray, decays: np.ndarray, n: float, quad: float
+) -> tuple[np.ndarray, float, float]:
+    r"""Every noise memory's Student-t evidence of a batch, its forgetting and its update, and
+    the noise in use after them (:class:`bayeslayers.heads.Gaussian`'s ``noise_memory``).
+
+    Row ``k`` of ``memory`` is :math:`(a_k, b_k, L_k)`. With the decay :math:`\lambda_k`
+    (``decays[k]``), :math:`a \leftarrow \max(\lambda_k a_k, 10^{-300})` and likewise
+    :math:`b` (no underflow to 0 in a huge batch), the log evidence of ``n`` scalar
+    innovations with scaled squares summing to ``quad`` is the multivariate Student-t
+
+    .. math::
+
+        \Delta L_k = \log\Gamma(a + n/2) - \log\Gamma(a) - \tfrac n2 \log(2\pi b)
+        - (a + n/2) \log\bigl(1 + \tfrac{q}{2b}\bigr),
+
+    then :math:`a_k \leftarrow a + n/2`, :math:`b_k \leftarrow b + q/2`. The noise in use is
+    the evidence-weighted average (Bayesian model averaging over the memories), weights
+    :math:`w_k \propto e^{L_k}`: :math:`\bar a = \sum_k w_k a_k` and
+    :math:`\bar b = \bar a \sum_k w_k b_k / a_k`, so that :math:`\bar b / \bar a` is the
+    averaged variance. ``n = 0`` (with unit decays) leaves the memories as they are and
+    returns their average. A NaN anywhere gives a NaN average.
+
+    Returns
+    -------
+    (ndarray, float, float)
+        The updated memories (a new ``(K, 3)`` array), :math:`\bar a` and :math:`\bar b`.
+    """
+    out = np.empty_like(memory)
+    half = n / 2.0
+    for k in range(memory.shape[0]):
+        a = memory[k, 0] * decays[k]
+        b = memory[k, 1] * decays[k]
+        if a < 1e-300:
+            a = 1e-300
+        if b < 1e-300:
+            b = 1e-300
+        a_next = a + half
+        gain = math.lgamma(a_next) - math.lgamma(a) - half * math.log(2.0 * math.pi * b)
+        gain -= a_next * math.log1p(quad / (2.0 * b))
+        out[k, 0] = a_next
+        out[k, 1] = b + quad / 2.0
+        out[k, 2] = memory[k, 2] + gain
+    top = out[0, 2]
+    for k in range(1, out.shape[0]):
+        if out[k, 2] > top:
+            top = out[k, 2]
+    total = 0.0
+    a_sum = 0.0
+    ratio = 0.0
+    for k in range(out.shape[0]):
+        w = math.exp(out[k, 2] - top)
+        total += w
+        a_sum += w * out[k, 0]
+        ratio += w * (out[k, 1] / out[k, 0])
+    a_bar = a_sum / total
+    return out, a_bar, a_bar * (ratio / total)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bayeslayers import Network, heads
+from bayeslayers import Network, _kernels, heads
 from bayeslayers.evidence import STRONG
 from bayeslayers.heads import gaussian
 from bayeslayers.heads.argmax import argmax_log_proba
@@ -71,7 +71,7 @@ def test_each_memory_scores_the_student_t_predictive_of_the_batch_then_forgets()
     rng = np.random.default_rng(0)
     memory = np.column_stack([rng.uniform(1, 50, 5), rng.uniform(0.1, 20, 5), rng.normal(size=5)])
     r = rng.normal(size=4)
-    rows = gaussian._score_memories(memory.tolist(), 4.0, float(r @ r))
+    rows, _, _ = _kernels.noise_memories(memory, gaussian._decays(4.0), 4.0, float(r @ r))
     for (a_next, b_next, evidence), (a, b, before), M in zip(
         rows, memory, gaussian.NOISE_MEMORIES, strict=True
     ):
@@ -79,19 +79,28 @@ def test_each_memory_scores_the_student_t_predictive_of_the_batch_then_forgets()
         t = stats.multivariate_t(np.zeros(4), b / a * np.eye(4), df=2 * a)
         np.testing.assert_allclose(evidence - before, t.logpdf(r), rtol=1e-12)
         np.testing.assert_allclose([a_next, b_next], [a + 2, b + r @ r / 2], rtol=1e-14)
-    huge = gaussian._score_memories(memory.tolist(), 1e6, 1e5)  # decay underflows: no 0 / 0
-    assert np.all(np.isfinite(huge))
+    huge = _kernels.noise_memories(memory, gaussian._decays(1e6), 1e6, 1e5)  # decay underflows
+    assert np.all(np.isfinite(huge[0])) and np.isfinite(huge[1:]).all()  # no 0 / 0
 
 
 def test_the_noise_in_use_is_the_evidence_weighted_average():
+    """After the batch the noise in use averages the memories by their evidence; with no
+    batch (n = 0, unit decays) the memories stay as they are."""
+    rng = np.random.default_rng(1)
     memory = np.array([[3.0, 1.5, -1000.0], [5.0, 1.0, -1001.0], [2.0, 8.0, -1e6]])
-    w = np.exp(memory[:, 2] - memory[:, 2].max())
-    w /= w.sum()
-    a, b = gaussian._average_memories(memory.tolist())
-    np.testing.assert_allclose(a, w @ memory[:, 0], rtol=1e-14)
-    np.testing.assert_allclose(b / a, w @ (memory[:, 1] / memory[:, 0]), rtol=1e-14)
-    memory[1, 2] = np.nan
-    assert np.isnan(gaussian._average_memories(memory.tolist())).all()
+    for n, quad in ((0.0, 0.0), (3.0, 2.5)):
+        decays = rng.uniform(0.5, 1.0, 3) if n else np.ones(3)
+        rows, a, b = _kernels.noise_memories(memory, decays, n, quad)
+        if not n:
+            np.testing.assert_array_equal(rows, memory)
+        w = np.exp(rows[:, 2] - rows[:, 2].max())
+        w /= w.sum()
+        np.testing.assert_allclose(a, w @ rows[:, 0], rtol=1e-14)
+        np.testing.assert_allclose(b / a, w @ (rows[:, 1] / rows[:, 0]), rtol=1e-14)
+    for k in range(3):  # a NaN anywhere, the first row's included
+        bad = memory.copy()
+        bad[k, 2] = np.nan
+        assert np.isnan(_kernels.noise_memories(bad, np.ones(3), 1.0, 1.0)[1:]).all()
 
 
 # ------------------------------------------------------------ one-hot head: temperature

@@ -79,7 +79,7 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from bayeslayers import conjugate
+from bayeslayers import _kernels, conjugate
 from bayeslayers.evidence import STRONG, mackay_prior
 from bayeslayers.heads.argmax import argmax_log_proba, argmax_probabilities
 
@@ -256,8 +256,9 @@ class Gaussian:
             if not len(state.memory):
                 a, b, memory = state.a + info.n_obs / 2, state.b + info.quad / 2, state.memory
             else:
-                rows = _score_memories(state.memory.tolist(), info.n_obs, info.quad)
-                memory, (a, b) = np.array(rows), _average_memories(rows)
+                memory, a, b = _kernels.noise_memories(
+                    state.memory, _decays(info.n_obs), info.n_obs, info.quad
+                )
             new = GaussianState(post, float(a), float(b), memory, state.alpha, seen)
             if seen >= max(32, X.shape[1]) and np.floor(np.log2(seen)) > np.floor(
                 np.log2(max(state.seen, 1))
@@ -301,8 +302,8 @@ class Gaussian:
         average, as after every update); unchanged without memories."""
         if not len(state.memory):
             return state
-        a, b = _average_memories(state.memory.tolist())
-        return state._replace(a=a, b=b)
+        _, a, b = _kernels.noise_memories(state.memory, _NO_DECAY, 0.0, 0.0)
+        return state._replace(a=float(a), b=float(b))
 
     def _evidence_prior(self, state: GaussianState) -> GaussianState:
         """``state`` re-based on the evidence-maximizing prior precision (if enabled)."""
@@ -393,45 +394,16 @@ class Gaussian:
         return F + self._noise_sd(state, noise, F) * rng.standard_normal(F.shape)
 
 
-def _score_memories(rows, n: float, quad: float) -> list[tuple[float, float, float]]:
-    """Each candidate's Student-t log evidence of a batch, then its forgetting and update.
-
-    ``rows`` are ``(a, b, log evidence)`` per :data:`NOISE_MEMORIES` entry (Python floats);
-    ``n`` scalar observations with scaled squared innovations ``quad`` (module docstring).
-    Scalar arithmetic (:mod:`math`): for five candidates, array operations would cost more in
-    calls than in arithmetic, on every batch.
-    """
-    half = n / 2
-    out = []
-    for (a, b, evidence), decay in zip(rows, _decays(n), strict=True):
-        a, b = max(a * decay, 1e-300), max(b * decay, 1e-300)  # no underflow to 0 in a huge batch
-        a_next = a + half
-        gain = math.lgamma(a_next) - math.lgamma(a) - half * math.log(2 * math.pi * b)
-        gain -= a_next * math.log1p(quad / (2 * b))
-        out.append((a_next, b + quad / 2, evidence + gain))
-    return out
-
-
 @functools.lru_cache(maxsize=16)
-def _decays(n: float) -> tuple[float, ...]:
-    """:math:`e^{-n / M}` per memory (one batch size is met again and again)."""
-    return tuple(math.exp(-n / m) for m in NOISE_MEMORIES)
+def _decays(n: float) -> np.ndarray:
+    """:math:`e^{-n / M}` per memory (one batch size is met again and again); read-only."""
+    decays = np.exp(-n / np.array(NOISE_MEMORIES))
+    decays.flags.writeable = False
+    return decays
 
 
-def _average_memories(rows) -> tuple[float, float]:
-    r"""The noise in use: the evidence-weighted average of the candidates' estimates.
-
-    Weights :math:`w_k \propto e^{\log p_k}` (Bayesian model averaging over the memories);
-    returns :math:`(\bar a, \bar a \sum_k w_k b_k / a_k)` with :math:`\bar a = \sum_k w_k
-    a_k`, so that ``b / a`` is the averaged noise variance. ``rows`` as in
-    :func:`_score_memories`; a NaN anywhere gives NaN.
-    """
-    top = max(evidence for _, _, evidence in rows)
-    w = [math.exp(evidence - top) for _, _, evidence in rows]
-    total = sum(w)
-    a = sum(wk * ak for wk, (ak, _, _) in zip(w, rows, strict=True)) / total
-    ratio = sum(wk * (bk / ak) for wk, (ak, bk, _) in zip(w, rows, strict=True)) / total
-    return a, a * ratio
+_NO_DECAY = np.ones(len(NOISE_MEMORIES))
+_NO_DECAY.flags.writeable = False
 
 
 @dataclass(frozen=True)
