@@ -24,6 +24,7 @@ import numpy as np
 
 __all__ = [
     "diag_rows",
+    "equal_orthant",
     "masked_solves",
     "noise_memories",
     "probit_adf_pseudo",
@@ -32,6 +33,15 @@ __all__ = [
 ]
 
 _COMPILE_LOCK = threading.Lock()
+#: Names of the scalar helpers that kernels call (:func:`_helper`), compiled before any kernel.
+_HELPERS: list[str] = []
+
+
+def _helper(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark ``func`` as a helper called from kernels: the first kernel call compiles it
+    (``numba.njit``) in its module-level name, so that the kernels' compilation finds it."""
+    _HELPERS.append(func.__name__)
+    return func
 
 
 def _compiled_on_first_call(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -48,6 +58,9 @@ def _compiled_on_first_call(func: Callable[..., Any]) -> Callable[..., Any]:
             if kernel is first_call:
                 import numba
 
+                for name in _HELPERS:
+                    if not isinstance(globals()[name], numba.core.dispatcher.Dispatcher):
+                        globals()[name] = numba.njit(cache=True, nogil=True)(globals()[name])
                 kernel = numba.njit(cache=True, nogil=True)(func)
                 globals()[func.__name__] = kernel
         return kernel(*args)
@@ -366,6 +379,22 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _MILLS_TERMS = 40
 
 
+@_helper
+def _log_ndtr(z: float) -> float:
+    r""":math:`\log\Phi(z)`: ``log1p(-erfc / 2)`` above 0, ``log(erfc / 2)`` down to -5 and,
+    below, :math:`\log\varphi(z) + \log R(-z)` with the Mills ratio
+    :math:`R(u) = 1 / (u + 1 / (u + 2 / (u + \dots)))` (continued fraction)."""
+    if z > 0.0:
+        return math.log1p(-0.5 * math.erfc(z * _SQRT1_2))
+    if z > -5.0:
+        return math.log(0.5 * math.erfc(-z * _SQRT1_2))
+    u = -z
+    f = u
+    for k in range(_MILLS_TERMS, 0, -1):
+        f = u + k / f
+    return -0.5 * u * u - _LOG_SQRT_2PI - math.log(f)
+
+
 @_compiled_on_first_call
 def probit_adf_pseudo(
     mean: np.ndarray, cov: np.ndarray, x: np.ndarray, Y: np.ndarray, s2: float, bound: float
@@ -379,10 +408,7 @@ def probit_adf_pseudo(
     :math:`\lambda = \varphi(z) / \Phi(z)` and :math:`\beta = \lambda (\lambda + z) / (1 + v)`,
     the moment-matched pseudo-observation of slope :math:`G = \sqrt{\beta / (1 - \beta v)}`
     and target :math:`G (m + s \sqrt{1 + v} / (\lambda + z))` (as
-    :meth:`bayeslayers.heads.Probit._adf_pseudo`). :math:`\log \Phi` is ``log1p(-erfc / 2)``
-    above 0, ``log(erfc / 2)`` down to -5 and, below, :math:`\log\varphi(z) + \log R(-z)`
-    with the Mills ratio :math:`R(u) = 1 / (u + 1 / (u + 2 / (u + \dots)))` (continued
-    fraction).
+    :meth:`bayeslayers.heads.Probit._adf_pseudo`), :math:`\log \Phi` by :func:`_log_ndtr`.
 
     Parameters
     ----------
@@ -409,18 +435,6 @@ def probit_adf_pseudo(
         normalized), the slopes ``G`` and targets ``(C,)``, and ``False`` if some column
         passed ``bound``.
     """
-
-    def log_ndtr(z: float) -> float:
-        if z > 0.0:
-            return math.log1p(-0.5 * math.erfc(z * _SQRT1_2))
-        if z > -5.0:
-            return math.log(0.5 * math.erfc(-z * _SQRT1_2))
-        u = -z
-        f = u
-        for k in range(_MILLS_TERMS, 0, -1):
-            f = u + k / f
-        return -0.5 * u * u - _LOG_SQRT_2PI - math.log(f)
-
     D, C = mean.shape
     p = np.empty(D)
     m = np.empty(C)
@@ -440,14 +454,14 @@ def probit_adf_pseudo(
         m[j] = mj
         v[j] = vj
     if C == 1:
-        score = log_ndtr((2.0 * Y[0] - 1.0) * m[0] / math.sqrt(1.0 + v[0]))
+        score = _log_ndtr((2.0 * Y[0] - 1.0) * m[0] / math.sqrt(1.0 + v[0]))
     else:
         top = -np.inf
         observed = 0.0
         odds = np.empty(C)
         for j in range(C):
             zeta = m[j] / math.sqrt(1.0 + v[j])
-            odds[j] = log_ndtr(zeta) - log_ndtr(-zeta)
+            odds[j] = _log_ndtr(zeta) - _log_ndtr(-zeta)
             top = max(top, odds[j])
             if Y[j] > 0.5:
                 observed = odds[j]
@@ -462,7 +476,7 @@ def probit_adf_pseudo(
         s = 2.0 * Y[j] - 1.0
         root = math.sqrt(1.0 + v[j])
         z = s * m[j] / root
-        lam = math.exp(-0.5 * z * z - _LOG_SQRT_2PI - log_ndtr(z))
+        lam = math.exp(-0.5 * z * z - _LOG_SQRT_2PI - _log_ndtr(z))
         beta = lam * (lam + z) / (1.0 + v[j])
         G[j] = math.sqrt(beta / max(1.0 - beta * v[j], 1e-12))
         target[j] = G[j] * (m[j] + s * root / (lam + z))
@@ -529,3 +543,109 @@ def noise_memories(
         ratio += w * (out[k, 1] / out[k, 0])
     a_bar = a_sum / total
     return out, a_bar, a_bar * (ratio / total)
+
+
+@_helper
+def _mills(t: float) -> float:
+    r"""The inverse Mills ratio :math:`\varphi(t) / \Phi(t)`: directly down to -5, below
+    through the continued fraction of :func:`_log_ndtr` (no exponent or logarithm there)."""
+    if t > -5.0:
+        return math.exp(-0.5 * t * t - _LOG_SQRT_2PI) / (0.5 * math.erfc(-t * _SQRT1_2))
+    u = -t
+    f = u
+    for k in range(_MILLS_TERMS, 0, -1):
+        f = u + k / f
+    return f
+
+
+@_compiled_on_first_call
+def equal_orthant(b: np.ndarray, nodes: np.ndarray, log_weights: np.ndarray, far: float):
+    r""":math:`\log \int \varphi(z) \prod_j \Phi(z + b_j)\,dz` for each row of ``b`` (n, k):
+    the argmax probability of equal-variance Gaussian outputs
+    (:func:`bayeslayers.heads.argmax.argmax_log_proba`).
+
+    Factors with :math:`b_j / \sqrt 2 \ge` ``far`` are left out (each changes the result by
+    less than the bound in :func:`~bayeslayers.heads.argmax._log_orthant`), and a row left
+    with none gives 0; a NaN gives NaN. The log integrand
+    :math:`h(z) = -z^2/2 + \sum_j \log\Phi(z + b_j)` is concave (:math:`-h'' \ge 1`); its
+    mode :math:`z^*` is found by Newton's method from the root of the factors with
+    :math:`b_j < 0` in their linear regime, :math:`z_0 = -\sum_{b_j < 0} b_j / (1 + \#\{b_j
+    < 0\})`, to a step below :math:`10^{-6} (1 + |z|)`. The Gauss-Hermite rule of ``nodes``
+    :math:`x_i` and ``log_weights`` (the normalized log weights plus :math:`x_i^2 / 2`) is
+    placed at :math:`z_i = z^* + \sigma x_i`, :math:`\sigma^2 = -1 / h''`:
+
+    .. math::
+
+        \log\sigma + \log \sum_i \exp\Big(w_i - \tfrac12 z_i^2
+        + \sum_j \log\Phi(z_i + b_j)\Big),
+
+    summed as products of :math:`\Phi` where :math:`h(z^*) > -40` (no underflow) and in log
+    space below.
+    """
+    n, k = b.shape
+    out = np.zeros(n)
+    kept = np.empty(k)
+    terms = np.empty(nodes.shape[0])
+    threshold = far * math.sqrt(2.0)
+    for r in range(n):
+        count = 0
+        nan = False
+        for j in range(k):
+            if b[r, j] != b[r, j]:
+                nan = True
+            elif b[r, j] < threshold:
+                kept[count] = b[r, j]
+                count += 1
+        if nan:
+            out[r] = np.nan
+            continue
+        if count == 0:
+            continue
+        behind = 0.0
+        n_behind = 0
+        for j in range(count):
+            if kept[j] < 0.0:
+                behind += kept[j]
+                n_behind += 1
+        z = -behind / (1.0 + n_behind)
+        curv = 1.0
+        for _ in range(101):  # the first evaluation, then at most 100 Newton steps
+            grad = -z
+            curv = 1.0
+            for j in range(count):
+                t = z + kept[j]
+                m = _mills(t)
+                grad += m
+                curv += m * (t + m)
+            step = grad / curv
+            z += step
+            if abs(step) <= 1e-6 * (1.0 + abs(z)):
+                break
+        sigma = 1.0 / math.sqrt(curv)
+        top = -0.5 * z * z
+        for j in range(count):
+            top += _log_ndtr(z + kept[j])
+        if top > -40.0:
+            total = 0.0
+            for i in range(nodes.shape[0]):
+                zi = z + sigma * nodes[i]
+                term = math.exp(log_weights[i] - 0.5 * zi * zi)
+                for j in range(count):
+                    term *= 0.5 * math.erfc(-(zi + kept[j]) * _SQRT1_2)
+                total += term
+            out[r] = math.log(sigma) + math.log(total)
+            continue
+        peak = -np.inf
+        for i in range(nodes.shape[0]):
+            zi = z + sigma * nodes[i]
+            term = log_weights[i] - 0.5 * zi * zi
+            for j in range(count):
+                term += _log_ndtr(zi + kept[j])
+            terms[i] = term
+            if term > peak:
+                peak = term
+        total = 0.0
+        for i in range(nodes.shape[0]):
+            total += math.exp(terms[i] - peak)
+        out[r] = math.log(sigma) + peak + math.log(total)
+    return out

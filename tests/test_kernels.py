@@ -85,3 +85,36 @@ def test_shared_rows_keep_the_covariance_exactly_symmetric_and_reject_an_indefin
     assert np.all(np.linalg.eigvalsh(cov) > 0)
     with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
         _kernels.shared_rows(mean, -prior, X, T, 0.1)
+
+
+def test_the_scalar_helpers_match_scipy():
+    """log Phi and the inverse Mills ratio, on both sides of the switch to the continued
+    fraction at -5 and far into the tail (where scipy's own log_ndtr is asymptotic too)."""
+    from scipy.special import erfcx, log_ndtr
+
+    z = np.concatenate([np.linspace(-38, 9, 4701), -np.logspace(0.7, 4, 100)])
+    _kernels.equal_orthant(np.zeros((1, 1)), np.zeros(1), np.zeros(1), 6.0)  # compiles helpers
+    got = np.array([_kernels._log_ndtr(t) for t in z])
+    np.testing.assert_allclose(got, log_ndtr(z), rtol=1e-13, atol=1e-15)
+    mills = np.array([_kernels._mills(t) for t in z])
+    # phi / Phi = sqrt(2 / pi) / erfcx(-t / sqrt 2), without the cancellation of exp(h - log Phi)
+    np.testing.assert_allclose(mills, np.sqrt(2 / np.pi) / erfcx(-z / np.sqrt(2)), rtol=1e-12)
+
+
+def test_equal_orthant_agrees_with_the_two_sided_rule_at_unit_slopes():
+    """The compiled Laplace rule against the independent Gauss-Legendre rule of the unequal-
+    variance path given slopes of exactly 1, on rows near, behind and far behind; far factors
+    dropped, NaN kept, a row with no factor left is log 1."""
+    from bayeslayers.heads import argmax
+
+    rng = np.random.default_rng(3)
+    b = np.concatenate(
+        [rng.normal(0, 1, (60, 6)), rng.normal(-4, 3, (60, 6)), rng.normal(-300, 50, (10, 6))]
+    )
+    b[::7, 2] = 40.0  # a far factor
+    got = _kernels.equal_orthant(b, argmax._GH_X, argmax._GH_LOGW, argmax._FAR)
+    reference = argmax._log_orthant(b, np.ones_like(b))
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5)
+    special = np.array([[np.nan, 0.0], [20.0, 30.0]])
+    out = _kernels.equal_orthant(special, argmax._GH_X, argmax._GH_LOGW, argmax._FAR)
+    assert np.isnan(out[0]) and out[1] == 0.0

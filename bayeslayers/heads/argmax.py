@@ -7,7 +7,9 @@ integral per class, by quadrature centred on the mode of the integrand, in log s
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_ndtr, logsumexp, ndtr
+from scipy.special import log_ndtr, logsumexp
+
+from bayeslayers import _kernels
 
 __all__ = ["argmax_log_proba", "argmax_probabilities"]
 
@@ -25,23 +27,23 @@ _REACH_SIDES = float(np.sqrt(2 * _DROP))  # u <= sqrt(2 _DROP), since h'' <= -1
 _FAR = 6.0
 
 
-def _log_integrand(z: np.ndarray, b: np.ndarray, a: np.ndarray | None):
+def _log_integrand(z: np.ndarray, b: np.ndarray, a: np.ndarray):
     r"""``h(z)``, ``h'(z)`` and ``-h''(z)`` of :math:`h(z) = -z^2/2 + \sum_j \log\Phi(a_j z + b_j)`.
 
-    ``z`` is ``(rows,)`` (or ``(rows, nodes)`` for ``h`` alone), ``b`` and ``a`` ``(rows, k)``;
-    ``a=None`` means every slope is 1. With :math:`m` the inverse Mills ratio
-    :math:`\varphi/\Phi`, :math:`h' = -z + \sum_j a_j m(t_j)` and
+    ``z`` is ``(rows,)`` (or ``(rows, nodes)`` for ``h`` alone), ``b`` and ``a`` ``(rows, k)``.
+    With :math:`m` the inverse Mills ratio :math:`\varphi/\Phi`,
+    :math:`h' = -z + \sum_j a_j m(t_j)` and
     :math:`-h'' = 1 + \sum_j a_j^2 m(t_j)(t_j + m(t_j)) \ge 1`, :math:`t_j = a_j z + b_j`.
     """
-    t = z[..., None] + b if a is None else z[..., None] * a + b
+    t = z[..., None] * a + b
     lc = log_ndtr(t)
     m = np.exp(-0.5 * t * t - _LOG_SQRT_2PI - lc)
-    am = m if a is None else a * m
-    curv = 1.0 + ((am if a is None else a * am) * (t + m)).sum(axis=-1)
+    am = a * m
+    curv = 1.0 + (a * am * (t + m)).sum(axis=-1)
     return lc.sum(axis=-1) - 0.5 * z * z, am.sum(axis=-1) - z, curv
 
 
-def _mode(b: np.ndarray, a: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _mode(b: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mode ``z* > 0`` of the log integrand by Newton's method; returns ``z*``, ``h``, ``-h''``.
 
     ``h'`` is decreasing and convex (``a_j m(a_j z + b_j)`` is, for ``a_j > 0``), so Newton's
@@ -49,11 +51,8 @@ def _mode(b: np.ndarray, a: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, 
     only the factors with ``b_j < 0`` count, each in its linear regime ``m(t) ~ -t``:
     ``z = -sum a_j b_j / (1 + sum a_j^2)`` over those factors.
     """
-    ones = 1.0 if a is None else a
     behind = b < 0
-    z = -np.where(behind, ones * b, 0.0).sum(axis=-1) / (
-        1.0 + np.where(behind, ones * ones, 0.0).sum(axis=-1)
-    )
+    z = -np.where(behind, a * b, 0.0).sum(axis=-1) / (1.0 + np.where(behind, a * a, 0.0).sum(-1))
     top, grad, curv = _log_integrand(z, b, a)
     todo = np.arange(len(z))
     for _ in range(100):  # two or three steps for most rows; rows far behind take more
@@ -62,35 +61,8 @@ def _mode(b: np.ndarray, a: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, 
         todo = todo[np.abs(step) > 1e-6 * (1.0 + np.abs(z[todo]))]
         if todo.size == 0:
             break
-        top[todo], grad[todo], curv[todo] = _log_integrand(z[todo], b[todo], _rows(a, todo))
+        top[todo], grad[todo], curv[todo] = _log_integrand(z[todo], b[todo], a[todo])
     return z, top, curv  # h and -h'' before the last step, of relative size below 1e-6
-
-
-def _rows(a: np.ndarray | None, index: np.ndarray) -> np.ndarray | None:
-    return None if a is None else a[index]
-
-
-def _laplace_rule(b: np.ndarray) -> np.ndarray:
-    """Equal variances (every slope 1): 12-node Gauss-Hermite on ``z* + sigma x``.
-
-    ``sigma^2 = -1 / h''(z*) <= 1``. Rows with log P above about -40 are summed in float32
-    linear space (fast), the others in float64 log space.
-    """
-    z, top, curv = _mode(b, None)
-    sigma = 1.0 / np.sqrt(curv)
-    zk = z[:, None] + sigma[:, None] * _GH_X  # (rows, nodes)
-    out = np.log(sigma)
-    easy = top > -40.0
-    ze = zk[easy]
-    tk = ze.astype(np.float32)[:, None, :] + b[easy].astype(np.float32)[:, :, None]
-    pk = np.prod(ndtr(tk), axis=1) * np.exp(_GH_LOGW - 0.5 * ze * ze).astype(np.float32)
-    out[easy] += np.log(pk.sum(axis=-1, dtype=np.float64))
-    hard = ~easy
-    if np.any(hard):
-        zh = zk[hard]
-        lk = log_ndtr(zh[:, None, :] + b[hard][:, :, None]).sum(axis=1) - 0.5 * zh * zh
-        out[hard] += logsumexp(lk + _GH_LOGW, axis=-1)
-    return out
 
 
 def _two_sided_rule(b: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -124,8 +96,9 @@ def _two_sided_rule(b: np.ndarray, a: np.ndarray) -> np.ndarray:
 def _log_orthant(b: np.ndarray, a: np.ndarray | None) -> np.ndarray:
     r""":math:`\log \int \varphi(z) \prod_j \Phi(a_j z + b_j)\,dz` for each row of ``b`` (rows, k).
 
-    ``a=None``: every slope is 1. The log integrand is concave with a single mode
-    :math:`z^* > 0` (:func:`_mode`).
+    ``a=None``: every slope is 1, the Laplace rule of :func:`bayeslayers._kernels.equal_orthant`
+    (compiled, row by row). Otherwise :func:`_two_sided_rule`. The log integrand is concave
+    with a single mode :math:`z^* > 0` (:func:`_mode`).
 
     Far factors are left out, rows being grouped by how many factors remain (a row with none
     has log P = 0). Leaving out factor :math:`j` multiplies P by
@@ -136,19 +109,18 @@ def _log_orthant(b: np.ndarray, a: np.ndarray | None) -> np.ndarray:
     :math:`E_q[\Phi(-(a_j Z + b_j))] \le \tfrac12 \Phi(-b_j) + \Phi(-b_j / \sqrt{1 + a_j^2})`,
     below 1.5e-9 when :math:`b_j / \sqrt{1 + a_j^2} \ge 6`.
     """
-    key = b / np.sqrt(2.0) if a is None else b / np.sqrt(1.0 + a * a)
+    if a is None:
+        return _kernels.equal_orthant(np.ascontiguousarray(b), _GH_X, _GH_LOGW, _FAR)
+    key = b / np.sqrt(1.0 + a * a)
     order = np.argsort(key, axis=-1)
     b = np.take_along_axis(b, order, axis=-1)
-    a = None if a is None else np.take_along_axis(a, order, axis=-1)
+    a = np.take_along_axis(a, order, axis=-1)
     key = np.take_along_axis(key, order, axis=-1)
     keep = (key < _FAR).sum(axis=-1)
     out = np.zeros(len(b))
     for k in np.unique(keep[keep > 0]):
         rows = np.flatnonzero(keep == k)
-        if a is None:
-            out[rows] = _laplace_rule(b[rows, :k])
-        else:
-            out[rows] = _two_sided_rule(b[rows, :k], a[rows, :k])
+        out[rows] = _two_sided_rule(b[rows, :k], a[rows, :k])
     out[np.isnan(key).any(axis=-1)] = np.nan  # do not drop NaN as a far factor
     return out
 
