@@ -9,7 +9,7 @@ On the recording's floating-point platform (its BLAS kernels and NumPy's SIMD ex
 rounding differs from the first product on, and one pass carries it through every later
 update, so there the test checks the method rather than the arithmetic (re-recorded at
 5a68859 on an AVX2 machine, the AVX-512 recording disagreed by 3e-5 relative on
-``digits-diag`` and below 5e-11 on every other variant).
+``digits-diag``, 3e-9 on the Laplace heads and below 5e-11 on every other variant).
 """
 
 from __future__ import annotations
