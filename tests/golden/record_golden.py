@@ -114,15 +114,17 @@ def rerecord(keys: list[str]) -> None:
     path = ROOT / "tests" / "golden" / "variants.npz"
     arrays = dict(np.load(path))
     tables = json.loads(str(arrays["tables"]))
-    for key in keys:
-        arrays[f"{key}.out"] = predictions(tables[key], arrays, key)
-        print("re-recorded", key)
-    recorded = str(arrays.get("platform", ""))
-    if set(tables) - set(keys) and recorded != platform():
+    unknown = sorted(set(keys) - set(tables))
+    if unknown:
+        raise SystemExit(f"no recorded variant {unknown}; recorded: {sorted(tables)}")
+    if set(tables) - set(keys) and str(arrays.get("platform", "")) != platform():
         raise SystemExit(
             "the other variants were recorded on another platform: re-record them all "
             "(name every key) so that the file holds one platform's predictions"
         )
+    for key in keys:
+        arrays[f"{key}.out"] = predictions(tables[key], arrays, key)
+        print("re-recorded", key)
     arrays["platform"] = np.array(platform())
     np.savez_compressed(path, **arrays)
 
