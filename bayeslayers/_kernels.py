@@ -380,19 +380,33 @@ _MILLS_TERMS = 40
 
 
 @_helper
+def _inverse_mills_tail(u: float) -> float:
+    r""":math:`1 / R(u)` for the Mills ratio :math:`R(u) = 1 / (u + 1 / (u + 2 / (u + \dots)))`
+    (continued fraction, :data:`_MILLS_TERMS` terms; to rounding for :math:`u \ge 5`)."""
+    f = u
+    for k in range(_MILLS_TERMS, 0, -1):
+        f = u + k / f
+    return f
+
+
+@_helper
 def _log_ndtr(z: float) -> float:
     r""":math:`\log\Phi(z)`: ``log1p(-erfc / 2)`` above 0, ``log(erfc / 2)`` down to -5 and,
-    below, :math:`\log\varphi(z) + \log R(-z)` with the Mills ratio
-    :math:`R(u) = 1 / (u + 1 / (u + 2 / (u + \dots)))` (continued fraction)."""
+    below, :math:`\log\varphi(z) + \log R(-z)` (:func:`_inverse_mills_tail`)."""
     if z > 0.0:
         return math.log1p(-0.5 * math.erfc(z * _SQRT1_2))
     if z > -5.0:
         return math.log(0.5 * math.erfc(-z * _SQRT1_2))
-    u = -z
-    f = u
-    for k in range(_MILLS_TERMS, 0, -1):
-        f = u + k / f
-    return -0.5 * u * u - _LOG_SQRT_2PI - math.log(f)
+    return -0.5 * z * z - _LOG_SQRT_2PI - math.log(_inverse_mills_tail(-z))
+
+
+@_helper
+def _mills(t: float) -> float:
+    r"""The inverse Mills ratio :math:`\varphi(t) / \Phi(t)`: directly down to -5, below
+    by the continued fraction (:func:`_inverse_mills_tail`, no exponent or logarithm)."""
+    if t > -5.0:
+        return math.exp(-0.5 * t * t - _LOG_SQRT_2PI) / (0.5 * math.erfc(-t * _SQRT1_2))
+    return _inverse_mills_tail(-t)
 
 
 @_compiled_on_first_call
@@ -543,19 +557,6 @@ def noise_memories(
         ratio += w * (out[k, 1] / out[k, 0])
     a_bar = a_sum / total
     return out, a_bar, a_bar * (ratio / total)
-
-
-@_helper
-def _mills(t: float) -> float:
-    r"""The inverse Mills ratio :math:`\varphi(t) / \Phi(t)`: directly down to -5, below
-    through the continued fraction of :func:`_log_ndtr` (no exponent or logarithm there)."""
-    if t > -5.0:
-        return math.exp(-0.5 * t * t - _LOG_SQRT_2PI) / (0.5 * math.erfc(-t * _SQRT1_2))
-    u = -t
-    f = u
-    for k in range(_MILLS_TERMS, 0, -1):
-        f = u + k / f
-    return f
 
 
 @_compiled_on_first_call

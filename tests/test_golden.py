@@ -31,6 +31,7 @@ _spec.loader.exec_module(RECORDER)  # the recorder's own fit-and-predict, shared
 
 GOLDEN = np.load(Path(__file__).parent / "golden" / "variants.npz")
 TABLES = json.loads(str(GOLDEN["tables"]))
+SAME_PLATFORM = str(GOLDEN["platform"]) == RECORDER.platform()
 SLOW = {"digits-logistic-advi", "digits-probit-advi"}  # PyMC compiles for tens of seconds cold
 
 
@@ -39,7 +40,7 @@ SLOW = {"digits-logistic-advi", "digits-probit-advi"}  # PyMC compiles for tens 
 )
 def test_variant_predictions_unchanged(key: str) -> None:
     out = RECORDER.predictions(TABLES[key], GOLDEN, key)
-    if str(GOLDEN["platform"]) == RECORDER.platform():
+    if SAME_PLATFORM:
         # Bitwise when run alone; within a full run, BLAS can split a product differently
         # once other tests have changed its thread pool, which moves the last bit (seen:
         # 1e-16 on the mnist variant's probabilities). 1e-12 still catches any change of the
