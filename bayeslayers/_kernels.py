@@ -27,7 +27,7 @@ __all__ = [
     "equal_orthant",
     "masked_solves",
     "noise_memories",
-    "probit_adf_pseudo",
+    "probit_adf_row",
     "shared_rows",
     "unit_rows",
 ]
@@ -410,19 +410,33 @@ def _mills(t: float) -> float:
 
 
 @_compiled_on_first_call
-def probit_adf_pseudo(
+def probit_adf_row(
     mean: np.ndarray, cov: np.ndarray, x: np.ndarray, Y: np.ndarray, s2: float, bound: float
 ) -> tuple[float, np.ndarray, np.ndarray, bool]:
-    r"""The score and ADF pseudo-observations of one row for probit columns with full
-    covariances (the step itself is :func:`unit_rows`'s rank-one step).
+    r"""The score and assumed-density-filter step of one row for probit columns with full
+    covariances, in one pass over each covariance.
 
     For every column ``j`` (:math:`\Sigma = \Sigma_j`, :math:`\mu = \mu_j`, sign
-    :math:`s = 2 y_j - 1`): the predictor's moments :math:`m = x^\top \mu`,
-    :math:`v = x^\top \Sigma x`; with :math:`z = s m / \sqrt{1 + v}`,
+    :math:`s = 2 y_j - 1`): :math:`p = \Sigma x`, the predictor's moments
+    :math:`m = x^\top \mu`, :math:`v = x^\top p`; with :math:`z = s m / \sqrt{1 + v}`,
     :math:`\lambda = \varphi(z) / \Phi(z)` and :math:`\beta = \lambda (\lambda + z) / (1 + v)`,
-    the moment-matched pseudo-observation of slope :math:`G = \sqrt{\beta / (1 - \beta v)}`
-    and target :math:`G (m + s \sqrt{1 + v} / (\lambda + z))` (as
+    the moment-matched pseudo-observation of slope :math:`g = \sqrt{\beta / (1 - \beta v)}`
+    and target :math:`t = g (m + s \sqrt{1 + v} / (\lambda + z))` (as
     :meth:`bayeslayers.heads.Probit._adf_pseudo`), :math:`\log \Phi` by :func:`_log_ndtr`.
+    The step is exact Bayesian linear regression on the design row :math:`\phi = g x`
+    at noise ``s2`` (the rank-one step of :func:`unit_rows`), with :math:`\Sigma \phi = g p`
+    already known:
+
+    .. math::
+
+        S = s_2 + g^2 v, \quad r = t - g m, \quad
+        \mu \leftarrow \mu + p\, g r / S, \quad
+        \Sigma \leftarrow \Sigma - c c^\top, \; c = p\, g / \sqrt{S},
+
+    written to new arrays (one matrix-vector product and one pass over :math:`\Sigma` per
+    column, where the pseudo-observations followed by :func:`unit_rows` on copies take two
+    products and three passes). Each entry of :math:`c c^\top` is one product, the same
+    both ways round, so :math:`\Sigma` stays exactly symmetric.
 
     Parameters
     ----------
@@ -437,7 +451,7 @@ def probit_adf_pseudo(
     s2 : float
         One over the tempering fraction (the step's noise).
     bound : float
-        Largest :math:`G^2 v / s2` accepted (the floating-point bound of
+        Largest :math:`g^2 v / s_2` accepted (the floating-point bound of
         :mod:`bayeslayers.conjugate`).
 
     Returns
@@ -446,14 +460,16 @@ def probit_adf_pseudo(
         The row's log class probability (one column: :math:`\log\Phi(z)`; several:
         one-vs-rest conditioned on exactly one indicator, the log-odds
         :math:`\log\Phi(\zeta_j) - \log\Phi(-\zeta_j)`, :math:`\zeta_j = m_j / \sqrt{1 + v_j}`,
-        normalized), the slopes ``G`` and targets ``(C,)``, and ``False`` if some column
-        passed ``bound``.
+        normalized), the updated means and covariances, and ``True``; or, if some column
+        passed ``bound``, the score, ``mean`` and ``cov`` themselves and ``False`` (no step
+        taken). Raises :class:`numpy.linalg.LinAlgError` if some :math:`S \le 0`.
     """
     D, C = mean.shape
-    p = np.empty(D)
+    P = np.empty((C, D))
     m = np.empty(C)
     v = np.empty(C)
     for j in range(C):
+        p = P[j]
         p[:] = 0.0
         for k in range(D):  # Sigma x as a sum of rows (Sigma is symmetric): contiguous
             f = x[k]
@@ -485,7 +501,6 @@ def probit_adf_pseudo(
         score = observed - top - math.log(total)
     G = np.empty(C)
     target = np.empty(C)
-    ok = True
     for j in range(C):
         s = 2.0 * Y[j] - 1.0
         root = math.sqrt(1.0 + v[j])
@@ -495,8 +510,25 @@ def probit_adf_pseudo(
         G[j] = math.sqrt(beta / max(1.0 - beta * v[j], 1e-12))
         target[j] = G[j] * (m[j] + s * root / (lam + z))
         if not G[j] * G[j] * v[j] / s2 <= bound:
-            ok = False
-    return score, G, target, ok
+            return score, mean, cov, False
+    new_mean = mean.copy()
+    new_cov = np.empty_like(cov)
+    for j in range(C):
+        g = G[j]
+        S = s2 + g * g * v[j]
+        if not S > 0.0:
+            raise np.linalg.LinAlgError("a unit's covariance is not positive definite")
+        step = g * (target[j] - g * m[j]) / S
+        scale = g / math.sqrt(S)
+        p = P[j]
+        for d in range(D):
+            new_mean[d, j] += p[d] * step
+            p[d] *= scale
+        for a in range(D):
+            ca = p[a]
+            for b in range(D):
+                new_cov[j, a, b] = cov[j, a, b] - ca * p[b]
+    return score, new_mean, new_cov, True
 
 
 @_compiled_on_first_call

@@ -80,36 +80,39 @@ def check_posteriors(states, names) -> None:
     ----------
     states : iterable
         Weight posteriors, or head states holding one as ``.post`` (others are skipped); a
-        head state with several readouts (``.readouts``) is checked readout by readout.
+        head state with several readouts (``.readouts``, each holding one posterior) is
+        checked readout by readout.
     names : iterable of str
         A name for each state, used in the message.
     """
     for state, name in zip(states, names, strict=True):
         readouts = getattr(state, "readouts", None)
-        if readouts is not None:
-            check_posteriors(readouts, [f"{name} (readout {i})" for i in range(len(readouts))])
-            continue
-        post = posterior_of(state)
-        if post is None:
-            continue
-        var = _variances(post)
-        # Fast path, two reductions: a sum is NaN or infinite if any entry is, and a minimum
-        # is NaN if any entry is. (Updates only shrink variances, so a variance cannot reach
-        # +inf from a finite prior; it can only go NaN or non-positive.)
-        if var.min() > 0 and np.isfinite(post.mean.sum()):
-            continue
-        if not np.all(np.isfinite(post.mean)):
-            problem = "non-finite weight means"
-        elif not np.all(np.isfinite(var)):
-            problem = "non-finite variances"
-        elif not np.all(var > 0):
-            problem = f"a non-positive variance (min {float(var.min()):.3g})"
-        else:
-            continue  # finite entries whose sum overflowed
-        raise FloatingPointError(
-            f"the update of {name} produced {problem}; the model was left unchanged "
-            "(try a larger damping, a clip, or a larger noise / hidden_noise)"
-        )
+        for i, part in enumerate((state,) if readouts is None else readouts):
+            post = posterior_of(part)
+            problem = None if post is None else _problem(post)
+            if problem is not None:
+                where = name if readouts is None else f"{name} (readout {i})"
+                raise FloatingPointError(
+                    f"the update of {where} produced {problem}; the model was left unchanged "
+                    "(try a larger damping, a clip, or a larger noise / hidden_noise)"
+                )
+
+
+def _problem(post) -> str | None:
+    """What is wrong with a weight posterior's means or variances, or ``None``."""
+    var = _variances(post)
+    # Fast path, two reductions: a sum is NaN or infinite if any entry is, and a minimum is
+    # NaN if any entry is. (Updates only shrink variances, so a variance cannot reach +inf
+    # from a finite prior; it can only go NaN or non-positive.)
+    if var.min() > 0 and np.isfinite(post.mean.sum()):
+        return None
+    if not np.all(np.isfinite(post.mean)):
+        return "non-finite weight means"
+    if not np.all(np.isfinite(var)):
+        return "non-finite variances"
+    if not np.all(var > 0):
+        return f"a non-positive variance (min {float(var.min()):.3g})"
+    return None  # finite entries whose sum overflowed
 
 
 class LayerHealth(NamedTuple):

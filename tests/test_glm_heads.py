@@ -390,7 +390,10 @@ def test_adf_one_row_kernel_equals_the_batch_path(n_classes, scale):
     for i in range(len(X)):
         x, t = X[i : i + 1], T[i : i + 1]
         assert glm._one_row_kernel(state.post, x)
+        before = state.post.mean.copy(), state.post.cov.copy()
         score, new = head.score_and_update(state, x, t, 0.5)
+        np.testing.assert_array_equal(state.post.mean, before[0])  # new arrays, state intact
+        np.testing.assert_array_equal(state.post.cov, before[1])
         ref = head.update(state, x, t, 0.5)
         assert score == pytest.approx(head.log_predictive(state, x, t), rel=1e-9, abs=1e-12)
         np.testing.assert_allclose(new.post.mean, ref.post.mean, rtol=1e-9, atol=1e-12)

@@ -118,3 +118,21 @@ def test_equal_orthant_agrees_with_the_two_sided_rule_at_unit_slopes():
     special = np.array([[np.nan, 0.0], [20.0, 30.0]])
     out = _kernels.equal_orthant(special, argmax._GH_X, argmax._GH_LOGW, argmax._FAR)
     assert np.isnan(out[0]) and out[1] == 0.0
+
+
+def test_probit_adf_row_past_the_bound_takes_no_step():
+    """A column past the floating-point bound: the score, the arrays given (unchanged) and
+    ``False``, so that the caller takes the factorized batch path instead."""
+    rng = np.random.default_rng(3)
+    mean = rng.normal(size=(4, 2))
+    A = rng.normal(size=(2, 4, 4))
+    cov = A @ np.swapaxes(A, 1, 2) + np.eye(4)
+    kept = mean.copy(), cov.copy()
+    x, Y = rng.normal(size=4), np.array([1.0, 0.0])
+    score, new_mean, new_cov, ok = _kernels.probit_adf_row(mean, cov, x, Y, 1.0, 0.0)
+    assert not ok and new_mean is mean and new_cov is cov and np.isfinite(score)
+    np.testing.assert_array_equal(mean, kept[0])
+    np.testing.assert_array_equal(cov, kept[1])
+    _, stepped_mean, stepped_cov, ok = _kernels.probit_adf_row(mean, cov, x, Y, 1.0, np.inf)
+    assert ok and not np.array_equal(stepped_mean, mean)
+    np.testing.assert_array_equal(stepped_cov, np.swapaxes(stepped_cov, 1, 2))

@@ -112,7 +112,6 @@ SCORE_STRIDE = 4
 # Rows per vectorized scoring call (bounds its temporaries for a huge batch).
 _SCORE_BLOCK = 4096
 _UNIT = int(np.flatnonzero(TEMPERATURES == 1.0)[0])
-_HELD = ("mean", "var", "label", "weight")  # the per-row arrays of Calibration
 
 
 class Calibration(NamedTuple):
@@ -260,8 +259,8 @@ class Gaussian:
                     state.memory, _decays(info.n_obs), info.n_obs, info.quad
                 )
             new = GaussianState(post, float(a), float(b), memory, state.alpha, seen)
-            if seen >= max(32, X.shape[1]) and np.floor(np.log2(seen)) > np.floor(
-                np.log2(max(state.seen, 1))
+            if seen >= max(32, X.shape[1]) and math.floor(math.log2(seen)) > math.floor(
+                math.log2(max(state.seen, 1))
             ):
                 new = self._evidence_prior(new)
             return new
@@ -491,7 +490,7 @@ class OneHot(Gaussian):
         if state.calibration is None:
             return 1.0
         evidence = state.calibration.evidence
-        best = int(np.argmax(evidence))
+        best = int(evidence.argmax())
         if evidence[best] - evidence[_UNIT] > STRONG:
             return float(TEMPERATURES[best])
         return 1.0
@@ -574,14 +573,15 @@ def _record(
     """``cal`` with a batch's one-step-ahead moments (and each row's weight) added: held while
     they fit in the :data:`SCORE_ROWS` slots, else scored at once together with the held ones
     (new arrays; ``cal`` is not changed)."""
-    given = dict(zip(_HELD, (mean, var, label, weight), strict=True))
+    given = (mean, var, label, weight)
     n, held = len(mean), cal.n_pending
     if held + n < SCORE_ROWS:
-        out = {f: getattr(cal, f).copy() for f in _HELD}
-        for f in _HELD:
-            out[f][held : held + n] = given[f]
-        return cal._replace(**out, n_pending=held + n)
-    return _scored(cal, *(np.concatenate([getattr(cal, f)[:held], given[f]]) for f in _HELD))
+        out = (cal.mean.copy(), cal.var.copy(), cal.label.copy(), cal.weight.copy())
+        for slots, rows in zip(out, given, strict=True):
+            slots[held : held + n] = rows
+        return Calibration(cal.evidence, cal.scored, *out, held + n, cal.offered)
+    old = (cal.mean, cal.var, cal.label, cal.weight)
+    return _scored(cal, *(np.concatenate([a[:held], b]) for a, b in zip(old, given, strict=True)))
 
 
 def score_pending(cal: Calibration) -> Calibration:

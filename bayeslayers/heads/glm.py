@@ -191,21 +191,18 @@ def _one_row_kernel(post: conjugate.WeightPosterior, X: np.ndarray) -> bool:
 
 
 def _adf_row(head: _GLMHead, state: GLMState, X, T, fraction) -> tuple[float, GLMState] | None:
-    """Score and ADF step of one row in two compiled calls: the score and pseudo-observations
-    (:func:`_kernels.probit_adf_pseudo`), then the conjugate core's rank-one step
-    (:func:`_kernels.unit_rows`), the same arithmetic as the batch path; ``None`` (nothing
-    done) past the floating-point bound, which the batch path guards with a factorization."""
+    """Score and ADF step of one row in one compiled call (:func:`_kernels.probit_adf_row`):
+    the batch path's arithmetic, with the rank-one step of the conjugate core's
+    :func:`_kernels.unit_rows`; ``None`` (nothing done) past the floating-point bound, which
+    the batch path guards with a factorization."""
     post = state.post
-    x = np.ascontiguousarray(X, dtype=np.float64)
     Y = np.ascontiguousarray(head._targets(T)[0], dtype=np.float64)
-    bound = 1.0 / (x.shape[1] * _EPS64)  # the conjugate core's bound, 1 / (D eps)
-    score, G, target, ok = _kernels.probit_adf_pseudo(
-        post.mean, post.cov, x[0], Y, 1.0 / fraction, bound
+    bound = 1.0 / (X.shape[1] * _EPS64)  # the conjugate core's bound, 1 / (D eps)
+    score, mean, cov, ok = _kernels.probit_adf_row(
+        post.mean, post.cov, np.ascontiguousarray(X[0], dtype=np.float64), Y, 1.0 / fraction, bound
     )
     if not ok:
         return None
-    mean, cov = post.mean.copy(), post.cov.copy()
-    _kernels.unit_rows(mean, cov, x, target[None], G[None], 1.0 / fraction)
     return float(score), GLMState(conjugate.WeightPosterior("unit", mean, cov), post, None)
 
 
