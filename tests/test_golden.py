@@ -7,9 +7,13 @@ not depend on the library's defaults or on the data loaders.
 On the recording's floating-point platform (its BLAS kernels and NumPy's SIMD extensions,
 ``record_golden.platform``) the predictions must agree to the last bits. On another platform
 rounding differs from the first product on, and one pass carries it through every later
-update, so there the test checks the method rather than the arithmetic (re-recorded at
-5a68859 on an AVX2 machine, the AVX-512 recording disagreed by 3e-5 relative on
-``digits-diag``, 3e-9 on the Laplace heads and below 5e-11 on every other variant).
+update, so there the test checks the method rather than the arithmetic. Between the two
+machines this project has run on (AVX2 with OpenBLAS's Haswell kernels, AVX-512 with its
+SkylakeX kernels), the same code disagrees by 3e-5 relative on ``digits-diag``, 3e-9 on the
+Laplace and ADVI heads and below 5e-11 on every other variant (measured at 5a68859 and again
+at 4642bbe). The recording is now the AVX-512 machine's (4642bbe, where only
+``digits-probit-adf`` moved, by 4e-12, from the fused probit kernel; the other 19 variants
+were re-recorded bitwise equal from the commit before).
 """
 
 from __future__ import annotations
