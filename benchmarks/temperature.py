@@ -15,9 +15,11 @@ pick from the recorded scores is looked up in it:
 * ``even``, ``linear``, ``square``: the highest evidence with every row weighted 1,
   ``i / N`` or ``(i / N)^2`` (``i`` its position in the stream of ``N`` rows), times the
   rows it stands for;
-* ``default``: ``square``, kept at 1 unless it beats 1 by ``evidence.STRONG`` nats (the
+* ``grid``: ``square``, kept at 1 unless it beats 1 by ``evidence.STRONG`` nats (the
+  library's rule before the refinement between octaves);
+* ``default``: ``grid`` refined between octaves by ``gaussian.refined_temperature`` (the
   library's rule; the ``library`` column is what the fitted head actually uses);
-* ``oracle``: the best temperature on the test split.
+* ``oracle``: the best temperature of the grid on the test split.
 
 ``OPENBLAS_NUM_THREADS=1 python benchmarks/temperature.py --seeds 5`` (``--datasets`` as in
 ``tuning_free.py``; classification only).
@@ -33,12 +35,13 @@ import tuning_free as tf
 from bayeslayers import engine
 from bayeslayers.evidence import STRONG
 from bayeslayers.heads import gaussian
+from bayeslayers.heads.argmax import argmax_log_proba
 from bayeslayers.sklearn import BayesLayersClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATASETS = [name for name, (task, _, _) in tf.DATASETS.items() if task == "classification"]
 POWERS = {"even": 0.0, "linear": 1.0, "square": 2.0}
-RULES = ["tau=1", *POWERS, "default", "library", "oracle"]
+RULES = ["tau=1", *POWERS, "grid", "default", "library", "oracle"]
 
 
 class _Recorder:
@@ -73,22 +76,28 @@ def run(name: str, seed: int, test_fraction: float) -> dict:
     var = var / in_use  # the predictive at temperature 1
     index = np.searchsorted(model.classes_, yte)
     grid = gaussian.TEMPERATURES
-    test = -gaussian.temperature_scores(mean, var, index).mean(axis=1)
+
+    def test_nll(tau: float) -> float:
+        return float(-argmax_log_proba(mean, tau * var, index).mean())
+
+    test = np.array([test_nll(t) for t in grid])
     scores, weight = np.concatenate(recorder.rows), np.concatenate(recorder.weights)
     position = np.cumsum(weight) / weight.sum()  # each scored row stands for its weight
     unit = int(np.flatnonzero(grid == 1.0)[0])
-    chosen = {"tau=1": unit, "oracle": int(np.argmin(test))}
+    tau = {"tau=1": 1.0, "oracle": float(grid[np.argmin(test)])}
     for rule, power in POWERS.items():
-        chosen[rule] = int(np.argmax((weight * position**power) @ scores))
+        tau[rule] = float(grid[np.argmax((weight * position**power) @ scores)])
     square = (weight * position**2) @ scores
-    chosen["default"] = chosen["square"] if square.max() - square[unit] > STRONG else unit
-    chosen["library"] = int(np.flatnonzero(grid == in_use)[0])
+    strong = square.max() - square[unit] > STRONG
+    tau["grid"] = tau["square"] if strong else 1.0
+    tau["default"] = gaussian.refined_temperature(square) if strong else 1.0
+    tau["library"] = in_use
     return {
         "dataset": name,
         "seed": seed,
         "accuracy": float(np.mean(np.argmax(mean, axis=1) == index)),
-        "nll": {rule: float(test[g]) for rule, g in chosen.items()},
-        "tau": {rule: float(grid[g]) for rule, g in chosen.items()},
+        "nll": {rule: test_nll(t) for rule, t in tau.items()},
+        "tau": tau,
     }
 
 
@@ -103,7 +112,7 @@ def summary(rows: list[dict]) -> str:
         for rule in RULES:
             values = np.array([r["nll"][rule] for r in mine])
             cells.append(f"{values.mean():.4f}")
-        taus = ", ".join(f"{r['tau']['default']:g}" for r in mine)
+        taus = ", ".join(f"{r['tau']['default']:.3g}" for r in mine)
         out.append(f"| {name} | " + " | ".join(cells) + f" | {taus} |")
     return "\n".join(out)
 

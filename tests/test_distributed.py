@@ -68,15 +68,27 @@ def test_without_hidden_layers_six_partitions_on_two_processes_equal_sequential(
     assert net.n_samples_seen_ == len(X)
 
 
-def test_one_hot_head_on_a_dask_dataframe_in_rounds_equals_sequential(client, data):
+@pytest.mark.parametrize("temperature", [None, "evidence"])
+def test_one_hot_head_on_a_dask_dataframe_in_rounds_equals_sequential(client, data, temperature):
+    """The regression is exact; the temperature's evidence is merged approximately (each
+    shard scores its rows by its own predictions), so the temperatures are only close."""
     X, _, labels, Xt = data
-    head = heads.OneHot(noise_memory=None, prior_evidence=False)
+    head = heads.OneHot(noise_memory=None, prior_evidence=False, temperature=temperature)
     sequential = Network([], head=head).fit(X, labels, batch_size=8)
     frame = dd.from_pandas(pd.DataFrame(X, columns=list("abcde")), npartitions=6)
     target = dd.from_pandas(pd.Series(labels), npartitions=6)
     net = bd.fit(Network([], head=head), frame, target, client=client, rounds=3, batch_size=8)
-    np.testing.assert_allclose(net.predict_proba(Xt), sequential.predict_proba(Xt), atol=TOL)
+    np.testing.assert_allclose(
+        net.head_state_.post.mean, sequential.head_state_.post.mean, atol=TOL
+    )
     np.testing.assert_array_equal(net.classes_, [0, 1, 2])
+    taus = [m.head.temperature_of(m.head_state_) for m in (net, sequential)]
+    if temperature is None:
+        assert taus == [1.0, 1.0]
+        np.testing.assert_allclose(net.predict_proba(Xt), sequential.predict_proba(Xt), atol=TOL)
+    else:
+        assert taus[1] != 1.0  # strong evidence on this data: the test compares something
+        assert abs(np.log2(taus[0] / taus[1])) < 0.5
 
 
 def test_dask_arrays_give_the_numpy_result_and_continue_a_fitted_network(client, data):

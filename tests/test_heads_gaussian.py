@@ -142,6 +142,39 @@ def test_the_temperature_stays_at_one_without_strong_evidence():
     assert net.head.temperature_of(net.head_state_) == 1.0
 
 
+@pytest.mark.parametrize("vertex", [-0.4, 0.0, 0.3, 1.45, 2.5])
+def test_the_refined_temperature_is_the_vertex_of_a_quadratic_evidence(vertex):
+    """Evidence quadratic in log2 tau: the refinement finds its maximum exactly."""
+    log_tau = np.log2(gaussian.TEMPERATURES)
+    evidence = -3.0 * (log_tau - vertex) ** 2 + 7.0
+    assert gaussian.refined_temperature(evidence) == pytest.approx(2.0**vertex, rel=1e-12)
+
+
+def test_the_refined_temperature_stays_within_half_an_octave_of_the_grid():
+    rng = np.random.default_rng(4)
+    grid = gaussian.TEMPERATURES
+    for _ in range(200):
+        evidence = rng.normal(size=len(grid)) * rng.uniform(0.01, 100.0)
+        best = grid[np.argmax(evidence)]
+        tau = gaussian.refined_temperature(evidence)
+        assert best * 2.0**-0.5 - 1e-12 <= tau <= best * 2.0**0.5 + 1e-12
+
+
+def test_the_refined_temperature_is_the_grid_value_at_the_ends_and_when_level():
+    grid = gaussian.TEMPERATURES
+    rising = np.arange(len(grid), dtype=float)
+    assert gaussian.refined_temperature(rising) == grid[-1]
+    assert gaussian.refined_temperature(-rising) == grid[0]
+    plateau = np.zeros(len(grid))
+    plateau[3:6] = 1.0  # the first of a plateau: half an octave towards the rest of it
+    assert gaussian.refined_temperature(plateau) == pytest.approx(grid[3] * 2.0**0.5)
+    # level to rounding: left - 2 mid + right rounds to 0 although left < mid
+    level = np.zeros(len(grid))
+    level[2:5] = [1.0 - 2.0**-53, 1.0, 1.0]
+    assert level[2] < level[3] and level[2] - 2.0 * level[3] + level[4] == 0.0
+    assert gaussian.refined_temperature(level) == grid[3]
+
+
 def test_rows_are_held_then_scored_with_the_power_law_weights():
     """Scoring in chunks of SCORE_ROWS rows, each standing for w_i rows of the stream:
     L = (N_prev / N)^2 L_prev + sum_i w_i log P_tau(k_i) at every temperature (the quadrature

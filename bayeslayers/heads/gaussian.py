@@ -43,8 +43,9 @@ r"""Gaussian heads: linear regression outputs through the conjugate core.
     misclassified row's probability far too small (imbalanced classes: a few rows at
     :math:`P \approx 10^{-7}`). With ``temperature="evidence"`` (the default) the class
     probabilities use the predictive variance :math:`\tau v` instead of :math:`v`, and
-    :math:`\tau` is chosen on the grid :data:`TEMPERATURES` by the prequential evidence of
-    the class labels themselves: before each batch updates the head, every row's
+    :math:`\tau` is chosen by the prequential evidence of the class labels themselves,
+    computed on the grid :data:`TEMPERATURES` and refined between its octaves
+    (:func:`refined_temperature`): before each batch updates the head, every row's
     one-step-ahead class probability is scored at every :math:`\tau`, and after :math:`N`
     rows
 
@@ -57,7 +58,7 @@ r"""Gaussian heads: linear regression outputs through the conjugate core.
     the pass, whose calibration is not the final network's (scored evenly, a 500-feature
     task picked :math:`\tau = 4` where 1 was best on held-out rows; benchmarks/RESULTS.md);
     they need no time scale, being a power of the position in the stream. The temperature
-    in use is 1, the regression noise itself, unless the best :math:`\tau` beats it by a
+    in use is 1, the regression noise itself, unless the grid's best beats it by a
     log Bayes factor above :data:`bayeslayers.evidence.STRONG`, as the hidden layers'
     memory does. The scores are of predictions made before each label was seen, held out by
     construction. The first :data:`SCORE_ALL` rows of a stream are all scored; after them the
@@ -93,6 +94,7 @@ __all__ = [
     "Gaussian",
     "GaussianState",
     "OneHot",
+    "refined_temperature",
     "score_pending",
     "temperature_scores",
 ]
@@ -485,14 +487,14 @@ class OneHot(Gaussian):
         return state._replace(calibration=score_pending(state.calibration))
 
     def temperature_of(self, state: GaussianState) -> float:
-        """The temperature in use: the one of highest evidence if it beats 1 by more than
-        :data:`~bayeslayers.evidence.STRONG` nats, else 1 (and 1 without calibration)."""
+        """The temperature in use: the one of highest evidence (:func:`refined_temperature`)
+        if the best on the grid beats 1 by more than :data:`~bayeslayers.evidence.STRONG`
+        nats, else 1 (and 1 without calibration)."""
         if state.calibration is None:
             return 1.0
         evidence = state.calibration.evidence
-        best = int(evidence.argmax())
-        if evidence[best] - evidence[_UNIT] > STRONG:
-            return float(TEMPERATURES[best])
+        if evidence.max() - evidence[_UNIT] > STRONG:
+            return refined_temperature(evidence)
         return 1.0
 
     def _scale(self, state: GaussianState) -> float:
@@ -603,6 +605,38 @@ def _scored(
     decay = (cal.scored / total) ** 2
     evidence = decay * cal.evidence + _log_proba_grid(mean, var, label, weight)
     return cal._replace(evidence=evidence, scored=total, n_pending=0)
+
+
+def refined_temperature(evidence: np.ndarray) -> float:
+    r"""The temperature of highest evidence, refined between the octaves of the grid.
+
+    With :math:`\ell_j` the evidence at :math:`\log_2 \tau_j` (one octave apart) and
+    :math:`b` the grid's best, the vertex of the parabola through :math:`b - 1, b, b + 1`,
+
+    .. math::
+
+        \tau = \tau_b \, 2^{\delta}, \qquad
+        \delta = \frac{\ell_{b-1} - \ell_{b+1}}{2 (\ell_{b-1} - 2 \ell_b + \ell_{b+1})}
+        \in [-\tfrac12, \tfrac12],
+
+    exact where the evidence is quadratic in :math:`\log \tau` (as a smooth log-likelihood is
+    near its maximum), and within half an octave of the grid's best in any case (:math:`\ell_b`
+    is the largest of the three). At either end of the grid, or where rounding leaves the
+    three level, :math:`\tau_b` itself.
+
+    Parameters
+    ----------
+    evidence : ndarray of shape (len(TEMPERATURES),)
+        :attr:`Calibration.evidence`.
+    """
+    best = int(np.argmax(evidence))
+    if best == 0 or best == len(evidence) - 1:
+        return float(TEMPERATURES[best])
+    left, mid, right = evidence[best - 1 : best + 2]
+    curvature = left - 2.0 * mid + right
+    if curvature >= 0.0:  # left < mid by the arg max: level only by rounding
+        return float(TEMPERATURES[best])
+    return float(TEMPERATURES[best] * 2.0 ** ((left - right) / (2.0 * curvature)))
 
 
 def temperature_scores(mean: np.ndarray, var: np.ndarray, label: np.ndarray) -> np.ndarray:
