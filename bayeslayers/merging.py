@@ -45,7 +45,8 @@ Each head state type has a :class:`HeadMerge` record in :data:`HEAD_MERGES`:
     weighted evidence :math:`L_0` after :math:`N_0` rows decays to the merged count
     :math:`N`, and each shard adds what it scored beyond the prior's, with the weights it
     gave its rows, :math:`L = (N_0 / N)^2 L_0 + \sum_k (L_k - (N_0 / N_k)^2 L_0)` (one
-    network merged gives its own evidence back).
+    network merged gives its own evidence back). So merged and sequential fits can use
+    different temperatures, and so differ in the class probabilities.
 ``GLMState``
     Weights by the structure's merge hook (for the Laplace / ADF fits this is the usual
     product-of-experts approximation, not the sequential result); an ADVI head is flushed
