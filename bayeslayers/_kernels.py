@@ -25,6 +25,7 @@ import numpy as np
 __all__ = [
     "diag_rows",
     "equal_orthant",
+    "healthy",
     "masked_solves",
     "noise_memories",
     "probit_adf_row",
@@ -589,6 +590,21 @@ def noise_memories(
         ratio += w * (out[k, 1] / out[k, 0])
     a_bar = a_sum / total
     return out, a_bar, a_bar * (ratio / total)
+
+
+@_compiled_on_first_call
+def healthy(mean: np.ndarray, var: np.ndarray) -> bool:
+    """Whether every entry of ``mean`` is finite and every entry of ``var`` is > 0 (NaN is
+    not): the guard of :func:`bayeslayers.health.check_posteriors`, in one compiled pass that
+    stops at the first failure (arrays of any shape and layout, e.g. a covariance's diagonal
+    as a view)."""
+    for x in mean.flat:
+        if not math.isfinite(x):
+            return False
+    for v in var.flat:
+        if not v > 0.0:
+            return False
+    return True
 
 
 @_compiled_on_first_call

@@ -627,7 +627,7 @@ def _unit_draws(post: WeightPosterior, eps: np.ndarray) -> np.ndarray:
 
 
 def _dense_variances(cov: np.ndarray) -> np.ndarray:
-    return np.diagonal(cov, axis1=-2, axis2=-1)
+    return cov.diagonal(0, -2, -1)
 
 
 def _dense_inflate(cov: np.ndarray, forgetting: float, q: np.ndarray) -> np.ndarray:

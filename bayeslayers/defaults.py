@@ -164,5 +164,11 @@ def check_params(layers: Sequence, head, params: dict) -> None:
         raise TypeError(
             f"average must be 'evidence', True or False, got {type(average).__name__} {average!r}"
         )
+    scale = params["hidden_scale"]
+    if isinstance(scale, str):
+        if scale != "evidence":
+            raise ValueError(f"hidden_scale must be 'evidence' or a number >= 0, got {scale!r}")
+    else:
+        check_real(scale, "hidden_scale", 0)
     if params["dtype"] not in ("float64", "float32"):
         raise ValueError(f"dtype must be 'float64' or 'float32', got {params['dtype']!r}")

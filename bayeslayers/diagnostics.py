@@ -49,6 +49,7 @@ data can be added; on these approximate posteriors its Pareto :math:`\hat k` is 
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -200,7 +201,10 @@ def to_inference_data(
     -------
     arviz.InferenceData
         Dims and coordinates as described in the module docstring; ``attrs`` record the
-        head, the covariance structures, ``n_draws``, ``hidden`` and ``hidden_means``: the
+        head, the covariance structures, ``n_draws``, ``hidden``, ``hidden_scale`` (the
+        factor on the hidden layers' variance in the predictive groups: the network's with
+        ``hidden="linearized"``, else 1; :mod:`bayeslayers.hidden_scale`) and
+        ``hidden_means``: the
         means the hidden weights are drawn around, ``"posterior"`` or ``"iterate average"``
         (where predictions use it, :mod:`bayeslayers.averaging`).
     """
@@ -231,14 +235,23 @@ def to_inference_data(
     regression = not net.head.is_classifier and isinstance(net.head, RegressionHead)
     joint = net.head if regression else None
 
+    # the linearized predictive's hidden draws deviate from the means by sqrt(tau) of the
+    # posterior's (bayeslayers.hidden_scale); sampled draws are the posterior's
+    tau = net.hidden_factor_ if regression and hidden == "linearized" else 1.0
+    root = math.sqrt(tau)
+
     def draw(i: int, c: int, scale: np.ndarray | None = None) -> np.ndarray:
-        """``c`` draws of layer ``i``; the head's deviations scaled by ``scale`` (joint)."""
+        """``c`` draws of layer ``i`` (kept as drawn from the posterior); what the predictive
+        uses: the head's deviations scaled by ``scale`` (joint), a hidden layer's by
+        ``root``."""
         W = conjugate.sample(posts[i], c, rngs[i])
         if i == len(posts) - 1 and scale is not None:
             W = posts[i].mean + scale[:, None, None] * (W - posts[i].mean)
         if names[i] in kept:
             whole = len(rows[i]) == W.shape[1] and len(cols[i]) == W.shape[2]
             kept[names[i]].append(W if whole else W[:, rows[i]][:, :, cols[i]])
+        if i < len(posts) - 1 and root != 1.0:
+            W = posts[i].mean + root * (W - posts[i].mean)
         return W
 
     ll: list[np.ndarray] = []  # empty without observations
@@ -283,6 +296,8 @@ def to_inference_data(
         "hidden": hidden,
         # the hidden layers' draws are centred on the means that predictions use
         "hidden_means": "iterate average" if net.averaging_ else "posterior",
+        # the factor on the hidden layers' variance in the predictive groups
+        "hidden_scale": tau,
     }
     if net.head.is_classifier:
         attrs["classes"] = [str(c) for c in net.classes_]

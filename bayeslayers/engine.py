@@ -106,6 +106,9 @@ class NetSpec(NamedTuple):
     average : {"evidence", True, False}
         Whether a pass keeps the iterate average of the hidden means and when predictions
         use it (:mod:`bayeslayers.averaging`).
+    hidden_scale : float or "evidence"
+        Factor on the hidden layers' variance in a regression predictive, or chosen by
+        evidence (:mod:`bayeslayers.hidden_scale`).
     """
 
     layers: tuple[Layer, ...]
@@ -120,6 +123,7 @@ class NetSpec(NamedTuple):
     prior_precision: float = 1.0
     skip: bool = False
     average: bool | str = False
+    hidden_scale: float | str = 1.0
 
 
 def resolve_spec(
@@ -139,7 +143,7 @@ def resolve_spec(
     the first call), ``defaults.head_structure`` of the head and ``n_outputs``,
     ``defaults.hidden_noise`` of the head and ``defaults.skip`` of ``n_features`` and the
     depth. ``solve``: ``damping``, ``clip``, ``targets``, ``memory``,
-    ``prior_precision``, ``average``."""
+    ``prior_precision``, ``average``, ``hidden_scale``."""
     fan_ins = [n_features, *(layer.units for layer in layers)]
     return NetSpec(
         layers=tuple(layers),
@@ -177,13 +181,15 @@ class NetState(NamedTuple):
     """What training changes: hidden posteriors (input side first), the head's state, the
     hidden layers' noise estimates (:class:`NoiseState`; fixed for a layer with a set noise)
     and the iterate average of the hidden means (:class:`bayeslayers.averaging.Average`;
-    ``None`` until a pass keeps one).
+    ``None`` until a pass keeps one), and the evidence for the scale of the hidden layers'
+    predictive variance (:class:`bayeslayers.hidden_scale.HiddenScale`; ``None`` likewise).
     """
 
     hidden: tuple[WeightPosterior, ...]
     head: Any
     noise: tuple[NoiseState, ...]
     average: Any = None
+    hidden_scale: Any = None
 
 
 class LayerTrace(NamedTuple):

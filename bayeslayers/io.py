@@ -18,7 +18,10 @@ them must have: each hidden posterior's structure, shapes and dtype follow from 
 ``n_features_in_``; the head's state must be of the type, fields and dtypes its head's ``init``
 builds; the iterate average of the hidden means (``average_``: ``None`` or a
 :class:`bayeslayers.averaging.Average`) holds one array per hidden layer, of that layer's
-mean's shape and dtype. It then reads only the archive entries the metadata names, each at
+mean's shape and dtype; the evidence for the hidden layers' predictive scale
+(``hidden_scale_``: ``None`` or a :class:`bayeslayers.hidden_scale.HiddenScale`, kept only by
+a regression network with hidden layers) one float64 entry per scale of its grid. It then
+reads only the archive entries the metadata names, each at
 most once, and only after checking the entry (stored uncompressed, its size exactly that of
 its ``.npy`` header's shape and dtype) and that header (shape and dtype as expected): the
 arrays it reads add up to at most the file's own size, whatever other entries the file holds
@@ -26,7 +29,8 @@ arrays it reads add up to at most the file's own size, whatever other entries th
 read). Finally every value is checked: finite real arrays, positive variances and noise
 scales, symmetric covariances that have a Cholesky factor, an average over :math:`s \ge 1`
 rows and at least one batch, its last sampled batch at :math:`1 \le s' \le s` rows and
-effective rows :math:`0 < Z \le s'`. Anything else raises
+effective rows :math:`0 < Z \le s'`, a hidden scale's record over at least one row and batch
+with its last scored batch at :math:`1 \le s' \le s` rows. Anything else raises
 :class:`ModelFileError`, whatever the exception underneath.
 
 A file of format 1, written before :func:`bayeslayers.defaults.head_structure` gave a
@@ -38,6 +42,8 @@ rule; under any other network-wide structure the head had that structure then as
 A file from before the iterate average has no ``average_`` (and no ``average`` parameter): it
 loads with ``average_ = None``, so it predicts at the posterior means as when it was saved,
 and with the constructor's default ``average``, so a later ``partial_fit`` starts an average.
+Likewise a file from before the hidden scale loads with ``hidden_scale_ = None`` (the factor
+1 it predicted with) and the constructor's default ``hidden_scale``.
 
 Saving writes a unique temporary file in the destination folder, flushes it to disk and renames
 it into place, so a reader (or a concurrent save) never sees a partial file; a destination that
@@ -71,6 +77,7 @@ from bayeslayers.averaging import Average
 from bayeslayers.conjugate import WeightPosterior
 from bayeslayers.engine import NoiseState, head_width
 from bayeslayers.health import SYMMETRY_TOL
+from bayeslayers.hidden_scale import SCALES, HiddenScale
 from bayeslayers.network import Network
 
 __all__ = ["FITTED", "FORMAT", "FORMAT_VERSION", "ModelFileError", "load", "read_metadata", "save"]
@@ -95,6 +102,7 @@ FITTED = (
     "training_time_",
     "memory_",
     "average_",
+    "hidden_scale_",
 )
 _REQUIRED = ("posteriors_", "head_state_", "n_features_in_", "n_outputs_", "n_samples_seen_")
 #: Largest metadata entry read (bytes of the stored ``.npy``; 4 bytes per JSON character).
@@ -748,6 +756,29 @@ def _check_average(average: Average | None) -> None:
         )
 
 
+def _check_hidden_scale(record: HiddenScale | None, keeps: bool) -> None:
+    r"""A hidden scale's record as :func:`bayeslayers.hidden_scale.update` keeps it: only
+    where the network keeps one (``keeps``), over at least one row and one batch, its last
+    scored batch at :math:`1 \le s' \le s` rows (finiteness is checked with the other
+    values)."""
+    if record is None:
+        return
+    if not keeps:
+        raise ModelFileError(
+            "hidden_scale_: only a regression network with hidden layers keeps the evidence "
+            "for the hidden layers' scale"
+        )
+    if record.rows < 1 or record.batches < 1:
+        raise ModelFileError(
+            f"hidden_scale_ must count >= 1 rows and batches, got {record.rows} and "
+            f"{record.batches}"
+        )
+    if not 1 <= record.last <= record.rows:
+        raise ModelFileError(
+            f"hidden_scale_.last must lie in [1, rows = {record.rows}], got {record.last}"
+        )
+
+
 def _load(zf: zipfile.ZipFile, size: int) -> Network:
     meta = _open_meta(zf, size)
     net = _network(meta)
@@ -829,9 +860,19 @@ def _load(zf: zipfile.ZipFile, size: int) -> Network:
     else:
         out["average_"] = decode(desc, _average_layout(hidden), "average_")
 
+    desc = state.get("hidden_scale_", {"value": None})
+    if isinstance(desc, dict) and "value" in desc and desc["value"] is None:
+        out["hidden_scale_"] = None  # none kept, or a file from before the hidden scale
+    else:
+        evidence = _Expect((len(SCALES),), np.dtype(np.float64))
+        layout = HiddenScale(evidence, 0, 0, 0)  # type: ignore[arg-type]  # a layout
+        out["hidden_scale_"] = decode(desc, layout, "hidden_scale_")
+
     for name, value in out.items():
         _check_values(value, name)
     _check_average(out["average_"])
+    keeps = bool(net.layers) and not classifier
+    _check_hidden_scale(out["hidden_scale_"], keeps)
     rng = None if meta.get("rng") is None else _rng(meta["rng"])
     for name in FITTED:
         if name in out:

@@ -83,7 +83,12 @@ by :math:`G(a, b) - \sum_k G(a_k, b_k)`, :math:`G(a, b) = \log\Gamma(a) - \log\G
 evidence-updated prior precision) the shards' evidence is added up as it is.
 
 Hidden layers' pseudo-noise statistics (``Network.noise_``) and ``n_samples_seen_`` add up as
-deltas.
+deltas. The evidence for the hidden layers' predictive scale (``Network.hidden_scale_``,
+:mod:`bayeslayers.hidden_scale`) merges as the temperature's does: the prior's weighted
+evidence after :math:`s_0` rows decays to the merged rows :math:`s`, and each shard adds
+what it scored beyond the prior's, :math:`L = (s_0 / s)^2 L_0 + \sum_k (L_k - (s_0 / s_k)^2
+L_0)` (one network merged gives its own evidence back), so merged and sequential fits can
+use different scales.
 
 The iterate average of the hidden means (``Network.average_``,
 :mod:`bayeslayers.averaging`) is not merged: each shard's average
@@ -110,6 +115,7 @@ from bayeslayers import conjugate
 from bayeslayers.conjugate import NaturalDelta
 from bayeslayers.heads import ChoiceState, GaussianState, GLMState
 from bayeslayers.heads.gaussian import NOISE_MEMORIES, Calibration, score_pending
+from bayeslayers.hidden_scale import SCALES, HiddenScale
 from bayeslayers.network import Network
 
 __all__ = [
@@ -137,6 +143,9 @@ class NetworkDelta(NamedTuple):
         Rows the shard trained on.
     log_evidence : float
         The change of the shard's prequential log evidence (``Network.log_evidence_``).
+    hidden_scale : tuple of (ndarray, int, int) or None
+        What the shard's scored batches added to the evidence for the hidden layers'
+        predictive scale, the rows and the batches it saw (``None`` where it keeps none).
     """
 
     hidden: tuple[NaturalDelta, ...]
@@ -144,6 +153,7 @@ class NetworkDelta(NamedTuple):
     noise: tuple[tuple[float, float], ...]
     n_samples: int
     log_evidence: float = 0.0
+    hidden_scale: tuple[np.ndarray, int, int] | None = None
 
 
 class HeadMerge(NamedTuple):
@@ -220,6 +230,33 @@ def _merge_calibration(
     evidence = decay * base.evidence + sum(gain for gain, _, _ in deltas)
     offered = base.offered + sum(rows for _, _, rows in deltas)
     return base._replace(evidence=evidence, scored=float(total), offered=int(offered))
+
+
+def _hidden_scale_delta(
+    prior: HiddenScale | None, trained: HiddenScale | None
+) -> tuple[np.ndarray, int, int] | None:
+    """What a shard's scored batches added to the hidden scale's evidence, as for the
+    temperature (module docstring): its evidence less the prior's decayed to its rows."""
+    if trained is None:
+        return None
+    base = HiddenScale(np.zeros(len(SCALES)), 0, 0, 0) if prior is None else prior
+    decay = (base.rows / trained.rows) ** 2
+    gain = trained.evidence - decay * base.evidence
+    return gain, trained.rows - base.rows, trained.batches - base.batches
+
+
+def _merge_hidden_scale(
+    prior: HiddenScale | None, deltas: Sequence[tuple[np.ndarray, int, int]]
+) -> HiddenScale | None:
+    """The prior's hidden scale evidence decayed to the merged rows, plus the shards' gains
+    (the prior's own record where no shard keeps one)."""
+    if not deltas:
+        return prior
+    base = HiddenScale(np.zeros(len(SCALES)), 0, 0, 0) if prior is None else prior
+    total = base.rows + sum(rows for _, rows, _ in deltas)
+    decay = (base.rows / total) ** 2
+    evidence = decay * base.evidence + sum(gain for gain, _, _ in deltas)
+    return HiddenScale(evidence, total, total, base.batches + sum(b for _, _, b in deltas))
 
 
 def _gaussian_apply(
@@ -458,6 +495,9 @@ def network_delta(prior: Network, trained: Network, *, name: str = "trained") ->
         noise,
         int(trained.n_samples_seen_ - prior.n_samples_seen_),
         float(evidence),
+        _hidden_scale_delta(
+            getattr(prior, "hidden_scale_", None), getattr(trained, "hidden_scale_", None)
+        ),
     )
 
 
@@ -494,6 +534,8 @@ def apply_deltas(prior: Network, deltas: Sequence[NetworkDelta]) -> Network:
     out = copy.deepcopy(prior)
     out.posteriors_, out.head_state_, out.noise_ = hidden, head_state, noise
     out.average_ = None  # not merged (module docstring): predictions at the merged means
+    scales = [d.hidden_scale for d in deltas if d.hidden_scale is not None]
+    out.hidden_scale_ = _merge_hidden_scale(getattr(prior, "hidden_scale_", None), scales)
     out.n_samples_seen_ = prior.n_samples_seen_ + sum(d.n_samples for d in deltas)
     evidence = sum(d.log_evidence for d in deltas) + (correction if deltas else 0.0)
     out.log_evidence_ = getattr(prior, "log_evidence_", 0.0) + evidence

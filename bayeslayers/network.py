@@ -16,7 +16,16 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from bayeslayers import averaging, defaults, engine, forgetting, health, predictive, training
+from bayeslayers import (
+    averaging,
+    defaults,
+    engine,
+    forgetting,
+    health,
+    hidden_scale,
+    predictive,
+    training,
+)
 from bayeslayers._atomic import unchanged_on_error
 from bayeslayers._threads import blas_threads, one_at_a_time
 from bayeslayers._validation import (
@@ -106,6 +115,14 @@ class Network(predictive.PredictiveMixin):
         means. ``"evidence"``: predictions use the averaged means once their evidence beats
         the posterior means' by :data:`bayeslayers.evidence.STRONG` nats; ``True``: always;
         ``False``: no average is kept. Training always continues from the posterior.
+    hidden_scale : "evidence" or float
+        Factor :math:`\tau` on the hidden layers' weight variance in the linearized
+        regression predictive (``hidden="linearized"``, :mod:`bayeslayers.predictive`;
+        ``"sample"`` draws the posteriors as they are). ``"evidence"``:
+        chosen in every pass by the prequential evidence of the targets
+        (:mod:`bayeslayers.hidden_scale`); a number ``>= 0``: that factor (1: the posteriors
+        as they are, 0: the hidden means only). Training never reads it; classification
+        heads ignore it.
     seed : int
         Seeds the prior mean, shuffling and posterior sampling.
     dtype : {"float64", "float32"}
@@ -127,6 +144,10 @@ class Network(predictive.PredictiveMixin):
     average_ : Average or None
         The iterate average of the hidden means (:class:`bayeslayers.averaging.Average`);
         ``averaging_`` tells whether predictions use it.
+    hidden_scale_ : HiddenScale or None
+        The evidence for the hidden layers' predictive scale
+        (:class:`bayeslayers.hidden_scale.HiddenScale`); ``hidden_factor_`` is the factor in
+        use.
     n_features_in_, n_outputs_, n_samples_seen_ : int
     classes_ : ndarray
         Class labels (classification heads only).
@@ -144,6 +165,7 @@ class Network(predictive.PredictiveMixin):
         "head_state_",
         "noise_",
         "average_",
+        "hidden_scale_",
         "classes_",
         "n_samples_seen_",
         "log_evidence_",
@@ -168,6 +190,7 @@ class Network(predictive.PredictiveMixin):
         sweeps: int | str = "auto",
         skip: bool | str = "auto",
         average: bool | str = "evidence",
+        hidden_scale: float | str = "evidence",
         seed: int = 0,
         dtype: str = "float64",
         blas_threads: int | None = 1,
@@ -190,6 +213,7 @@ class Network(predictive.PredictiveMixin):
         self.sweeps = sweeps
         self.skip = skip
         self.average = average
+        self.hidden_scale = hidden_scale
         self.seed = seed
         self.dtype = dtype
         self.blas_threads = blas_threads
@@ -220,15 +244,20 @@ class Network(predictive.PredictiveMixin):
             memory=getattr(self, "memory_", None) if self.memory == "evidence" else self.memory,
             prior_precision=self.prior_precision,
             average=self.average,
+            hidden_scale=self.hidden_scale,
         )
 
     @property
     def state(self) -> engine.NetState:
         """The fitted :class:`~bayeslayers.engine.NetState` (hidden posteriors, head, noise
-        estimates and the iterate average)."""
+        estimates, the iterate average and the hidden scale's evidence)."""
         self._check_fitted()
         return engine.NetState(
-            tuple(self.posteriors_), self.head_state_, tuple(self.noise_), self.average_
+            tuple(self.posteriors_),
+            self.head_state_,
+            tuple(self.noise_),
+            self.average_,
+            self.hidden_scale_,
         )
 
     @property
@@ -237,9 +266,17 @@ class Network(predictive.PredictiveMixin):
         self._check_fitted()
         return averaging.in_use(self.spec, self.average_)
 
+    @property
+    def hidden_factor_(self) -> float:
+        """The factor on the hidden layers' variance in the regression predictive
+        (:func:`bayeslayers.hidden_scale.factor`)."""
+        self._check_fitted()
+        return hidden_scale.factor(self.spec, self.hidden_scale_)
+
     def _set_state(self, state: engine.NetState) -> None:
         self.posteriors_, self.head_state_ = list(state.hidden), state.head
         self.noise_, self.average_ = list(state.noise), state.average
+        self.hidden_scale_ = state.hidden_scale
 
     def _init_state(self, n_features: int, n_outputs: int, X: np.ndarray) -> None:
         self.n_features_in_ = n_features  # the first layer's structure depends on it,

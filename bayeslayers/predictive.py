@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.special import ndtr, ndtri, stdtrit
 
-from bayeslayers import averaging, conjugate
+from bayeslayers import averaging, conjugate, hidden_scale
 from bayeslayers._validation import check_count, check_features
-from bayeslayers.engine import NetSpec, NetState, forward, head_design, top_rows, with_bias
+from bayeslayers.engine import NetSpec, NetState, forward, head_design, with_bias
 from bayeslayers.heads import Head, RegressionHead
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "check_hidden",
     "check_quantiles",
     "head_inputs",
+    "hidden_factor",
     "linearized_moments",
     "mixture_quantiles",
     "moments",
@@ -103,7 +104,7 @@ def linearized_moments(
 
     .. math::
 
-        \operatorname{Var} f_k = v^{head}_k + \sum_l \sum_j
+        \operatorname{Var} f_k = v^{head}_k + \tau \sum_l \sum_j
             \big(x_l^\top \Sigma_{l,j}\, x_l\big)\,
             \big(g_{l,j}\, \partial f_k / \partial h_{l,j}\big)^2,
 
@@ -111,17 +112,24 @@ def linearized_moments(
     :math:`x_l` the layer's input, :math:`g_{l,j}` the slope of unit ``j`` and
     :math:`\partial f / \partial h_l` the Jacobian at the means, accumulated from the top
     down (the tangent-linear pass) from the head's top hidden rows :math:`W_h` (the skip rows
-    do not depend on the hidden weights). Units that are off (``g = 0``) contribute nothing.
+    do not depend on the hidden weights; :func:`bayeslayers.hidden_scale.hidden_variance`).
+    Units that are off (``g = 0``) contribute nothing. :math:`\tau` is the hidden layers'
+    scale (:func:`hidden_factor`; 1 for a classifier).
     """
     xh, trace = forward(spec, state.hidden, X)
     mean, var = spec.head.predictive(state.head, xh)
-    W = state.head.post.mean[top_rows(spec)]
-    J = np.broadcast_to(W, (len(X), *W.shape))  # df / dh of the top hidden layer
-    for step, post in zip(reversed(trace), reversed(state.hidden), strict=True):
-        gJ = step.g[:, :, None] * J  # df / dz
-        var = var + np.einsum("nm,nmk->nk", conjugate.marginal_variance(post, step.x), gJ**2)
-        J = post.mean[None, :-1, :] @ gJ
-    return mean, var
+    if not trace:
+        return mean, var
+    extra = hidden_scale.hidden_variance(spec, state.hidden, state.head.post.mean, trace)
+    return mean, var + hidden_factor(spec, state) * extra
+
+
+def hidden_factor(spec: NetSpec, state: NetState) -> float:
+    """The factor on the hidden layers' variance in the predictive: 1 for a classifier, else
+    :func:`bayeslayers.hidden_scale.factor` of the state's record."""
+    if spec.head.is_classifier:
+        return 1.0
+    return hidden_scale.factor(spec, state.hidden_scale)
 
 
 def student_t_factor(spec: NetSpec, state: NetState) -> float:

@@ -125,6 +125,10 @@ class _BayesLayersBase(BaseEstimator):
         Predict at the iterate average of the hidden layers' means when its prequential
         evidence beats the posterior means' (``"evidence"``), always (``True``) or never
         (``False``); :mod:`bayeslayers.averaging`.
+    hidden_scale : "evidence" or float
+        Factor on the hidden layers' weight variance in a regressor's predictive std and
+        quantiles: chosen by the prequential evidence of the targets (``"evidence"``), or a
+        number ``>= 0``; :mod:`bayeslayers.hidden_scale`. Classifiers ignore it.
     passes : int
         Passes over the data in ``fit``, each tempered by ``1 / passes``.
     batch_size : int or "auto"
@@ -173,6 +177,7 @@ class _BayesLayersBase(BaseEstimator):
         memory: float | str | None = "evidence",
         skip: bool | str = "auto",
         average: bool | str = "evidence",
+        hidden_scale: float | str = "evidence",
         passes: int = 1,
         batch_size: int | str = "auto",
         shuffle: bool = True,
@@ -196,6 +201,7 @@ class _BayesLayersBase(BaseEstimator):
         self.memory = memory
         self.skip = skip
         self.average = average
+        self.hidden_scale = hidden_scale
         self.passes = passes
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -277,6 +283,7 @@ class _BayesLayersBase(BaseEstimator):
             memory=self.memory,
             skip=self.skip,
             average=self.average,
+            hidden_scale=self.hidden_scale,
             seed=self._seed(),
             dtype=self.dtype,
         )

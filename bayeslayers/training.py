@@ -15,7 +15,8 @@ With a memory (``spec.memory``) the hidden layers forget between batches
 (:func:`bayeslayers.forgetting.forget_state`); :func:`race` chooses the memory by that
 evidence on a pass's first rows (``memory="evidence"``). With ``spec.average`` the pass also
 keeps the iterate average of the hidden means and its own evidence
-(:mod:`bayeslayers.averaging`).
+(:mod:`bayeslayers.averaging`), and with a regression head the evidence for the scale of the
+hidden layers' predictive variance (:mod:`bayeslayers.hidden_scale`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from bayeslayers import averaging, engine, forgetting
+from bayeslayers import averaging, engine, forgetting, hidden_scale
 from bayeslayers.evidence import STRONG
 
 if TYPE_CHECKING:
@@ -119,11 +120,13 @@ def run_pass(
         rows = order[start : start + batch_size]
         state = forgetting.forget_state(spec, state, seen + start, len(rows), fraction)
         averaged = averaging.score(spec, state, X[rows], T[rows])
+        scales = hidden_scale.score(spec, state, X[rows], T[rows])
         state, info = engine.train_step(
             spec, state, X[rows], T[rows], fraction, sweeps=sweeps, overwrite=True
         )
         average = averaging.update(spec, state, len(rows), info.log_predictive, averaged)
-        state = state._replace(average=average)
+        scale = hidden_scale.update(spec, state.hidden_scale, len(rows), scales)
+        state = state._replace(average=average, hidden_scale=scale)
         log_evidence += info.log_predictive  # the one-step-ahead density, before the update
         if on_batch is not None:
             on_batch(state, min(start + batch_size, len(order)))

@@ -136,3 +136,26 @@ def test_probit_adf_row_past_the_bound_takes_no_step():
     _, stepped_mean, stepped_cov, ok = _kernels.probit_adf_row(mean, cov, x, Y, 1.0, np.inf)
     assert ok and not np.array_equal(stepped_mean, mean)
     np.testing.assert_array_equal(stepped_cov, np.swapaxes(stepped_cov, 1, 2))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_healthy_is_every_mean_finite_and_every_variance_positive(dtype):
+    """As NumPy says it, on arrays and on strided diagonal views of covariance stacks."""
+    rng = np.random.default_rng(4)
+    mean = rng.normal(size=(5, 3)).astype(dtype)
+    cov = np.stack([np.eye(5, dtype=dtype)] * 3)
+    views = (cov.diagonal(0, -2, -1), cov[0].diagonal(), np.ones((5, 3), dtype=dtype))
+    assert not views[0].flags.c_contiguous and not views[1].flags.c_contiguous
+    for var in views:
+        assert _kernels.healthy(mean, var)
+    for bad in (np.nan, np.inf, -np.inf):
+        broken = mean.copy()
+        broken[2, 1] = bad
+        assert not _kernels.healthy(broken, views[0])
+    for bad in (np.nan, 0.0, -1e-30):
+        broken = cov.copy()
+        broken[2, 4, 4] = bad
+        var = broken.diagonal(0, -2, -1)
+        expected = bool(np.all(var > 0))
+        assert _kernels.healthy(mean, var) is expected is False
+    assert _kernels.healthy(mean, np.full(3, np.inf, dtype=dtype))  # as var > 0 says

@@ -88,9 +88,9 @@ def main() -> None:
 
 def predictions(table: dict, arrays, key: str) -> np.ndarray:
     """Fit the variant ``key`` from its stored table and rows; its stored-kind predictions."""
-    # recorded before the skip connection, the one-hot head's temperature and the iterate
-    # average: a table without the key had none of them
-    model = {"skip": False, "average": False, **table["model"]}
+    # recorded before the skip connection, the one-hot head's temperature, the iterate
+    # average and the hidden scale: a table without the key had none of them (scale 1)
+    model = {"skip": False, "average": False, "hidden_scale": 1.0, **table["model"]}
     if model["head"].get("kind") == "onehot":
         model["head"] = {"temperature": None, **model["head"]}
     net = config.build_network(model)
