@@ -298,6 +298,7 @@ def train_step(
     *,
     sweeps: int | str = 1,
     overwrite: bool = False,
+    first_pass: tuple[np.ndarray, tuple[LayerTrace, ...]] | None = None,
 ) -> tuple[NetState, StepInfo]:
     r"""One training step on a batch ``(X, T)`` (see the module docstring); pure.
 
@@ -326,6 +327,8 @@ def train_step(
         of the batch's row count.
     overwrite : bool
         Update the hidden posteriors' arrays in place (the caller owns private copies).
+    first_pass : (ndarray, tuple of LayerTrace), optional
+        :func:`forward` of ``state.hidden`` on ``X``, where the caller has computed it.
 
     Returns
     -------
@@ -338,7 +341,7 @@ def train_step(
         Naming the layer whose update failed; ``state`` is then unchanged (unless
         ``overwrite``).
     """
-    xh, trace = forward(spec, state.hidden, X)
+    xh, trace = forward(spec, state.hidden, X) if first_pass is None else first_pass
     with health.named_failure("the head"):  # the density before the update, and the update
         log_pred, head_state = spec.head.score_and_update(state.head, xh, T, fraction)
     health.check_posteriors([head_state], ["the head"])

@@ -30,9 +30,10 @@ at every :math:`\tau`, and after a scored batch at :math:`s` rows
 
 over the scored batches :math:`b` so far (:math:`n_b` rows, :math:`s_b` rows seen after it,
 standing for the :math:`r_b` rows since the previous scored one), the weights discounting
-the untrained start without a time scale. Every batch is scored while fewer than
-:data:`~bayeslayers.heads.gaussian.SCORE_ALL` rows have been seen, then one batch in
-:data:`~bayeslayers.heads.gaussian.SCORE_STRIDE`. The scale in use is the grid value
+the untrained start without a time scale. The first batch and then one batch in
+:data:`~bayeslayers.heads.gaussian.SCORE_STRIDE` are scored (a systematic sample: scoring a
+batch costs about a third of a small network's training step, which reuses its forward
+pass). The scale in use is the grid value
 closest to 1 (in :math:`\log \tau`) whose evidence is within
 :data:`bayeslayers.evidence.STRONG` nats of the best: the posterior is used as it is unless
 the evidence strongly rejects it, and then moved only as far as the evidence demands. The
@@ -61,11 +62,20 @@ import numpy as np
 from scipy.special import gammaln
 
 from bayeslayers import conjugate
-from bayeslayers.engine import NetSpec, NetState, forward, top_rows
+from bayeslayers.engine import NetSpec, NetState, top_rows
 from bayeslayers.evidence import STRONG
-from bayeslayers.heads.gaussian import SCORE_ALL, SCORE_STRIDE
+from bayeslayers.heads.gaussian import SCORE_STRIDE
 
-__all__ = ["SCALES", "HiddenScale", "factor", "hidden_variance", "kept", "score", "update"]
+__all__ = [
+    "SCALES",
+    "HiddenScale",
+    "factor",
+    "hidden_variance",
+    "kept",
+    "sampled",
+    "score",
+    "update",
+]
 
 #: Factors on the hidden layers' predictive variance compared by evidence: octaves from
 #: 2**-16 (the hidden layers' uncertainty all but left out) to 4.
@@ -100,9 +110,10 @@ def kept(spec: NetSpec) -> bool:
     return spec.hidden_scale == "evidence" and bool(spec.layers) and not spec.head.is_classifier
 
 
-def _scored(record: HiddenScale | None) -> bool:
-    """Whether the next batch is in the sample (every batch before :data:`SCORE_ALL` rows)."""
-    return record is None or record.rows < SCORE_ALL or record.batches % SCORE_STRIDE == 0
+def sampled(spec: NetSpec, record: HiddenScale | None) -> bool:
+    """Whether the next batch is scored: the evidence is kept (:func:`kept`) and the batch
+    is in the systematic sample, the first batch and then one in :data:`SCORE_STRIDE`."""
+    return kept(spec) and (record is None or record.batches % SCORE_STRIDE == 0)
 
 
 def hidden_variance(
@@ -130,13 +141,14 @@ def _log_t(T: np.ndarray, mean: np.ndarray, scale2: np.ndarray, nu: float) -> np
     return const - 0.5 * np.log(scale2) - (nu + 1) / 2 * np.log1p(z2 / nu)
 
 
-def score(spec: NetSpec, state: NetState, X: np.ndarray, T: np.ndarray) -> np.ndarray | None:
+def score(
+    spec: NetSpec, state: NetState, first_pass: tuple[np.ndarray, tuple], T: np.ndarray
+) -> np.ndarray:
     """The batch's log predictive density at every :math:`\\tau` of :data:`SCALES` under
-    ``state`` (before the batch's update); ``None`` where no evidence is kept or the batch is
-    not in the sample."""
-    if not kept(spec) or not _scored(state.hidden_scale):
-        return None
-    xh, trace = forward(spec, state.hidden, X)
+    ``state`` (before the batch's update), from ``first_pass``, the
+    :func:`~bayeslayers.engine.forward` pass of ``state.hidden`` on the batch's inputs (which
+    the training step then reuses)."""
+    xh, trace = first_pass
     mean, base = spec.head.predictive(state.head, xh)
     extra = hidden_variance(spec, state.hidden, state.head.post.mean, trace)
     scale2 = base + SCALES[:, None, None] * extra  # (scales, n, k)

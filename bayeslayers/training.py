@@ -120,9 +120,19 @@ def run_pass(
         rows = order[start : start + batch_size]
         state = forgetting.forget_state(spec, state, seen + start, len(rows), fraction)
         averaged = averaging.score(spec, state, X[rows], T[rows])
-        scales = hidden_scale.score(spec, state, X[rows], T[rows])
+        scales, first_pass = None, None
+        if hidden_scale.sampled(spec, state.hidden_scale):
+            first_pass = engine.forward(spec, state.hidden, X[rows])
+            scales = hidden_scale.score(spec, state, first_pass, T[rows])
         state, info = engine.train_step(
-            spec, state, X[rows], T[rows], fraction, sweeps=sweeps, overwrite=True
+            spec,
+            state,
+            X[rows],
+            T[rows],
+            fraction,
+            sweeps=sweeps,
+            overwrite=True,
+            first_pass=first_pass,
         )
         average = averaging.update(spec, state, len(rows), info.log_predictive, averaged)
         scale = hidden_scale.update(spec, state.hidden_scale, len(rows), scales)

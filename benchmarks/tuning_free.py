@@ -8,7 +8,7 @@ and seed (the seed draws the random split and every model's initialization):
 * ``bayeslayers``: the defaults, one pass;
 * ``fixed``: the same estimator with every learned setting fixed instead (noise and hidden
   noise 1, the head's noise memory and prior not chosen by evidence, no hidden memory race,
-  no iterate average): the cost baseline of the tuning-free path (the one-hot head at
+  no iterate average, the hidden layers' predictive scale 1): the cost baseline of the tuning-free path (the one-hot head at
   temperature 1, also on two classes, where the defaults race it against a probit readout);
 * ``tuned variant``: the shipped ``variants/*.toml`` for the dataset, where one exists;
 * ``mlp-1epoch``: scikit-learn's MLP, same hidden sizes, batch size 1, one epoch (Adam);
@@ -148,6 +148,20 @@ PROBES.update(
         "heavy-tail": ("regression", _heavy_tail),
     }
 )
+#: Probes added with the hidden layers' predictive scale (``hidden_scale``): inputs wide
+#: beside the rows, more features than training rows and a few informative among many.
+PROBES.update(
+    {
+        "wide-linear": (
+            "regression",
+            lambda: skdata.make_regression(300, 500, n_informative=10, noise=10.0, random_state=0),
+        ),
+        "friedman1-wide": (
+            "regression",
+            lambda: skdata.make_friedman1(600, n_features=200, noise=1.0, random_state=0),
+        ),
+    }
+)
 DATASETS.update({name: (task, (100,), None) for name, (task, _) in PROBES.items()})
 SUITE = [name for name in DATASETS if name not in PROBES]
 
@@ -253,6 +267,7 @@ def run_models(name: str, seed: int, test_fraction: float) -> list[dict]:
             hidden_noise=1.0,
             memory=None,
             average=False,
+            hidden_scale=1.0,
         ).fit(Xtr, ytr),
     )
     evidence = {"log_evidence_per_row": net.network_.log_evidence_ / len(Xtr)}

@@ -10,9 +10,9 @@ from scipy import stats
 from test_io import _tamper  # the model-file rewriter of the io tests
 
 import bayeslayers
-from bayeslayers import Network, heads, hidden_scale, layers
+from bayeslayers import Network, engine, heads, hidden_scale, layers
 from bayeslayers.evidence import STRONG
-from bayeslayers.heads.gaussian import SCORE_ALL, SCORE_STRIDE
+from bayeslayers.heads.gaussian import SCORE_STRIDE
 from bayeslayers.hidden_scale import SCALES, HiddenScale
 from bayeslayers.io import ModelFileError
 from bayeslayers.sklearn import BayesLayersRegressor
@@ -50,15 +50,15 @@ def test_the_factor_is_the_grid_value_nearest_one_within_strong_evidence_of_the_
 
 
 def test_the_record_is_the_weighted_sum_over_the_sampled_batches():
-    """L = sum_b (s_b / s)^2 (r_b / n_b) l_b over the scored batches: every batch while
-    fewer than SCORE_ALL rows were seen, then one in SCORE_STRIDE."""
+    """L = sum_b (s_b / s)^2 (r_b / n_b) l_b over the scored batches: the first and then
+    one in SCORE_STRIDE."""
     spec = _net().spec
     rng = np.random.default_rng(0)
     sizes = rng.integers(1, 40, size=40)
     record, scored, seen = None, [], 0
     for b, n in enumerate(sizes):
-        take = b == 0 or seen < SCORE_ALL or b % SCORE_STRIDE == 0
-        assert hidden_scale._scored(record) == take
+        take = b % SCORE_STRIDE == 0
+        assert hidden_scale.sampled(spec, record) == take
         scores = rng.normal(size=len(SCALES)) if take else None
         record = hidden_scale.update(spec, record, int(n), scores)
         seen += int(n)
@@ -77,7 +77,7 @@ def test_a_batch_is_scored_by_the_linearized_student_t_at_every_scale():
     net = _net(average=False).fit(X, Y, batch_size=5)  # predictions at the posterior means
     spec, state = net.spec, net.state
     Xb, Tb = X[:7], Y[:7, None]
-    got = hidden_scale.score(spec, state._replace(hidden_scale=None), Xb, Tb)
+    got = hidden_scale.score(spec, state, engine.forward(spec, state.hidden, Xb), Tb)
     nu = spec.head.dof(state.head)
     for i in (0, UNIT, len(SCALES) - 1):
         fixed = copy.copy(net)
