@@ -30,6 +30,7 @@ __all__ = [
     "noise_memories",
     "probit_adf_row",
     "shared_rows",
+    "unit_quadratic",
     "unit_rows",
 ]
 
@@ -605,6 +606,28 @@ def healthy(mean: np.ndarray, var: np.ndarray) -> bool:
         if not v > 0.0:
             return False
     return True
+
+
+@_compiled_on_first_call
+def unit_quadratic(cov: np.ndarray, x: np.ndarray) -> np.ndarray:
+    r""":math:`x^\top \Sigma_j x` for every unit ``j`` of a stack ``cov`` ``(m, D, D)`` of
+    symmetric covariances and one row ``x`` ``(D,)``: the diagonal term and twice the upper
+    triangle, :math:`\sum_a x_a^2 \Sigma_{aa} + 2 \sum_{a < b} x_a x_b \Sigma_{ab}`, half
+    the products of the full form (one row's marginal variances, where NumPy's batched
+    products cost more in calls than in arithmetic)."""
+    m, D = cov.shape[0], cov.shape[1]
+    out = np.empty(m, dtype=cov.dtype)
+    for j in range(m):
+        total = 0.0
+        for a in range(D):
+            xa = x[a]
+            if xa != 0.0:
+                row = 0.0
+                for b in range(a + 1, D):
+                    row += cov[j, a, b] * x[b]
+                total += xa * (xa * cov[j, a, a] + 2.0 * row)
+        out[j] = total
+    return out
 
 
 @_compiled_on_first_call

@@ -55,16 +55,14 @@ heads keep no record (their class probabilities use the hidden means by default)
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
-from scipy.special import gammaln
 
 from bayeslayers import conjugate
-from bayeslayers.engine import NetSpec, NetState, top_rows
+from bayeslayers.engine import LayerTrace, NetSpec, NetState, top_rows
 from bayeslayers.evidence import STRONG
-from bayeslayers.heads.gaussian import SCORE_STRIDE
+from bayeslayers.heads.gaussian import SCORE_STRIDE, student_t_log_density
 
 __all__ = [
     "SCALES",
@@ -117,28 +115,22 @@ def sampled(spec: NetSpec, record: HiddenScale | None) -> bool:
 
 
 def hidden_variance(
-    spec: NetSpec, hidden: tuple[conjugate.WeightPosterior, ...], head_mean, trace
+    spec: NetSpec,
+    hidden: tuple[conjugate.WeightPosterior, ...],
+    head_mean: np.ndarray,
+    trace: tuple[LayerTrace, ...],
 ) -> np.ndarray:
     r""":math:`v^{hid}` ``(n, k)`` (module docstring): the tangent-linear pass from the head's
     top hidden rows of ``head_mean`` down through ``trace`` (:func:`bayeslayers.engine.forward`
     of ``hidden``), one term per unit and layer; units that are off (``g = 0``) add nothing."""
     W = head_mean[top_rows(spec)]
-    J = np.broadcast_to(W, (len(trace[0].x), *W.shape))  # df / dh of the top hidden layer
-    var = np.zeros((len(trace[0].x), W.shape[1]))
+    J = W[None]  # df / dh of the top hidden layer (broadcast over the rows)
+    var = np.zeros((len(trace[0].x), W.shape[1]), dtype=W.dtype)
     for step, post in zip(reversed(trace), reversed(hidden), strict=True):
         gJ = step.g[:, :, None] * J  # df / dz
         var += np.einsum("nm,nmk->nk", conjugate.marginal_variance(post, step.x), gJ**2)
         J = post.mean[None, :-1, :] @ gJ
     return var
-
-
-def _log_t(T: np.ndarray, mean: np.ndarray, scale2: np.ndarray, nu: float) -> np.ndarray:
-    r""":math:`\log t_\nu(t \mid m, s^2)` elementwise (Gaussian for :math:`\nu = \infty`)."""
-    z2 = (T - mean) ** 2 / scale2
-    if nu == math.inf:
-        return -0.5 * (np.log(2 * np.pi * scale2) + z2)
-    const = gammaln((nu + 1) / 2) - gammaln(nu / 2) - 0.5 * math.log(nu * math.pi)
-    return const - 0.5 * np.log(scale2) - (nu + 1) / 2 * np.log1p(z2 / nu)
 
 
 def score(
@@ -152,7 +144,7 @@ def score(
     mean, base = spec.head.predictive(state.head, xh)
     extra = hidden_variance(spec, state.hidden, state.head.post.mean, trace)
     scale2 = base + SCALES[:, None, None] * extra  # (scales, n, k)
-    return _log_t(T, mean, scale2, spec.head.dof(state.head)).sum(axis=(1, 2))
+    return student_t_log_density(T, mean, scale2, spec.head.dof(state.head)).sum(axis=(1, 2))
 
 
 def update(
@@ -166,7 +158,7 @@ def update(
         record = HiddenScale(np.zeros(len(SCALES)), 0, 0, 0)
     rows = record.rows + n_rows
     if scores is None:
-        return record._replace(rows=rows, batches=record.batches + 1)
+        return HiddenScale(record.evidence, rows, record.last, record.batches + 1)
     if not np.all(np.isfinite(scores)):
         raise FloatingPointError(
             "the hidden layers' scale evidence of a batch is not finite; the model was left "

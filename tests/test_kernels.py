@@ -159,3 +159,16 @@ def test_healthy_is_every_mean_finite_and_every_variance_positive(dtype):
         expected = bool(np.all(var > 0))
         assert _kernels.healthy(mean, var) is expected is False
     assert _kernels.healthy(mean, np.full(3, np.inf, dtype=dtype))  # as var > 0 says
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_unit_quadratic_matches_the_full_quadratic_form(dtype):
+    rng = np.random.default_rng(6)
+    A = rng.normal(size=(7, 5, 5))
+    cov = (A @ np.swapaxes(A, 1, 2) + np.eye(5)).astype(dtype)
+    x = rng.normal(size=5).astype(dtype)
+    x[2] = 0.0  # a zero input is skipped exactly
+    expected = np.einsum("d,mde,e->m", x.astype(np.float64), cov.astype(np.float64), x)
+    got = _kernels.unit_quadratic(cov, x)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, expected, rtol=1e-12 if dtype == np.float64 else 1e-5)

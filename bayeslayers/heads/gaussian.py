@@ -96,6 +96,7 @@ __all__ = [
     "OneHot",
     "refined_temperature",
     "score_pending",
+    "student_t_log_density",
     "temperature_scores",
 ]
 
@@ -338,12 +339,7 @@ class Gaussian:
         - \frac12 \log(\nu\pi s^2) - \frac{\nu+1}{2} \log(1 + z^2/\nu)`.
         """
         mean, scale2 = self.predictive(state, X)
-        z2 = (T - mean) ** 2 / scale2
-        nu = self.dof(state)
-        if nu == np.inf:
-            return float(-0.5 * np.sum(np.log(2 * np.pi * scale2) + z2))
-        const = math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi)
-        return float(np.sum(const - 0.5 * np.log(scale2) - (nu + 1) / 2 * np.log1p(z2 / nu)))
+        return float(np.sum(student_t_log_density(T, mean, scale2, self.dof(state))))
 
     def noise_draws(
         self, state: GaussianState, n_draws: int, rng: np.random.Generator
@@ -544,6 +540,19 @@ class OneHot(Gaussian):
     ) -> np.ndarray:
         """One class index per row: the argmax of the outputs plus noise."""
         return np.argmax(super().sample(state, F, rng, noise), axis=-1)
+
+
+def student_t_log_density(
+    T: np.ndarray, mean: np.ndarray, scale2: np.ndarray, nu: float
+) -> np.ndarray:
+    r""":math:`\log t_\nu(t \mid m, s^2)` elementwise, Gaussian for :math:`\nu = \infty`: with
+    :math:`z = (t - m) / s`, :math:`\log\Gamma(\frac{\nu+1}{2}) - \log\Gamma(\frac\nu2)
+    - \frac12 \log(\nu\pi s^2) - \frac{\nu+1}{2} \log(1 + z^2/\nu)`."""
+    z2 = (T - mean) ** 2 / scale2
+    if nu == np.inf:
+        return -0.5 * (np.log(2 * np.pi * scale2) + z2)
+    const = math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi)
+    return const - 0.5 * np.log(scale2) - (nu + 1) / 2 * np.log1p(z2 / nu)
 
 
 def _sampled(offered: int, n: int) -> tuple[np.ndarray, np.ndarray]:
