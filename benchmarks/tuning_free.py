@@ -8,8 +8,9 @@ and seed (the seed draws the random split and every model's initialization):
 * ``bayeslayers``: the defaults, one pass;
 * ``fixed``: the same estimator with every learned setting fixed instead (noise and hidden
   noise 1, the head's noise memory and prior not chosen by evidence, no hidden memory race,
-  no iterate average, the hidden layers' predictive scale 1): the cost baseline of the tuning-free path (the one-hot head at
-  temperature 1, also on two classes, where the defaults race it against a probit readout);
+  no iterate average, the hidden layers' predictive scale 1): the cost baseline of the
+  tuning-free path (the one-hot head at temperature 1, also on two classes, where the
+  defaults race it against a probit readout);
 * ``tuned variant``: the shipped ``variants/*.toml`` for the dataset, where one exists;
 * ``mlp-1epoch``: scikit-learn's MLP, same hidden sizes, batch size 1, one epoch (Adam);
 * ``mlp-converged``: the same MLP with its default batch, up to 2,000 epochs with
