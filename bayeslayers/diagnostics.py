@@ -237,7 +237,7 @@ def to_inference_data(
 
     # the linearized predictive's hidden draws deviate from the means by sqrt(tau) of the
     # posterior's (bayeslayers.hidden_scale); sampled draws are the posterior's
-    tau = net.hidden_factor_ if regression and hidden == "linearized" else 1.0
+    tau = net.hidden_factor_ if hidden == "linearized" else 1.0
     root = math.sqrt(tau)
 
     def draw(i: int, c: int, scale: np.ndarray | None = None) -> np.ndarray:

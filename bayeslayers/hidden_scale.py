@@ -67,6 +67,7 @@ from bayeslayers.heads.gaussian import SCORE_STRIDE, student_t_log_density
 __all__ = [
     "SCALES",
     "HiddenScale",
+    "empty",
     "factor",
     "hidden_variance",
     "kept",
@@ -100,6 +101,11 @@ class HiddenScale(NamedTuple):
     rows: int
     last: int
     batches: int
+
+
+def empty() -> HiddenScale:
+    """A record before any batch: no evidence, no rows."""
+    return HiddenScale(np.zeros(len(SCALES)), 0, 0, 0)
 
 
 def kept(spec: NetSpec) -> bool:
@@ -155,7 +161,7 @@ def update(
     if not kept(spec):
         return None
     if record is None:
-        record = HiddenScale(np.zeros(len(SCALES)), 0, 0, 0)
+        record = empty()
     rows = record.rows + n_rows
     if scores is None:
         return HiddenScale(record.evidence, rows, record.last, record.batches + 1)

@@ -68,7 +68,7 @@ from typing import Any
 
 import numpy as np
 
-from bayeslayers import conjugate
+from bayeslayers import conjugate, hidden_scale
 from bayeslayers import heads as _heads
 from bayeslayers import layers as _layers
 from bayeslayers._threads import training_lock
@@ -765,8 +765,8 @@ def _check_hidden_scale(record: HiddenScale | None, keeps: bool) -> None:
         return
     if not keeps:
         raise ModelFileError(
-            "hidden_scale_: only a regression network with hidden layers keeps the evidence "
-            "for the hidden layers' scale"
+            "hidden_scale_: only a regression network with hidden layers and "
+            "hidden_scale='evidence' keeps the evidence for the hidden layers' scale"
         )
     if record.rows < 1 or record.batches < 1:
         raise ModelFileError(
@@ -871,8 +871,7 @@ def _load(zf: zipfile.ZipFile, size: int) -> Network:
     for name, value in out.items():
         _check_values(value, name)
     _check_average(out["average_"])
-    keeps = bool(net.layers) and not classifier
-    _check_hidden_scale(out["hidden_scale_"], keeps)
+    _check_hidden_scale(out["hidden_scale_"], hidden_scale.kept(spec))
     rng = None if meta.get("rng") is None else _rng(meta["rng"])
     for name in FITTED:
         if name in out:

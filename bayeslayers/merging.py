@@ -111,11 +111,11 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.special import gammaln
 
-from bayeslayers import conjugate
+from bayeslayers import conjugate, hidden_scale
 from bayeslayers.conjugate import NaturalDelta
 from bayeslayers.heads import ChoiceState, GaussianState, GLMState
 from bayeslayers.heads.gaussian import NOISE_MEMORIES, Calibration, score_pending
-from bayeslayers.hidden_scale import SCALES, HiddenScale
+from bayeslayers.hidden_scale import HiddenScale
 from bayeslayers.network import Network
 
 __all__ = [
@@ -208,6 +208,21 @@ def _gaussian_delta(prior: GaussianState, state: GaussianState) -> _GaussianDelt
     )
 
 
+def _decayed_gain(base: np.ndarray, base_rows: float, evidence: np.ndarray, rows: float):
+    r"""What a shard's weighted evidence ``evidence`` after ``rows`` rows added to the prior's
+    ``base`` after ``base_rows``: :math:`L_k - (s_0 / s_k)^2 L_0` (module docstring; the
+    weights are the squared places in the stream)."""
+    decay = (base_rows / rows) ** 2 if rows else 1.0
+    return evidence - decay * base
+
+
+def _decayed_sum(base: np.ndarray, base_rows: float, gains: Sequence[np.ndarray], total: float):
+    r"""The prior's weighted evidence decayed to the merged ``total`` rows plus the shards'
+    gains (:func:`_decayed_gain`): :math:`(s_0 / s)^2 L_0 + \sum_k \Delta L_k`."""
+    decay = (base_rows / total) ** 2 if total else 1.0
+    return decay * base + sum(gains)
+
+
 def _calibration_delta(
     prior: Calibration | None, state: Calibration | None
 ) -> tuple[np.ndarray, float, int] | None:
@@ -215,8 +230,7 @@ def _calibration_delta(
     if prior is None or state is None:
         return None
     base, shard = score_pending(prior), score_pending(state)
-    decay = (base.scored / shard.scored) ** 2 if shard.scored else 1.0
-    gain = shard.evidence - decay * base.evidence
+    gain = _decayed_gain(base.evidence, base.scored, shard.evidence, shard.scored)
     return gain, shard.scored - base.scored, shard.offered - base.offered
 
 
@@ -226,8 +240,7 @@ def _merge_calibration(
     """The prior's temperature evidence decayed to the merged row count, plus the shards'."""
     base = score_pending(prior)
     total = base.scored + sum(rows for _, rows, _ in deltas)
-    decay = (base.scored / total) ** 2 if total else 1.0
-    evidence = decay * base.evidence + sum(gain for gain, _, _ in deltas)
+    evidence = _decayed_sum(base.evidence, base.scored, [gain for gain, _, _ in deltas], total)
     offered = base.offered + sum(rows for _, _, rows in deltas)
     return base._replace(evidence=evidence, scored=float(total), offered=int(offered))
 
@@ -239,9 +252,8 @@ def _hidden_scale_delta(
     temperature (module docstring): its evidence less the prior's decayed to its rows."""
     if trained is None:
         return None
-    base = HiddenScale(np.zeros(len(SCALES)), 0, 0, 0) if prior is None else prior
-    decay = (base.rows / trained.rows) ** 2
-    gain = trained.evidence - decay * base.evidence
+    base = hidden_scale.empty() if prior is None else prior
+    gain = _decayed_gain(base.evidence, base.rows, trained.evidence, trained.rows)
     return gain, trained.rows - base.rows, trained.batches - base.batches
 
 
@@ -252,10 +264,9 @@ def _merge_hidden_scale(
     (the prior's own record where no shard keeps one)."""
     if not deltas:
         return prior
-    base = HiddenScale(np.zeros(len(SCALES)), 0, 0, 0) if prior is None else prior
+    base = hidden_scale.empty() if prior is None else prior
     total = base.rows + sum(rows for _, rows, _ in deltas)
-    decay = (base.rows / total) ** 2
-    evidence = decay * base.evidence + sum(gain for gain, _, _ in deltas)
+    evidence = _decayed_sum(base.evidence, base.rows, [gain for gain, _, _ in deltas], total)
     return HiddenScale(evidence, total, total, base.batches + sum(b for _, _, b in deltas))
 
 

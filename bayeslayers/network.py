@@ -22,7 +22,6 @@ from bayeslayers import (
     engine,
     forgetting,
     health,
-    hidden_scale,
     predictive,
     training,
 )
@@ -268,10 +267,10 @@ class Network(predictive.PredictiveMixin):
 
     @property
     def hidden_factor_(self) -> float:
-        """The factor on the hidden layers' variance in the regression predictive
-        (:func:`bayeslayers.hidden_scale.factor`)."""
+        """The factor on the hidden layers' variance in the linearized predictive
+        (:func:`bayeslayers.predictive.hidden_factor`: 1 for a classifier)."""
         self._check_fitted()
-        return hidden_scale.factor(self.spec, self.hidden_scale_)
+        return predictive.hidden_factor(self.spec, self.state)
 
     def _set_state(self, state: engine.NetState) -> None:
         self.posteriors_, self.head_state_ = list(state.hidden), state.head
