@@ -32,6 +32,7 @@ N_TRAIN, N_TEST = 120, 40
 def platform() -> str:
     """The floating-point platform: the BLAS library and the kernels it picked for this CPU,
     and the SIMD extensions NumPy dispatches to (JSON)."""
+    import scipy
     import scipy.linalg  # noqa: F401  (SciPy's own BLAS is loaded, whoever imported it first)
     from threadpoolctl import threadpool_info
 
@@ -46,7 +47,10 @@ def platform() -> str:
         if info["user_api"] == "blas"
     )
     simd = sorted(name for name, found in __cpu_features__.items() if found)
-    return json.dumps({"blas": blas, "simd": simd})
+    # the libraries' own compiled loops (NumPy's exp/log, SciPy's special functions) change
+    # between versions too: a Laplace head moved by 2e-9 between two installs of one machine
+    versions = {lib.__name__: lib.__version__ for lib in (np, scipy)}
+    return json.dumps({"blas": blas, "simd": simd, "versions": versions})
 
 
 def _explicit(obj) -> dict:
