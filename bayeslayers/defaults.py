@@ -170,5 +170,15 @@ def check_params(layers: Sequence, head, params: dict) -> None:
             raise ValueError(f"hidden_scale must be 'evidence' or a number >= 0, got {scale!r}")
     else:
         check_real(scale, "hidden_scale", 0)
+    head_prior = params["head_prior"]
+    if not isinstance(head_prior, str):
+        raise TypeError(
+            f"head_prior must be 'flat', 'fan_in' or 'evidence', got "
+            f"{type(head_prior).__name__} {head_prior!r}"
+        )
+    if head_prior not in ("flat", "fan_in", "evidence"):
+        raise ValueError(
+            f"head_prior must be 'flat', 'fan_in' or 'evidence', got {params['head_prior']!r}"
+        )
     if params["dtype"] not in ("float64", "float32"):
         raise ValueError(f"dtype must be 'float64' or 'float32', got {params['dtype']!r}")

@@ -68,7 +68,7 @@ from bayeslayers._validation import (
     check_seed,
     check_targets,
 )
-from bayeslayers.engine import forward, top_rows, with_bias
+from bayeslayers.engine import forward, top_jacobian, top_scale, with_bias
 from bayeslayers.heads import Choice, RegressionHead
 from bayeslayers.predictive import HIDDEN, check_hidden
 
@@ -268,14 +268,14 @@ def to_inference_data(
             var, scale = joint.noise_draws(net.head_state_, c, noise_rng)
         chunk_draw = functools.partial(draw, scale=scale)
         if hidden == "sample":
-            F = _sampled_predictors(net, spec.skip, xb, chunk_draw, c)
+            F = _sampled_predictors(net, spec, xb, chunk_draw, c)
         else:
             F = _linearized_predictors(
                 hidden_posts,
                 cache,
                 mean_xh,
                 mean_z,
-                head_post.mean[top_rows(spec)],
+                top_jacobian(spec, head_post.mean),
                 chunk_draw,
                 c,
                 hidden,
@@ -396,11 +396,12 @@ def _check_var_names(var_names: Sequence[str] | None, names: list[str], hidden: 
     return chosen
 
 
-def _sampled_predictors(net, skip: bool, xb: np.ndarray, draw, c: int) -> np.ndarray:
+def _sampled_predictors(net, spec, xb: np.ndarray, draw, c: int) -> np.ndarray:
     """Head predictors ``(c, n, k)`` of the full nonlinear pass, every layer drawn.
 
-    With ``skip`` the head's rows are :math:`[W_h; W_x; b]` and
-    :math:`f_s = h_s W_{h,s} + [x, 1] [W_{x,s}; b_s]`.
+    With ``spec.skip`` the head's rows are :math:`[W_h; W_x; b]` and
+    :math:`f_s = s h_s W_{h,s} + [x, 1] [W_{x,s}; b_s]`, :math:`s` the top hidden output's
+    factor in the head's inputs (:func:`bayeslayers.engine.top_scale`).
     """
     A: np.ndarray | None = None
     for i, layer in enumerate(net.layers):
@@ -409,7 +410,10 @@ def _sampled_predictors(net, skip: bool, xb: np.ndarray, draw, c: int) -> np.nda
     W = draw(len(net.layers), c)
     if A is None:
         return _first_layer(xb, W)
-    if skip:
+    scale = top_scale(spec)
+    if scale != 1.0:
+        A = A * scale
+    if spec.skip:
         m = A.shape[-1]
         return np.matmul(A, W[:, :m]) + _first_layer(xb, W[:, m:])
     return _affine(A, W)
@@ -420,8 +424,8 @@ def _linearized_predictors(
 ) -> np.ndarray:
     """Head predictors ``(c, n, k)`` of the tangent-linear pass (``hidden="mean"``: the head
     drawn alone); see :func:`to_inference_data`. ``hidden_posts``: the hidden posteriors at
-    the means predictions use; ``head_top``: the head's mean rows for the top hidden units
-    (:func:`bayeslayers.engine.top_rows`)."""
+    the means predictions use; ``head_top``: :math:`\\partial f / \\partial h_L` at the head's
+    mean (:func:`bayeslayers.engine.top_jacobian`)."""
     dA = None  # first-order change of each layer's output
     if hidden == "linearized":
         for i, ((x, _, slope, _), post) in enumerate(zip(cache, hidden_posts, strict=True)):

@@ -24,6 +24,16 @@ is a thin shell around them (validation, atomicity, progress, the scikit-learn s
   :math:`b` jointly, as one Bayesian linear regression on the wider row; the hidden layers
   get their targets through :math:`W_h` only (:func:`top_rows`), so they learn what the
   linear part leaves.
+* The head's prior is isotropic in its inputs, :math:`w \sim N(0, \alpha^{-1} I)`. With
+  ``NetSpec.head_prior = "fan_in"`` the top hidden output enters the head divided by
+  :math:`\sqrt{H}` (:func:`top_scale`, :math:`H` its units), which is the same as the prior
+  :math:`W_h \sim N(0, (\alpha H)^{-1} I)` on the weights of :math:`h_L` (Neal 1996): the
+  prior variance of :math:`W_h^\top h_L` then stays of the order of one unit's
+  :math:`h^2` whatever the width, instead of growing with :math:`H`. The skip rows and the
+  bias keep :math:`\alpha^{-1}`. The head's evidence prior scales :math:`\alpha` of the
+  whole design, so the ratio between the groups is the prior's. The Jacobian the hidden
+  layers learn through is :math:`\partial f / \partial h_L = W_h / \sqrt{H}`
+  (:func:`top_jacobian`).
 * :func:`train_step` is one step of the method on a batch:
 
   1. forward at the means;
@@ -67,7 +77,9 @@ __all__ = [
     "learn_noise",
     "resolve_spec",
     "sample_prior_mean",
+    "top_jacobian",
     "top_rows",
+    "top_scale",
     "train_step",
     "with_bias",
 ]
@@ -109,6 +121,10 @@ class NetSpec(NamedTuple):
     hidden_scale : float or "evidence"
         Factor on the hidden layers' variance in a regression predictive, or chosen by
         evidence (:mod:`bayeslayers.hidden_scale`).
+    head_prior : {"flat", "fan_in"}
+        The head's prior on the weights of the top hidden output: variance
+        :math:`1 / \alpha` like every other weight, or :math:`1 / (\alpha H)`
+        (:func:`top_scale`).
     """
 
     layers: tuple[Layer, ...]
@@ -124,6 +140,7 @@ class NetSpec(NamedTuple):
     skip: bool = False
     average: bool | str = False
     hidden_scale: float | str = 1.0
+    head_prior: str = "flat"
 
 
 def resolve_spec(
@@ -143,7 +160,7 @@ def resolve_spec(
     the first call), ``defaults.head_structure`` of the head and ``n_outputs``,
     ``defaults.hidden_noise`` of the head and ``defaults.skip`` of ``n_features`` and the
     depth. ``solve``: ``damping``, ``clip``, ``targets``, ``memory``,
-    ``prior_precision``, ``average``, ``hidden_scale``."""
+    ``prior_precision``, ``average``, ``hidden_scale``, ``head_prior``."""
     fan_ins = [n_features, *(layer.units for layer in layers)]
     return NetSpec(
         layers=tuple(layers),
@@ -245,9 +262,32 @@ def head_design(spec: NetSpec, A: np.ndarray, X: np.ndarray) -> np.ndarray:
     ``[A, 1]``, or ``[A, X, 1]`` with ``spec.skip``; ``A`` may have leading axes (e.g. one per
     posterior draw), over which ``X`` ``(n, d)`` is broadcast.
     """
+    scale = top_scale(spec)
+    if scale != 1.0:
+        A = A * scale
     if spec.skip:
         A = np.concatenate([A, np.broadcast_to(X, (*A.shape[:-1], X.shape[-1]))], axis=-1)
     return with_bias(A)
+
+
+def top_scale(spec: NetSpec) -> float:
+    r"""Factor on the top hidden output in the head's inputs: :math:`1 / \sqrt{H}` with
+    ``spec.head_prior == "fan_in"`` (:math:`H` the top layer's units), else 1 (and 1 for a
+    network without hidden layers)."""
+    if spec.head_prior != "fan_in" or not spec.layers:
+        return 1.0
+    return 1.0 / float(np.sqrt(spec.layers[-1].units))
+
+
+def top_jacobian(spec: NetSpec, W: np.ndarray) -> np.ndarray:
+    r""":math:`\partial f / \partial h_L` from the head's weights (or its Jacobian) ``W``:
+    the rows that multiply the top hidden output (:func:`top_rows`) times :func:`top_scale`.
+
+    ``W`` has the head's rows on its second-to-last axis, with or without the bias row.
+    """
+    J = W[..., top_rows(spec), :]
+    scale = top_scale(spec)
+    return J * scale if scale != 1.0 else J
 
 
 def head_width(spec: NetSpec, n_features: int) -> int:
@@ -260,9 +300,11 @@ def top_rows(spec: NetSpec) -> slice:
     r"""The rows of the head's weights that multiply the top hidden output (no skip, no bias).
 
     They make the Jacobian :math:`\partial f / \partial h_L` through which the hidden layers
-    learn; the skip rows :math:`W_x` and the bias do not depend on the hidden layers.
+    learn; the skip rows :math:`W_x` and the bias do not depend on the hidden layers. (For a
+    network without hidden layers: every row but the bias.) The first rows either way, so the
+    slice also fits a Jacobian without the bias row.
     """
-    return slice(0, spec.layers[-1].units) if spec.skip else slice(0, -1)
+    return slice(0, spec.layers[-1].units) if spec.layers else slice(0, -1)
 
 
 def forward(
@@ -390,8 +432,8 @@ def _backward(
     infos = [UpdateInfo(0.0, 0.0)] * len(new)
     corrections = [0.0] * len(new)
     upper = strategy.start(*heads.teaching(spec.head, head_state), xh, T, fraction)
-    if spec.skip:  # the hidden layers answer for the head's top hidden rows only
-        upper = upper._replace(J=upper.J[..., top_rows(spec), :])
+    # the hidden layers answer for the head's top hidden rows only, through df / dh_L
+    upper = upper._replace(J=top_jacobian(spec, upper.J))
     for i in reversed(range(len(spec.layers))):
         x, h, g, b = trace[i]
         view = propagation.LayerView(x, h, g, b, hidden[i])

@@ -75,6 +75,7 @@ __all__ = [
     "forget",
     "forget_state",
     "period",
+    "race_length",
     "race_rows",
 ]
 
@@ -160,13 +161,19 @@ def forget_state(
     return state._replace(hidden=tuple(hidden))
 
 
-def race_rows(n_rows: int, batch_size: int, n_ins: Sequence[int]) -> int:
-    """Rows of the race: :data:`RACE_FRACTION` of ``n_rows``, in whole batches.
+def race_length(n_rows: int, batch_size: int) -> int:
+    """Rows of a first call's race (:func:`bayeslayers.training.race`): :data:`RACE_FRACTION`
+    of ``n_rows``, in whole batches (at least one, at most ``n_rows``)."""
+    return min(n_rows, int(np.ceil(RACE_FRACTION * n_rows / batch_size)) * batch_size)
 
-    0 (no race) unless they outnumber the longest candidate memory of the layers with
+
+def race_rows(n_rows: int, batch_size: int, n_ins: Sequence[int]) -> int:
+    """Rows of the memory race: :func:`race_length`.
+
+    0 (no memory race) unless they outnumber the longest candidate memory of the layers with
     ``n_ins``-wide design rows: on fewer rows a memory has forgotten nothing, and the
     candidates could not differ.
     """
-    rows = min(n_rows, int(np.ceil(RACE_FRACTION * n_rows / batch_size)) * batch_size)
+    rows = race_length(n_rows, batch_size)
     longest = max(m for m in CANDIDATES if m is not None) * max(n_ins, default=0)
     return rows if n_ins and rows > longest else 0

@@ -60,7 +60,7 @@ from typing import NamedTuple
 import numpy as np
 
 from bayeslayers import conjugate
-from bayeslayers.engine import LayerTrace, NetSpec, NetState, top_rows
+from bayeslayers.engine import LayerTrace, NetSpec, NetState, top_jacobian
 from bayeslayers.evidence import STRONG
 from bayeslayers.heads.gaussian import SCORE_STRIDE, student_t_log_density
 
@@ -129,7 +129,7 @@ def hidden_variance(
     r""":math:`v^{hid}` ``(n, k)`` (module docstring): the tangent-linear pass from the head's
     top hidden rows of ``head_mean`` down through ``trace`` (:func:`bayeslayers.engine.forward`
     of ``hidden``), one term per unit and layer; units that are off (``g = 0``) add nothing."""
-    W = head_mean[top_rows(spec)]
+    W = top_jacobian(spec, head_mean)
     J = W[None]  # df / dh of the top hidden layer (broadcast over the rows)
     var = np.zeros((len(trace[0].x), W.shape[1]), dtype=W.dtype)
     for step, post in zip(reversed(trace), reversed(hidden), strict=True):

@@ -43,7 +43,9 @@ A file from before the iterate average has no ``average_`` (and no ``average`` p
 loads with ``average_ = None``, so it predicts at the posterior means as when it was saved,
 and with the constructor's default ``average``, so a later ``partial_fit`` starts an average.
 Likewise a file from before the hidden scale loads with ``hidden_scale_ = None`` (the factor
-1 it predicted with) and the constructor's default ``hidden_scale``.
+1 it predicted with) and the constructor's default ``hidden_scale``, and a file from before
+the head's fan-in prior with the constructor's default ``head_prior="flat"``, the prior it
+was fitted with.
 
 Saving writes a unique temporary file in the destination folder, flushes it to disk and renames
 it into place, so a reader (or a concurrent save) never sees a partial file; a destination that
@@ -103,6 +105,7 @@ FITTED = (
     "memory_",
     "average_",
     "hidden_scale_",
+    "head_prior_",
 )
 _REQUIRED = ("posteriors_", "head_state_", "n_features_in_", "n_outputs_", "n_samples_seen_")
 #: Largest metadata entry read (bytes of the stored ``.npy``; 4 bytes per JSON character).
@@ -721,6 +724,14 @@ def _rng(state: Any) -> np.random.Generator:
     return np.random.Generator(bit_generator)
 
 
+def _head_prior(desc: Any) -> str:
+    """``head_prior_`` as read: ``"flat"`` or ``"fan_in"``, stored as a plain value."""
+    value = desc.get("value") if isinstance(desc, dict) else None
+    if not isinstance(value, str) or value not in ("flat", "fan_in"):
+        raise ModelFileError(f"head_prior_ must be 'flat' or 'fan_in', got {desc!r}")
+    return value
+
+
 def _memory(memory: Any) -> float | None:
     """``memory_`` as read: ``None`` or a finite number of rows per weight above 0."""
     try:
@@ -813,6 +824,8 @@ def _load(zf: zipfile.ZipFile, size: int) -> Network:
         out["log_evidence_"] = decode(state["log_evidence_"], 0.0, "log_evidence_")
     if "memory_" in state:  # the memory a race chose: None or rows per weight
         out["memory_"] = _memory(decode(state["memory_"], _ANY, "memory_"))
+    if "head_prior_" in state:  # the head prior a race chose
+        out["head_prior_"] = _head_prior(state["head_prior_"])
     n_features, n_outputs = out["n_features_in_"], out["n_outputs_"]
     if n_outputs > size // dtype.itemsize + 1:  # the head's mean alone needs more bytes
         raise ModelFileError(f"n_outputs_ = {n_outputs} in a file of {size} bytes")

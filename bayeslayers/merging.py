@@ -461,6 +461,11 @@ def _check_compatible(prior: Network, net: Network, name: str) -> None:
             f"{name} has skip={net.spec.skip} (the head sees the inputs or not), "
             f"the prior skip={prior.spec.skip}"
         )
+    if net.spec.head_prior != prior.spec.head_prior:
+        raise ValueError(
+            f"{name} has head_prior={net.spec.head_prior!r} (the scale of the head's top "
+            f"hidden inputs), the prior head_prior={prior.spec.head_prior!r}"
+        )
     classes, prior_classes = getattr(net, "classes_", None), getattr(prior, "classes_", None)
     if (classes is None) != (prior_classes is None) or (
         classes is not None

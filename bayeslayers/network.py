@@ -122,6 +122,16 @@ class Network(predictive.PredictiveMixin):
         (:mod:`bayeslayers.hidden_scale`); a number ``>= 0``: that factor (1: the posteriors
         as they are, 0: the hidden means only). Training never reads it; classification
         heads ignore it.
+    head_prior : {"flat", "fan_in", "evidence"}
+        The head's prior on the weights of the top hidden output. ``"flat"`` (the default):
+        variance :math:`1 / \alpha` like every other weight, so the prior variance of
+        :math:`W_h^\top h_L` grows with the width :math:`H`. ``"fan_in"``: variance
+        :math:`1 / (\alpha H)` (Neal 1996), the prior of a network of any width on the same
+        scale; the skip rows and the bias keep :math:`1 / \alpha`
+        (:func:`bayeslayers.engine.top_scale`). ``"evidence"``: the first call from the prior
+        races the two on its first rows, with the memory's race where there is one, and keeps
+        the one of larger prequential evidence (``head_prior_``; the flat one on ties; a
+        network set up by :meth:`initialize` keeps the flat one).
     seed : int
         Seeds the prior mean, shuffling and posterior sampling.
     dtype : {"float64", "float32"}
@@ -140,6 +150,9 @@ class Network(predictive.PredictiveMixin):
         Hidden layers' pseudo-noise estimates.
     memory_ : float or None
         With ``memory="evidence"``: the memory the race chose (``None``: no forgetting).
+    head_prior_ : str
+        With ``head_prior="evidence"``: the prior the race chose, ``"flat"`` or
+        ``"fan_in"``.
     average_ : Average or None
         The iterate average of the hidden means (:class:`bayeslayers.averaging.Average`);
         ``averaging_`` tells whether predictions use it.
@@ -169,6 +182,7 @@ class Network(predictive.PredictiveMixin):
         "n_samples_seen_",
         "log_evidence_",
         "memory_",
+        "head_prior_",
     )
 
     def __init__(
@@ -190,6 +204,7 @@ class Network(predictive.PredictiveMixin):
         skip: bool | str = "auto",
         average: bool | str = "evidence",
         hidden_scale: float | str = "evidence",
+        head_prior: str = "flat",
         seed: int = 0,
         dtype: str = "float64",
         blas_threads: int | None = 1,
@@ -213,6 +228,7 @@ class Network(predictive.PredictiveMixin):
         self.skip = skip
         self.average = average
         self.hidden_scale = hidden_scale
+        self.head_prior = head_prior
         self.seed = seed
         self.dtype = dtype
         self.blas_threads = blas_threads
@@ -244,6 +260,11 @@ class Network(predictive.PredictiveMixin):
             prior_precision=self.prior_precision,
             average=self.average,
             hidden_scale=self.hidden_scale,
+            head_prior=(
+                getattr(self, "head_prior_", "flat")
+                if self.head_prior == "evidence"
+                else self.head_prior
+            ),
         )
 
     @property
@@ -376,17 +397,13 @@ class Network(predictive.PredictiveMixin):
         batch_size = check_batch_size(batch_size)
         check_real(fraction, "fraction", 0, 1, low_open=True)
         with self._atomic(), blas_threads(self.blas_threads):
-            race = self.memory == "evidence" and not self.is_fitted
+            first = not self.is_fitted
             X, T = self.encode(X, Y, classes)
             order = self.rng_.permutation(len(X)) if shuffle else np.arange(len(X))
             done = 0
             state, log_evidence = self.state, 0.0
-            if race:
-                n_ins = [post.mean.shape[0] for post in self.posteriors_]
-                done = forgetting.race_rows(len(X), batch_size, n_ins)
-                self.memory_, state, log_evidence = training.race(
-                    self.spec, state, X, T, order[:done], batch_size, fraction, self.sweeps
-                )
+            if first:
+                done, state, log_evidence = self._race(X, T, order, batch_size, fraction)
             on_batch = None
             if _callback is not None:
 
@@ -411,6 +428,28 @@ class Network(predictive.PredictiveMixin):
             self.log_evidence_ = getattr(self, "log_evidence_", 0.0) + log_evidence + rest
             self.n_samples_seen_ += len(X)
         return self
+
+    def _race(
+        self, X: np.ndarray, T: np.ndarray, order: np.ndarray, batch_size: int, fraction: float
+    ) -> tuple[int, engine.NetState, float]:
+        """The first call's race of what is set to ``"evidence"`` (:func:`training.race`);
+        sets ``memory_`` / ``head_prior_`` and returns the rows it trained on, the winner's
+        state and its evidence."""
+        n_ins = [post.mean.shape[0] for post in self.posteriors_]
+        memory = self.memory == "evidence" and forgetting.race_rows(len(X), batch_size, n_ins)
+        spec, state = self.spec, self.state
+        candidates = training.race_candidates(
+            spec, state, memory=bool(memory), head_prior=self.head_prior == "evidence"
+        )
+        done = forgetting.race_length(len(X), batch_size) if candidates else 0
+        won, state, log_evidence = training.race(
+            spec, state, X, T, order[:done], batch_size, fraction, self.sweeps, candidates
+        )
+        if self.memory == "evidence":
+            self.memory_ = won.get("memory")
+        if self.head_prior == "evidence":
+            self.head_prior_ = won.get("head_prior", "flat")
+        return done, state, log_evidence
 
     def _snapshot(self, state: engine.NetState, rows_done: int) -> Network:
         """A fitted copy holding ``state`` (arrays copied)."""

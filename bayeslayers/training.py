@@ -12,15 +12,17 @@ predictive density under the state *before* its first update,
     \log \hat p(y_{1:n}) = \sum_b \log p(y_b \mid x_b, \mathcal{D}_{<b}).
 
 With a memory (``spec.memory``) the hidden layers forget between batches
-(:func:`bayeslayers.forgetting.forget_state`); :func:`race` chooses the memory by that
-evidence on a pass's first rows (``memory="evidence"``). With ``spec.average`` the pass also
-keeps the iterate average of the hidden means and its own evidence
+(:func:`bayeslayers.forgetting.forget_state`); :func:`race` chooses what has no closed form
+(the memory, ``memory="evidence"``; the head's prior on its top hidden inputs,
+``head_prior="evidence"``) by that evidence on a pass's first rows. With ``spec.average``
+the pass also keeps the iterate average of the hidden means and its own evidence
 (:mod:`bayeslayers.averaging`), and with a regression head the evidence for the scale of the
 hidden layers' predictive variance (:mod:`bayeslayers.hidden_scale`).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -32,7 +34,7 @@ from bayeslayers.evidence import STRONG
 if TYPE_CHECKING:
     from bayeslayers.network import Network
 
-__all__ = ["FitProgress", "run_pass"]
+__all__ = ["Candidate", "FitProgress", "race", "race_candidates", "run_pass"]
 
 
 class FitProgress(NamedTuple):
@@ -143,6 +145,40 @@ def run_pass(
     return state, log_evidence
 
 
+#: A candidate of :func:`race`: the fields of :class:`~bayeslayers.engine.NetSpec` it
+#: changes, and the nats its evidence must beat the others' by.
+Candidate = tuple[dict, float]
+
+
+def race_candidates(
+    spec: engine.NetSpec, state: engine.NetState, *, memory: bool, head_prior: bool
+) -> list[Candidate]:
+    """The candidates of a first call's race; the first is the reference.
+
+    Every combination of the settings raced, each handicapped by the sum of its settings'
+    handicaps. ``memory``: every memory of :data:`bayeslayers.forgetting.CANDIDATES`, the
+    static posterior (``None``) without handicap and every other one handicapped by
+    :data:`bayeslayers.evidence.STRONG` nats (the simpler hypothesis is kept unless beaten
+    strongly), where a hidden layer can forget. ``head_prior``: the flat and the fan-in prior
+    of the head's top hidden inputs (:func:`bayeslayers.engine.top_scale`), two priors of
+    equal standing (no handicap; the flat one wins ties), where the network has hidden
+    layers. An empty list: nothing to race.
+    """
+    options: list[list[Candidate]] = []
+    if memory and any(p.structure in forgetting.FORGETS for p in state.hidden):
+        options.append(
+            [({"memory": m}, 0.0 if m is None else STRONG) for m in forgetting.CANDIDATES]
+        )
+    if head_prior and spec.layers:
+        options.append([({"head_prior": "flat"}, 0.0), ({"head_prior": "fan_in"}, 0.0)])
+    if not options:
+        return []
+    return [
+        ({k: v for changes, _ in combo for k, v in changes.items()}, sum(h for _, h in combo))
+        for combo in itertools.product(*options)
+    ]
+
+
 def race(
     spec: engine.NetSpec,
     state: engine.NetState,
@@ -152,25 +188,24 @@ def race(
     batch_size: int,
     fraction: float,
     sweeps: int | str,
-) -> tuple[float | None, engine.NetState, float]:
-    """The memory race of ``memory="evidence"`` (:mod:`bayeslayers.forgetting`).
+    candidates: list[Candidate],
+) -> tuple[dict, engine.NetState, float]:
+    """The race of ``candidates`` (:func:`race_candidates`) on the rows ``X[order]``.
 
-    Every memory of :data:`bayeslayers.forgetting.CANDIDATES` makes the pass over
-    ``X[order]`` from ``state`` (the prior); returns the chosen memory, its state after those
-    rows and its prequential log evidence. The choice is the largest evidence, a memory's
-    counted :data:`bayeslayers.evidence.STRONG` nats below its own (the static posterior,
-    ``None``, is kept unless beaten strongly); ties go to the earlier candidate. A candidate
-    whose update fails numerically drops out, except ``None``, whose failure is the
-    network's own. Without rows or a hidden layer that can forget, no candidate runs:
-    ``(None, state, 0.0)``.
+    Every candidate, ``spec`` with its changes, makes the pass over ``X[order]`` from
+    ``state`` (the prior); returns the winner's changes, its state after those rows and its
+    prequential log evidence. The winner has the largest evidence less its handicap; ties go
+    to the earlier candidate. A candidate whose update fails numerically drops out, except
+    the first (the reference), whose failure is the network's own. Without rows or
+    candidates nothing runs: ``({}, state, 0.0)``.
     """
-    if not len(order) or not any(p.structure in forgetting.FORGETS for p in state.hidden):
-        return None, state, 0.0
-    best: tuple[float, float | None, engine.NetState, float] | None = None
-    for memory in forgetting.CANDIDATES:
+    if not len(order) or not candidates:
+        return {}, state, 0.0
+    best: tuple[float, dict, engine.NetState, float] | None = None
+    for i, (changes, handicap) in enumerate(candidates):
         try:
             out, evidence = run_pass(
-                spec._replace(memory=memory),
+                spec._replace(**changes),
                 state,
                 X,
                 T,
@@ -180,11 +215,11 @@ def race(
                 sweeps=sweeps,
             )
         except (np.linalg.LinAlgError, FloatingPointError):
-            if memory is None:
+            if not i:
                 raise
             continue
-        score = evidence - (0.0 if memory is None else STRONG)
+        score = evidence - handicap
         if best is None or score > best[0]:
-            best = (score, memory, out, evidence)
-    assert best is not None  # the None candidate either ran or raised
+            best = (score, changes, out, evidence)
+    assert best is not None  # the reference either ran or raised
     return best[1], best[2], best[3]

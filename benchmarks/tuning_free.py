@@ -8,9 +8,9 @@ and seed (the seed draws the random split and every model's initialization):
 * ``bayeslayers``: the defaults, one pass;
 * ``fixed``: the same estimator with every learned setting fixed instead (noise and hidden
   noise 1, the head's noise memory and prior not chosen by evidence, no hidden memory race,
-  no iterate average, the hidden layers' predictive scale 1): the cost baseline of the
-  tuning-free path (the one-hot head at temperature 1, also on two classes, where the
-  defaults race it against a probit readout);
+  no iterate average, the hidden layers' predictive scale 1, the head's flat prior): the
+  cost baseline of the tuning-free path (the one-hot head at temperature 1, also on two
+  classes, where the defaults race it against a probit readout);
 * ``tuned variant``: the shipped ``variants/*.toml`` for the dataset, where one exists;
 * ``mlp-1epoch``: scikit-learn's MLP, same hidden sizes, batch size 1, one epoch (Adam);
 * ``mlp-converged``: the same MLP with its default batch, up to 2,000 epochs with
@@ -163,6 +163,20 @@ PROBES.update(
         ),
     }
 )
+#: Probes added with the head's fan-in prior (``head_prior``): fewer rows than the head has
+#: weights (scikit-learn's Linnerud, 20 rows, the first target; diabetes' first 100 rows).
+PROBES.update(
+    {
+        "linnerud": (
+            "regression",
+            lambda: (skdata.load_linnerud().data, skdata.load_linnerud().target[:, 0]),
+        ),
+        "diabetes-100": (
+            "regression",
+            lambda: tuple(a[:100] for a in skdata.load_diabetes(return_X_y=True)),
+        ),
+    }
+)
 DATASETS.update({name: (task, (100,), None) for name, (task, _) in PROBES.items()})
 SUITE = [name for name in DATASETS if name not in PROBES]
 
@@ -269,6 +283,7 @@ def run_models(name: str, seed: int, test_fraction: float) -> list[dict]:
             memory=None,
             average=False,
             hidden_scale=1.0,
+            head_prior="flat",
         ).fit(Xtr, ytr),
     )
     evidence = {"log_evidence_per_row": net.network_.log_evidence_ / len(Xtr)}

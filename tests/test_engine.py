@@ -194,6 +194,66 @@ def test_the_hidden_layers_learn_through_the_head_rows_of_their_top_units_only(t
     assert not np.allclose(plain.hidden[1].mean, state.hidden[1].mean)  # the layers did learn
 
 
+# ----------------------------------------------------------------------- head prior
+@pytest.mark.parametrize("targets", ["min_norm", "gauss_newton", "ekf"])
+@pytest.mark.parametrize("skip", [False, True])
+def test_the_fan_in_prior_is_the_flat_design_with_prior_variance_over_width(targets, skip):
+    """head_prior="fan_in" (top hidden output divided by sqrt(H) in the head's inputs, an
+    isotropic prior) is the flat design with prior variance 1 / (alpha H) on the rows of the
+    top units: the same hidden updates, the same predictions, the head's weights rescaled."""
+    X, y = skip_data(30, d=3)
+    head = heads.Gaussian(learn_noise=True, noise_memory=None, prior_evidence=False)
+    kwargs = {"head": head, "prior_precision": 2.0, "skip": skip, "targets": targets}
+    net = Network([layers.ReLU(5), layers.ReLU(4)], **kwargs).initialize(X, y)
+    spec, state = net.spec, net.state
+    fan_in = spec._replace(head_prior="fan_in")
+    H, width = 4, engine.head_width(spec, 3)
+    c = engine.top_scale(fan_in)
+    assert c == 0.5 and engine.top_scale(spec) == 1.0
+    variance = np.full(width, 0.5)
+    variance[:H] = 0.5 / H  # 1 / (alpha H) on the top units' rows
+    flat_state = state._replace(head=head.init(np.zeros((width, 1)), variance, "unit", 1.0))
+    T = y[:, None]
+    a, _ = engine.train_step(fan_in, state, X[:20], T[:20], 1.0, sweeps=2)
+    a, _ = engine.train_step(fan_in, a, X[20:], T[20:], 1.0)
+    b, _ = engine.train_step(spec, flat_state, X[:20], T[:20], 1.0, sweeps=2)
+    b, _ = engine.train_step(spec, b, X[20:], T[20:], 1.0)
+    for p, q in zip(a.hidden, b.hidden, strict=True):
+        np.testing.assert_allclose(p.mean, q.mean, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(p.cov, q.cov, rtol=1e-9, atol=1e-12)
+    scale = np.ones(width)
+    scale[:H] = c  # w_flat = c w_fan on the top rows
+    np.testing.assert_allclose(a.head.post.mean * scale[:, None], b.head.post.mean, rtol=1e-9)
+    np.testing.assert_allclose(
+        a.head.post.cov * np.outer(scale, scale), b.head.post.cov, rtol=1e-9, atol=1e-15
+    )
+    xa, _ = engine.forward(fan_in, a.hidden, X)
+    xb, _ = engine.forward(spec, b.hidden, X)
+    np.testing.assert_allclose(xa @ a.head.post.mean, xb @ b.head.post.mean, rtol=1e-10)
+    # df / dh_L: the head's top rows times the factor
+    np.testing.assert_allclose(
+        engine.top_jacobian(fan_in, a.head.post.mean), b.head.post.mean[:H], rtol=1e-9
+    )
+
+
+def test_the_fan_in_prior_keeps_the_prior_function_variance_whatever_the_width():
+    """Under the fan-in prior the prior variance of W_h^T h_L is the mean of h_j^2 over the
+    units (over alpha), so it does not grow with the width; under the flat prior it is their
+    sum."""
+    X, y = skip_data(200, d=3)
+    for width in (10, 1000):
+        variances = {}
+        for prior in ("flat", "fan_in"):
+            net = Network([layers.ReLU(width)], head_prior=prior, skip=False).initialize(X, y)
+            xh, trace = engine.forward(net.spec, net.posteriors_, X)
+            h2 = np.mean(np.sum(trace[0].h ** 2, axis=1))
+            # top rows only: the prior covariance is 1/alpha I on the head's inputs
+            variances[prior] = np.mean(np.sum(xh[:, :width] ** 2, axis=1))
+            expected = h2 / width if prior == "fan_in" else h2
+            np.testing.assert_allclose(variances[prior], expected, rtol=1e-12)
+        assert variances["flat"] == pytest.approx(width * variances["fan_in"])
+
+
 def test_skip_sizes_the_head_and_forward_appends_the_inputs():
     X, y = skip_data(40, d=3)
     net = Network([layers.ReLU(5)], skip=True).initialize(X, y)

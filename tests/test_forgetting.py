@@ -103,7 +103,11 @@ def test_the_race_keeps_the_static_posterior_unless_beaten_strongly():
     T = y[:, None]
     for n_rows in (40, 400):
         order = np.arange(n_rows)
-        memory, _, evidence = training.race(net.spec, net.state, X, T, order, 1, 1.0, "auto")
+        candidates = training.race_candidates(net.spec, net.state, memory=True, head_prior=False)
+        won, _, evidence = training.race(
+            net.spec, net.state, X, T, order, 1, 1.0, "auto", candidates
+        )
+        memory = won["memory"]
         scores = {
             m: training.run_pass(
                 net.spec._replace(memory=m),
@@ -119,9 +123,14 @@ def test_the_race_keeps_the_static_posterior_unless_beaten_strongly():
         }
         strong = scores[4.0] > scores[None] + STRONG
         assert memory == (4.0 if strong else None) and evidence == scores[memory]
-    # nothing that can forget: no race
+    # nothing that can forget: no candidates, no race
     shared = Network([layers.ReLU(4)], covariance="shared", seed=0).initialize(X, y)
-    assert training.race(shared.spec, shared.state, X, T, order, 1, 1.0, 1)[0] is None
+    assert training.race_candidates(shared.spec, shared.state, memory=True, head_prior=False) == []
+    assert training.race(shared.spec, shared.state, X, T, order, 1, 1.0, 1, []) == (
+        {},
+        shared.state,
+        0.0,
+    )
 
 
 def test_memory_round_trips_through_a_model_file(tmp_path):

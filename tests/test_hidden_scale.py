@@ -102,14 +102,19 @@ def test_scale_zero_is_the_mean_predictive_and_training_never_reads_the_scale():
 
 def test_wide_inputs_shrink_the_scale_and_calibrate_the_predictive():
     """More features than rows: new rows keep the hidden layers' prior variance in the
-    directions no training row spans, and at scale 1 the predictive is far too wide."""
+    directions no training row spans, and at scale 1 the predictive of a flat head prior is
+    far too wide. The fan-in prior, which the default races, puts the head's weights on the
+    top units at 1 / H of that variance: there the evidence keeps scale 1 and the predictive
+    is better still."""
     rng = np.random.default_rng(1)
     Xw = rng.normal(size=(700, 150))
     yw = Xw[:, 0] + np.sin(Xw[:, 1]) + 0.5 * rng.normal(size=700)
     train, test = slice(0, 200), slice(200, None)
 
-    def held_out(scale):
-        model = BayesLayersRegressor((30,), random_state=0, hidden_scale=scale)
+    def held_out(scale, head_prior="flat"):
+        model = BayesLayersRegressor(
+            (30,), random_state=0, hidden_scale=scale, head_prior=head_prior
+        )
         model.fit(Xw[train], yw[train])
         mean, sd = model.predict(Xw[test], return_std=True)
         nu = model.predictive_dof()
@@ -119,6 +124,9 @@ def test_wide_inputs_shrink_the_scale_and_calibrate_the_predictive():
     _, ll_one = held_out(1.0)
     assert chosen.network_.hidden_factor_ < 0.1
     assert ll > ll_one + 0.2
+    default, ll_default = held_out("evidence", "auto")
+    assert default.network_.head_prior_ == "fan_in" and default.network_.hidden_factor_ == 1.0
+    assert ll_default > ll + 0.05
 
 
 def test_on_a_smooth_low_dimensional_task_the_scale_moves_little_and_only_for_the_better():

@@ -163,6 +163,27 @@ def test_a_tampered_memory_choice_is_refused(tmp_path, bad):
         bayeslayers.load(path)
 
 
+def test_the_head_prior_round_trips_and_a_tampered_choice_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 4))
+    y = X @ np.array([1.0, -0.5, 0.25, 0.0]) + 0.3 * rng.normal(size=40)
+    for prior in ("fan_in", "evidence"):
+        net = Network([layers.ReLU(50)], head_prior=prior, seed=0).fit(X, y)
+        back = bayeslayers.load(net.save(tmp_path / "m.npz"))
+        assert back.head_prior == prior and back.spec.head_prior == "fan_in"
+        assert getattr(back, "head_prior_", "unset") == getattr(net, "head_prior_", "unset")
+        np.testing.assert_array_equal(back.predict(X), net.predict(X))
+        net.partial_fit(X[:10], y[:10])
+        back.partial_fit(X[:10], y[:10])
+        np.testing.assert_array_equal(back.predict(X), net.predict(X))
+    path = tmp_path / "m.npz"
+    for bad in ("neal", 1.0, None, ["flat"]):
+        net.save(path)
+        _rewrite_meta(path, lambda m, bad=bad: m["state"].update(head_prior_={"value": bad}))
+        with pytest.raises(ModelFileError, match="head_prior_"):
+            bayeslayers.load(path)
+
+
 def test_a_skip_network_round_trips_and_a_changed_skip_is_refused(tmp_path):
     """The head's rows follow the saved skip (top units, inputs, bias); a file whose skip no
     longer fits its head is refused, and one without the key (saved before the skip

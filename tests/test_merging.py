@@ -138,6 +138,9 @@ def test_mismatched_networks_are_refused():
         bayeslayers.merge(prior, [Network([layers.ReLU(4)])])
     with pytest.raises(ValueError, match=r"skip=False .* the prior skip=True"):
         bayeslayers.merge(prior, [Network([layers.ReLU(4)], skip=False).initialize(X, y)])
+    fan_in = Network([layers.ReLU(4)], head_prior="fan_in").initialize(X, y)
+    with pytest.raises(ValueError, match=r"head_prior='fan_in' .* the prior head_prior='flat'"):
+        bayeslayers.merge(prior, [fan_in])
     with pytest.raises(TypeError, match="sequence of Network"):
         bayeslayers.merge(prior, prior)
     labels = _labels(X)

@@ -351,3 +351,47 @@ def test_initialize_draws_the_sampled_first_layer_from_prior_rows():
         he.initialize(X[:2], y[:2], prior_rows=X).posteriors_[0].mean,
         Network([layers.ReLU(5)], seed=2, init="he").initialize(X, y).posteriors_[0].mean,
     )
+
+
+# ----------------------------------------------------------------------- head prior
+def _linear_rows(n, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    return X, X @ np.array([1.0, -0.5, 0.25, 0.0]) + 0.3 * rng.normal(size=n)
+
+
+def _sine_rows(n, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-2, 2, (n, 1))
+    return X, np.sin(3 * X[:, 0]) + 0.1 * rng.normal(size=n)
+
+
+@pytest.mark.parametrize(
+    ("data", "chosen"), [(_linear_rows(48), "fan_in"), (_sine_rows(600), "flat")]
+)
+def test_the_head_prior_race_keeps_the_winner_fitted_alone(data, chosen):
+    """head_prior="evidence" races the flat and the fan-in prior on the first call's first
+    rows: on a few rows of a linear target the tighter prior on 50 ReLU features wins, on a
+    sine that the hidden layer must learn the flat one does. The kept network is the
+    winner's own pass."""
+    X, y = data
+    raced = Network([layers.ReLU(50)], head_prior="evidence", seed=1).fit(X, y)
+    assert raced.head_prior_ == chosen and raced.spec.head_prior == chosen
+    alone = Network([layers.ReLU(50)], head_prior=chosen, seed=1).fit(X, y)
+    np.testing.assert_allclose(raced.predict(X), alone.predict(X), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(raced.log_evidence_, alone.log_evidence_, rtol=1e-12)
+    # a later call does not race again, and keeps the prior
+    raced.partial_fit(X[:8], y[:8])
+    assert raced.head_prior_ == chosen
+
+
+def test_the_head_prior_is_checked_when_the_network_is_built():
+    with pytest.raises(ValueError, match="head_prior must be 'flat', 'fan_in' or 'evidence'"):
+        Network([layers.ReLU(3)], head_prior="neal")
+    with pytest.raises(TypeError, match="head_prior must be"):
+        Network([layers.ReLU(3)], head_prior=1.0)  # type: ignore[arg-type]
+    # the default is the flat prior, and a set-up network keeps it
+    X, y = _linear_rows(20)
+    net = Network([layers.ReLU(3)], head_prior="evidence").initialize(X, y)
+    assert net.head_prior == "evidence" and net.spec.head_prior == "flat"
+    assert Network([layers.ReLU(3)]).head_prior == "flat"

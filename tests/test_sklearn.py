@@ -219,6 +219,8 @@ BAD_PARAMS = [
     (BayesLayersRegressor, {"sweeps": 0}, ValueError, "sweeps must be"),
     (BayesLayersRegressor, {"skip": "on"}, ValueError, "skip must be 'auto', True or False"),
     (BayesLayersClassifier, {"skip": 0}, TypeError, "skip must be 'auto', True or False"),
+    (BayesLayersRegressor, {"head_prior": "neal"}, ValueError, "head_prior must be 'flat'"),
+    (BayesLayersClassifier, {"head_prior": 2}, TypeError, "head_prior must be 'flat'"),
     (BayesLayersRegressor, {"random_state": -1}, ValueError, "random_state must be >= 0"),
     (BayesLayersRegressor, {"random_state": "seed"}, ValueError, "cannot be used to seed"),
 ]
@@ -345,6 +347,37 @@ def test_default_signature_needs_no_hyperparameter():
     params = inspect.signature(BayesLayersRegressor).parameters.values()
     positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
     assert positional == ["hidden", "activation", "head", "random_state"]
+
+
+def test_the_head_prior_is_raced_for_a_regressor_and_flat_for_a_classifier():
+    """``head_prior="auto"``: a regressor races the flat and the fan-in prior; a classifier
+    keeps the flat one (its one-hot head's evidence is not that of its class
+    probabilities)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 4))
+    y = X @ np.array([1.0, -0.5, 0.25, 0.0]) + 0.3 * rng.normal(size=80)
+    reg = BayesLayersRegressor(random_state=0).fit(X, y)
+    assert reg.network_.head_prior == "evidence" and reg.network_.head_prior_ == "fan_in"
+    clf = BayesLayersClassifier(random_state=0).fit(X, y > 0)
+    assert clf.network_.head_prior == "flat" and clf.network_.spec.head_prior == "flat"
+    assert BayesLayersRegressor(head_prior="fan_in").fit(X, y).network_.spec.head_prior == (
+        "fan_in"
+    )
+
+
+def test_a_few_rows_of_a_linear_target_are_fitted_about_as_well_as_by_bayesian_ridge():
+    """60 rows: 100 ReLU features and the skip connection under a flat head prior overfit
+    (the prior variance of the head's output grows with the width); the evidence's choice
+    of the fan-in prior brings the default close to Bayesian linear regression."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(120, 5))
+    y = X @ rng.normal(size=5) + 0.5 * rng.normal(size=120)
+    Xt, yt = X[60:], y[60:]
+    default = BayesLayersRegressor(random_state=0).fit(X[:60], y[:60])
+    flat = BayesLayersRegressor(random_state=0, head_prior="flat").fit(X[:60], y[:60])
+    linear = BayesianRidge().fit(X[:60], y[:60])
+    errors = [metrics.rmse(yt, m.predict(Xt)) for m in (default, flat, linear)]
+    assert errors[0] < 0.9 * errors[1] and errors[0] < 1.15 * errors[2]
 
 
 @pytest.mark.parametrize("make", ["make_friedman2", "make_friedman3"])

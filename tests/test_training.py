@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bayeslayers import Network, engine, layers, training
+from bayeslayers import Network, engine, forgetting, layers, training
+from bayeslayers.evidence import STRONG
 
 
 def _setup(n=48, seed=0):
@@ -67,3 +68,44 @@ def test_the_visiting_order_matters_for_hidden_layers():
         spec, state, X, T, order=np.arange(48)[::-1], batch_size=1, fraction=1
     )
     assert not np.allclose(forward[0].hidden[0].mean, backward[0].hidden[0].mean)
+
+
+def test_race_candidates_are_every_combination_with_summed_handicaps():
+    spec, state, X, T = _setup()
+    both = training.race_candidates(spec, state, memory=True, head_prior=True)
+    assert both[0] == ({"memory": None, "head_prior": "flat"}, 0.0)  # the reference first
+    changes = [c for c, _ in both]
+    assert len(both) == len(forgetting.CANDIDATES) * 2
+    assert {(c["memory"], c["head_prior"]) for c in changes} == {
+        (m, p) for m in forgetting.CANDIDATES for p in ("flat", "fan_in")
+    }
+    for c, handicap in both:  # a memory must win strongly; the two priors stand equal
+        assert handicap == (0.0 if c["memory"] is None else STRONG)
+    assert training.race_candidates(spec, state, memory=False, head_prior=True) == [
+        ({"head_prior": "flat"}, 0.0),
+        ({"head_prior": "fan_in"}, 0.0),
+    ]
+    assert training.race_candidates(spec, state, memory=False, head_prior=False) == []
+    linear = Network([]).initialize(X, T[:, 0])  # no hidden layers: no prior to race
+    assert training.race_candidates(linear.spec, linear.state, memory=True, head_prior=True) == []
+
+
+def test_the_race_returns_the_winner_of_evidence_less_handicap():
+    spec, state, X, T = _setup(n=64)
+    order = np.arange(len(X))
+    candidates = training.race_candidates(spec, state, memory=False, head_prior=True)
+    scores = {
+        c["head_prior"]: training.run_pass(
+            spec._replace(**c), state, X, T, order=order, batch_size=1, fraction=1.0
+        )
+        for c, _ in candidates
+    }
+    won, out, evidence = training.race(spec, state, X, T, order, 1, 1.0, "auto", candidates)
+    best = max(scores, key=lambda k: (scores[k][1], k == "flat"))  # the flat one on ties
+    assert won == {"head_prior": best} and evidence == scores[best][1]
+    np.testing.assert_array_equal(out.head.post.mean, scores[best][0].head.post.mean)
+    # a handicap larger than any difference keeps the reference
+    handicapped = [candidates[0], (candidates[1][0], 1e9)]
+    assert training.race(spec, state, X, T, order, 1, 1.0, "auto", handicapped)[0] == {
+        "head_prior": "flat"
+    }

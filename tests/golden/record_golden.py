@@ -33,7 +33,7 @@ def platform() -> str:
     """The floating-point platform: the BLAS library and the kernels it picked for this CPU,
     and the SIMD extensions NumPy dispatches to (JSON)."""
     import scipy
-    import scipy.linalg  # noqa: F401  (SciPy's own BLAS is loaded, whoever imported it first)
+    import scipy.linalg  # SciPy's own BLAS is loaded, whoever imported it first
     from threadpoolctl import threadpool_info
 
     try:
