@@ -46,7 +46,9 @@ posterior (``None``) is the simpler hypothesis and is kept unless a memory's evi
 it strongly, by a Bayes factor above :math:`e^{3} \approx 20`
 (:data:`bayeslayers.evidence.STRONG`); the chosen candidate
 continues over the rest of the pass and the others are dropped. The winner has made exactly
-one pass; the race costs ``(len(CANDIDATES) - 1) * RACE_FRACTION`` of a pass.
+one pass; the race costs ``(len(CANDIDATES) - 1) * RACE_FRACTION`` of a pass. With
+``head_prior="evidence"`` it runs under the head prior that race chose
+(:meth:`bayeslayers.Network.partial_fit`).
 
 Forgetting is not additive: the natural-parameter merges of :mod:`bayeslayers.merging` and
 :mod:`bayeslayers.distributed` add up what shards learned from one broadcast state, which
@@ -161,10 +163,10 @@ def forget_state(
     return state._replace(hidden=tuple(hidden))
 
 
-def race_length(n_rows: int, batch_size: int) -> int:
-    """Rows of a first call's race (:func:`bayeslayers.training.race`): :data:`RACE_FRACTION`
-    of ``n_rows``, in whole batches (at least one, at most ``n_rows``)."""
-    return min(n_rows, int(np.ceil(RACE_FRACTION * n_rows / batch_size)) * batch_size)
+def race_length(n_rows: int, batch_size: int, share: float = RACE_FRACTION) -> int:
+    """Rows of a first call's race (:func:`bayeslayers.training.race`): ``share`` of
+    ``n_rows``, in whole batches (at least one, at most ``n_rows``)."""
+    return min(n_rows, int(np.ceil(share * n_rows / batch_size)) * batch_size)
 
 
 def race_rows(n_rows: int, batch_size: int, n_ins: Sequence[int]) -> int:

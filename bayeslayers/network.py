@@ -432,24 +432,51 @@ class Network(predictive.PredictiveMixin):
     def _race(
         self, X: np.ndarray, T: np.ndarray, order: np.ndarray, batch_size: int, fraction: float
     ) -> tuple[int, engine.NetState, float]:
-        """The first call's race of what is set to ``"evidence"`` (:func:`training.race`);
-        sets ``memory_`` / ``head_prior_`` and returns the rows it trained on, the winner's
-        state and its evidence."""
-        n_ins = [post.mean.shape[0] for post in self.posteriors_]
-        memory = self.memory == "evidence" and forgetting.race_rows(len(X), batch_size, n_ins)
-        spec, state = self.spec, self.state
-        candidates = training.race_candidates(
-            spec, state, memory=bool(memory), head_prior=self.head_prior == "evidence"
-        )
-        done = forgetting.race_length(len(X), batch_size) if candidates else 0
-        won, state, log_evidence = training.race(
-            spec, state, X, T, order[:done], batch_size, fraction, self.sweeps, candidates
-        )
-        if self.memory == "evidence":
-            self.memory_ = won.get("memory")
+        """The first call's races of what is set to ``"evidence"`` (:func:`training.race`);
+        sets ``head_prior_`` / ``memory_`` and returns the rows trained on, the winner's state
+        and its evidence.
+
+        The head prior races first, on the first :data:`training.PRIOR_RACE_FRACTION` of the
+        rows; the memory then races under the chosen prior on the first
+        :data:`forgetting.RACE_FRACTION` from the prior again (where its rows outnumber the
+        longest memory), so that either winner has made exactly one pass over its rows.
+        """
+        prior, done, log_evidence = self.state, 0, 0.0
+        state = prior
         if self.head_prior == "evidence":
+            candidates = training.race_candidates(self.spec, prior, "head_prior")
+            if candidates:
+                done = forgetting.race_length(len(X), batch_size, training.PRIOR_RACE_FRACTION)
+            won, state, log_evidence = self._race_on(
+                X, T, order[:done], batch_size, fraction, candidates
+            )
             self.head_prior_ = won.get("head_prior", "flat")
+        if self.memory == "evidence":
+            n_ins = [post.mean.shape[0] for post in self.posteriors_]
+            rows = forgetting.race_rows(len(X), batch_size, n_ins)
+            candidates = training.race_candidates(self.spec, prior, "memory") if rows else []
+            self.memory_ = None
+            if candidates:  # from the prior again, under the chosen head prior
+                won, state, log_evidence = self._race_on(
+                    X, T, order[:rows], batch_size, fraction, candidates
+                )
+                self.memory_, done = won["memory"], rows
         return done, state, log_evidence
+
+    def _race_on(
+        self,
+        X: np.ndarray,
+        T: np.ndarray,
+        order: np.ndarray,
+        batch_size: int,
+        fraction: float,
+        candidates: list[training.Candidate],
+    ) -> tuple[dict, engine.NetState, float]:
+        """:func:`training.race` of ``candidates`` from the prior (this network's spec and
+        the state before any row) on the rows ``X[order]``."""
+        return training.race(
+            self.spec, self.state, X, T, order, batch_size, fraction, self.sweeps, candidates
+        )
 
     def _snapshot(self, state: engine.NetState, rows_done: int) -> Network:
         """A fitted copy holding ``state`` (arrays copied)."""

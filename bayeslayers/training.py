@@ -22,7 +22,6 @@ hidden layers' predictive variance (:mod:`bayeslayers.hidden_scale`).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -34,7 +33,14 @@ from bayeslayers.evidence import STRONG
 if TYPE_CHECKING:
     from bayeslayers.network import Network
 
-__all__ = ["Candidate", "FitProgress", "race", "race_candidates", "run_pass"]
+__all__ = [
+    "PRIOR_RACE_FRACTION",
+    "Candidate",
+    "FitProgress",
+    "race",
+    "race_candidates",
+    "run_pass",
+]
 
 
 class FitProgress(NamedTuple):
@@ -145,38 +151,36 @@ def run_pass(
     return state, log_evidence
 
 
+#: Share of the first call's rows on which the head's priors race
+#: (``head_prior="evidence"``): their evidence differs most on the first rows, where the
+#: prior weighs most.
+PRIOR_RACE_FRACTION = 1 / 16
+
 #: A candidate of :func:`race`: the fields of :class:`~bayeslayers.engine.NetSpec` it
 #: changes, and the nats its evidence must beat the others' by.
 Candidate = tuple[dict, float]
 
 
-def race_candidates(
-    spec: engine.NetSpec, state: engine.NetState, *, memory: bool, head_prior: bool
-) -> list[Candidate]:
-    """The candidates of a first call's race; the first is the reference.
+def race_candidates(spec: engine.NetSpec, state: engine.NetState, setting: str) -> list[Candidate]:
+    """The candidates of a first call's race of ``setting``; the first is the reference.
 
-    Every combination of the settings raced, each handicapped by the sum of its settings'
-    handicaps. ``memory``: every memory of :data:`bayeslayers.forgetting.CANDIDATES`, the
-    static posterior (``None``) without handicap and every other one handicapped by
+    ``"memory"``: every memory of :data:`bayeslayers.forgetting.CANDIDATES`, the static
+    posterior (``None``) without handicap and every other one handicapped by
     :data:`bayeslayers.evidence.STRONG` nats (the simpler hypothesis is kept unless beaten
-    strongly), where a hidden layer can forget. ``head_prior``: the flat and the fan-in prior
-    of the head's top hidden inputs (:func:`bayeslayers.engine.top_scale`), two priors of
-    equal standing (no handicap; the flat one wins ties), where the network has hidden
+    strongly), where a hidden layer can forget. ``"head_prior"``: the flat and the fan-in
+    prior of the head's top hidden inputs (:func:`bayeslayers.engine.top_scale`), two priors
+    of equal standing (no handicap; the flat one wins ties), where the network has hidden
     layers. An empty list: nothing to race.
     """
-    options: list[list[Candidate]] = []
-    if memory and any(p.structure in forgetting.FORGETS for p in state.hidden):
-        options.append(
-            [({"memory": m}, 0.0 if m is None else STRONG) for m in forgetting.CANDIDATES]
-        )
-    if head_prior and spec.layers:
-        options.append([({"head_prior": "flat"}, 0.0), ({"head_prior": "fan_in"}, 0.0)])
-    if not options:
-        return []
-    return [
-        ({k: v for changes, _ in combo for k, v in changes.items()}, sum(h for _, h in combo))
-        for combo in itertools.product(*options)
-    ]
+    if setting == "memory":
+        if not any(p.structure in forgetting.FORGETS for p in state.hidden):
+            return []
+        return [({"memory": m}, 0.0 if m is None else STRONG) for m in forgetting.CANDIDATES]
+    if setting == "head_prior":
+        if not spec.layers:
+            return []
+        return [({"head_prior": "flat"}, 0.0), ({"head_prior": "fan_in"}, 0.0)]
+    raise ValueError(f"setting must be 'memory' or 'head_prior', got {setting!r}")
 
 
 def race(

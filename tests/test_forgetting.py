@@ -103,7 +103,7 @@ def test_the_race_keeps_the_static_posterior_unless_beaten_strongly():
     T = y[:, None]
     for n_rows in (40, 400):
         order = np.arange(n_rows)
-        candidates = training.race_candidates(net.spec, net.state, memory=True, head_prior=False)
+        candidates = training.race_candidates(net.spec, net.state, "memory")
         won, _, evidence = training.race(
             net.spec, net.state, X, T, order, 1, 1.0, "auto", candidates
         )
@@ -125,7 +125,7 @@ def test_the_race_keeps_the_static_posterior_unless_beaten_strongly():
         assert memory == (4.0 if strong else None) and evidence == scores[memory]
     # nothing that can forget: no candidates, no race
     shared = Network([layers.ReLU(4)], covariance="shared", seed=0).initialize(X, y)
-    assert training.race_candidates(shared.spec, shared.state, memory=True, head_prior=False) == []
+    assert training.race_candidates(shared.spec, shared.state, "memory") == []
     assert training.race(shared.spec, shared.state, X, T, order, 1, 1.0, 1, []) == (
         {},
         shared.state,

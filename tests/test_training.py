@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bayeslayers import Network, engine, forgetting, layers, training
 from bayeslayers.evidence import STRONG
@@ -70,30 +71,28 @@ def test_the_visiting_order_matters_for_hidden_layers():
     assert not np.allclose(forward[0].hidden[0].mean, backward[0].hidden[0].mean)
 
 
-def test_race_candidates_are_every_combination_with_summed_handicaps():
+def test_race_candidates_put_the_reference_first_and_handicap_a_memory():
     spec, state, X, T = _setup()
-    both = training.race_candidates(spec, state, memory=True, head_prior=True)
-    assert both[0] == ({"memory": None, "head_prior": "flat"}, 0.0)  # the reference first
-    changes = [c for c, _ in both]
-    assert len(both) == len(forgetting.CANDIDATES) * 2
-    assert {(c["memory"], c["head_prior"]) for c in changes} == {
-        (m, p) for m in forgetting.CANDIDATES for p in ("flat", "fan_in")
-    }
-    for c, handicap in both:  # a memory must win strongly; the two priors stand equal
-        assert handicap == (0.0 if c["memory"] is None else STRONG)
-    assert training.race_candidates(spec, state, memory=False, head_prior=True) == [
+    memory = training.race_candidates(spec, state, "memory")
+    assert memory[0] == ({"memory": None}, 0.0)  # the static posterior is the reference
+    assert [c["memory"] for c, _ in memory] == list(forgetting.CANDIDATES)
+    assert all(h == STRONG for c, h in memory[1:])  # a memory must win strongly
+    # the two priors stand equal; the flat one is the reference and wins ties
+    assert training.race_candidates(spec, state, "head_prior") == [
         ({"head_prior": "flat"}, 0.0),
         ({"head_prior": "fan_in"}, 0.0),
     ]
-    assert training.race_candidates(spec, state, memory=False, head_prior=False) == []
-    linear = Network([]).initialize(X, T[:, 0])  # no hidden layers: no prior to race
-    assert training.race_candidates(linear.spec, linear.state, memory=True, head_prior=True) == []
+    linear = Network([]).initialize(X, T[:, 0])  # no hidden layers: nothing to race
+    assert training.race_candidates(linear.spec, linear.state, "head_prior") == []
+    assert training.race_candidates(linear.spec, linear.state, "memory") == []
+    with pytest.raises(ValueError, match="setting must be 'memory' or 'head_prior'"):
+        training.race_candidates(spec, state, "damping")
 
 
 def test_the_race_returns_the_winner_of_evidence_less_handicap():
     spec, state, X, T = _setup(n=64)
     order = np.arange(len(X))
-    candidates = training.race_candidates(spec, state, memory=False, head_prior=True)
+    candidates = training.race_candidates(spec, state, "head_prior")
     scores = {
         c["head_prior"]: training.run_pass(
             spec._replace(**c), state, X, T, order=order, batch_size=1, fraction=1.0
