@@ -47,8 +47,7 @@ it strongly, by a Bayes factor above :math:`e^{3} \approx 20`
 (:data:`bayeslayers.evidence.STRONG`); the chosen candidate
 continues over the rest of the pass and the others are dropped. The winner has made exactly
 one pass; the race costs ``(len(CANDIDATES) - 1) * RACE_FRACTION`` of a pass. With
-``head_prior="evidence"`` it runs under the head prior that race chose
-(:meth:`bayeslayers.Network.partial_fit`).
+``head_prior="evidence"`` it runs under the head prior that race chose.
 
 Forgetting is not additive: the natural-parameter merges of :mod:`bayeslayers.merging` and
 :mod:`bayeslayers.distributed` add up what shards learned from one broadcast state, which

@@ -128,10 +128,11 @@ class Network(predictive.PredictiveMixin):
         :math:`W_h^\top h_L` grows with the width :math:`H`. ``"fan_in"``: variance
         :math:`1 / (\alpha H)` (Neal 1996), the prior of a network of any width on the same
         scale; the skip rows and the bias keep :math:`1 / \alpha`
-        (:func:`bayeslayers.engine.top_scale`). ``"evidence"``: the first call from the prior
-        races the two on its first rows, with the memory's race where there is one, and keeps
-        the one of larger prequential evidence (``head_prior_``; the flat one on ties; a
-        network set up by :meth:`initialize` keeps the flat one).
+        (:func:`bayeslayers.engine.top_scale`). ``"evidence"``: a first call from the prior with
+        no more rows than the head has inputs races the two over all its rows and keeps the
+        one of larger prequential evidence (``head_prior_``; the flat one on ties); on more
+        rows, or on a network set up by :meth:`initialize`, the prior is flat
+        (:func:`bayeslayers.training.prior_race_rows`).
     seed : int
         Seeds the prior mean, shuffling and posterior sampling.
     dtype : {"float64", "float32"}
@@ -436,17 +437,18 @@ class Network(predictive.PredictiveMixin):
         sets ``head_prior_`` / ``memory_`` and returns the rows trained on, the winner's state
         and its evidence.
 
-        The head prior races first, on the first :data:`training.PRIOR_RACE_FRACTION` of the
-        rows; the memory then races under the chosen prior on the first
-        :data:`forgetting.RACE_FRACTION` from the prior again (where its rows outnumber the
-        longest memory), so that either winner has made exactly one pass over its rows.
+        The head prior races first, on every row of the call, where the rows are no more than
+        the head's inputs (:func:`training.prior_race_rows`); the memory then races under the
+        chosen prior on the first :data:`forgetting.RACE_FRACTION` of the rows, from the prior
+        again (where those rows outnumber the longest memory), so that either winner has made
+        exactly one pass over its rows.
         """
         prior, done, log_evidence = self.state, 0, 0.0
         state = prior
         if self.head_prior == "evidence":
             candidates = training.race_candidates(self.spec, prior, "head_prior")
             if candidates:
-                done = forgetting.race_length(len(X), batch_size, training.PRIOR_RACE_FRACTION)
+                done = training.prior_race_rows(self.spec, len(X), self.n_features_in_)
             won, state, log_evidence = self._race_on(
                 X, T, order[:done], batch_size, fraction, candidates
             )

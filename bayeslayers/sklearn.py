@@ -132,8 +132,9 @@ class _BayesLayersBase(BaseEstimator):
     head_prior : {"auto", "evidence", "flat", "fan_in"}
         The head's prior on the weights of the top hidden layer: variance
         :math:`1 / \alpha` (``"flat"``) or :math:`1 / (\alpha H)` for :math:`H` units
-        (``"fan_in"``, Neal's scaling), or the one of larger prequential evidence on the first
-        call's first rows (``"evidence"``); see :class:`bayeslayers.Network`. ``"auto"``:
+        (``"fan_in"``, Neal's scaling), or the one of larger prequential evidence over a
+        first call of no more rows than the head has inputs (``"evidence"``; flat on more
+        rows); see :class:`bayeslayers.Network`. ``"auto"``:
         ``"evidence"`` for a regressor, ``"flat"`` for a classifier, whose one-hot head's
         evidence is that of a Gaussian regression on the class indicators, not of the class
         probabilities it reports.

@@ -34,9 +34,9 @@ if TYPE_CHECKING:
     from bayeslayers.network import Network
 
 __all__ = [
-    "PRIOR_RACE_FRACTION",
     "Candidate",
     "FitProgress",
+    "prior_race_rows",
     "race",
     "race_candidates",
     "run_pass",
@@ -151,11 +151,6 @@ def run_pass(
     return state, log_evidence
 
 
-#: Share of the first call's rows on which the head's priors race
-#: (``head_prior="evidence"``): their evidence differs most on the first rows, where the
-#: prior weighs most.
-PRIOR_RACE_FRACTION = 1 / 16
-
 #: A candidate of :func:`race`: the fields of :class:`~bayeslayers.engine.NetSpec` it
 #: changes, and the nats its evidence must beat the others' by.
 Candidate = tuple[dict, float]
@@ -181,6 +176,19 @@ def race_candidates(spec: engine.NetSpec, state: engine.NetState, setting: str) 
             return []
         return [({"head_prior": "flat"}, 0.0), ({"head_prior": "fan_in"}, 0.0)]
     raise ValueError(f"setting must be 'memory' or 'head_prior', got {setting!r}")
+
+
+def prior_race_rows(spec: engine.NetSpec, n_rows: int, n_features: int) -> int:
+    """Rows of the head prior's race: all ``n_rows`` of the first call where they are no
+    more than the head's inputs (:func:`bayeslayers.engine.head_width`), else none.
+
+    Where the rows outnumber the head's weights the data outweigh its prior, and the flat
+    prior is kept. On fewer rows the two priors differ most, and only their evidence over
+    the whole call tells them apart: on a curve that the hidden layer must learn the flat
+    prior's evidence overtakes the fan-in prior's only after the first rows, so a race on a
+    share of the rows picks the fan-in prior where it loses (notebook 13).
+    """
+    return n_rows if n_rows <= engine.head_width(spec, n_features) else 0
 
 
 def race(

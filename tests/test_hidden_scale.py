@@ -103,7 +103,7 @@ def test_scale_zero_is_the_mean_predictive_and_training_never_reads_the_scale():
 def test_wide_inputs_shrink_the_scale_and_calibrate_the_predictive():
     """More features than rows: new rows keep the hidden layers' prior variance in the
     directions no training row spans, and at scale 1 the predictive of a flat head prior is
-    far too wide. The fan-in prior, which the default races, puts the head's weights on the
+    far too wide. The fan-in prior (``head_prior="fan_in"``) puts the head's weights on the
     top units at 1 / H of that variance: there the evidence keeps scale 1 and the predictive
     is better still."""
     rng = np.random.default_rng(1)
@@ -124,9 +124,9 @@ def test_wide_inputs_shrink_the_scale_and_calibrate_the_predictive():
     _, ll_one = held_out(1.0)
     assert chosen.network_.hidden_factor_ < 0.1
     assert ll > ll_one + 0.2
-    default, ll_default = held_out("evidence", "auto")
-    assert default.network_.head_prior_ == "fan_in" and default.network_.hidden_factor_ == 1.0
-    assert ll_default > ll + 0.05
+    fan_in, ll_fan_in = held_out("evidence", "fan_in")
+    assert fan_in.network_.hidden_factor_ == 1.0
+    assert ll_fan_in > ll + 0.05
 
 
 def test_on_a_smooth_low_dimensional_task_the_scale_moves_little_and_only_for_the_better():

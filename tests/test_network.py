@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bayeslayers import Network, conjugate, heads, layers, predictive
+from bayeslayers import Network, conjugate, engine, heads, layers, predictive, training
 
 
 def linear_data(n=60, d=3, seed=0, noise=0.2):
@@ -367,16 +367,22 @@ def _sine_rows(n, seed=0):
 
 
 @pytest.mark.parametrize(
-    ("data", "chosen"), [(_linear_rows(48), "fan_in"), (_sine_rows(600), "flat")]
+    ("data", "chosen"),
+    [(_linear_rows(48), "fan_in"), (_sine_rows(40), "flat"), (_sine_rows(600), "flat")],
 )
 def test_the_head_prior_race_keeps_the_winner_fitted_alone(data, chosen):
-    """head_prior="evidence" races the flat and the fan-in prior on the first call's first
-    rows: on a few rows of a linear target the tighter prior on 50 ReLU features wins, on a
-    sine that the hidden layer must learn the flat one does. The kept network is the
-    winner's own pass."""
+    """head_prior="evidence" races the flat and the fan-in prior over a first call of no
+    more rows than the head has inputs (here 50 units, the skip inputs and the bias): on a
+    linear target the tighter prior on the 50 ReLU features wins, on a sine that the hidden
+    layer must learn the flat one does. On more rows there is no race and the prior is
+    flat. The kept network is the winner's own pass."""
     X, y = data
     raced = Network([layers.ReLU(50)], head_prior="evidence", seed=1).fit(X, y)
     assert raced.head_prior_ == chosen and raced.spec.head_prior == chosen
+    width = engine.head_width(raced.spec, X.shape[1])
+    assert training.prior_race_rows(raced.spec, len(X), X.shape[1]) == (
+        len(X) if len(X) <= width else 0
+    )
     alone = Network([layers.ReLU(50)], head_prior=chosen, seed=1).fit(X, y)
     np.testing.assert_allclose(raced.predict(X), alone.predict(X), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(raced.log_evidence_, alone.log_evidence_, rtol=1e-12)
