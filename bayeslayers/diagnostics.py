@@ -350,7 +350,10 @@ def _posterior_group(net, skip, names, posts, kept, rows, cols, coords) -> dict:
     """The ``posterior`` group's variables; adds their dims' coordinates to ``coords``.
 
     Input rows are named by index and ``"bias"``; with ``skip`` the head's rows for the
-    network's inputs (after the top hidden units) are ``"x0", "x1", ...``.
+    network's inputs (after the top hidden units) are ``"x0", "x1", ...``. The head's rows
+    for the top units are the weights of :math:`h_L` itself: under the fan-in prior, whose
+    head sees :math:`h_L / \\sqrt{H}`, its weights times
+    :func:`bayeslayers.engine.top_scale`.
     """
     group = {}
     for i, name in enumerate(names):
@@ -367,7 +370,11 @@ def _posterior_group(net, skip, names, posts, kept, rows, cols, coords) -> dict:
             str(r) if r < top else f"x{r - top}" if r < n_in else "bias" for r in rows[i]
         ]
         coords[out_dim] = out_coords
-        group[name] = ((in_dim, out_dim), np.concatenate(kept[name]))
+        values = np.concatenate(kept[name])
+        scale = top_scale(net.spec) if i == len(net.layers) else 1.0
+        if scale != 1.0:  # (S, rows, columns): the rows of the top units on h_L's scale
+            values[:, np.asarray(rows[i]) < top] *= scale
+        group[name] = ((in_dim, out_dim), values)
     return group
 
 

@@ -41,6 +41,15 @@ def skip_regressor():
 
 
 @pytest.fixture(scope="module")
+def fan_in_regressor():
+    """The fan-in head prior (the top output enters the head divided by sqrt(3)), skip on."""
+    net = Network(
+        [layers.ReLU(4), layers.ReLU(3)], noise=0.1, seed=1, skip=True, head_prior="fan_in"
+    )
+    return net.fit(X, Y2, batch_size=5)
+
+
+@pytest.fixture(scope="module")
 def classifier():
     return Network([layers.ReLU(5)], head=heads.OneHot(), seed=2).fit(X, LABELS, batch_size=5)
 
@@ -263,18 +272,20 @@ def test_learned_noise_is_drawn_jointly_with_the_head_weights():
     assert np.mean(z > 3) > 1.5 * 2 * stats.norm.sf(3)
 
 
-def test_linearized_draws_have_the_linearized_predictive_moments(regressor):
+def test_linearized_draws_have_the_linearized_predictive_moments(regressor, fan_in_regressor):
     """hidden="linearized" (default): f_s is linear in the draws, so the predictive draws have
-    the mean and variance of ``predict_moments`` (5 standard errors; var: sd sqrt(2/S))."""
+    the mean and variance of ``predict_moments`` (5 standard errors; var: sd sqrt(2/S)),
+    under the flat and the fan-in head prior."""
     S = 4000
-    idata = to_inference_data(regressor, X[:8], Y2[:8], n_draws=S, seed=3)
-    assert list(idata.posterior.data_vars) == ["layer0_w", "layer1_w", "head_w"]
-    y = (
-        idata.posterior_predictive["y"].stack(s=("chain", "draw")).transpose("s", ...).values
-    )  # (S, 8, 2): f_s + noise
-    mean, var = regressor.predict_moments(X[:8])
-    assert np.all(np.abs(y.mean(axis=0) - mean) < 5 * np.sqrt(var / S))
-    np.testing.assert_allclose(y.var(axis=0) / var, 1.0, atol=5 * np.sqrt(2 / S))
+    for net in (regressor, fan_in_regressor):
+        idata = to_inference_data(net, X[:8], Y2[:8], n_draws=S, seed=3)
+        assert list(idata.posterior.data_vars) == ["layer0_w", "layer1_w", "head_w"]
+        y = (
+            idata.posterior_predictive["y"].stack(s=("chain", "draw")).transpose("s", ...).values
+        )  # (S, 8, 2): f_s + noise
+        mean, var = net.predict_moments(X[:8])
+        assert np.all(np.abs(y.mean(axis=0) - mean) < 5 * np.sqrt(var / S))
+        np.testing.assert_allclose(y.var(axis=0) / var, 1.0, atol=5 * np.sqrt(2 / S))
     # the nonlinear forward pass with sampled hidden weights differs (here: wider)
     sampled = to_inference_data(regressor, X[:8], Y2[:8], n_draws=S, hidden="sample", seed=3)
     assert (
@@ -287,6 +298,31 @@ def test_linearized_draws_have_the_linearized_predictive_moments(regressor):
         )
         > 1.2
     )
+
+
+def test_the_fan_in_head_exports_the_weights_of_the_top_units_themselves(fan_in_regressor):
+    """The head's rows for the top units are exported on the scale of h_L (the fitted
+    weights of h_L / sqrt(H) times 1 / sqrt(H)); the skip rows and the bias as fitted. The
+    sampled predictive recomputes f from them and the network's own inputs."""
+    net = fan_in_regressor
+    S = 20_000
+    idata = to_inference_data(net, X[:8], n_draws=S, groups=["posterior"], seed=2)
+    draws = idata.posterior["head_w"].stack(s=("chain", "draw")).transpose("s", ...).values
+    mean = net.head_state_.post.mean.copy()
+    mean[:3] /= np.sqrt(3)
+    sd = np.sqrt(np.var(draws, axis=0))
+    np.testing.assert_array_less(np.abs(draws.mean(axis=0) - mean), 5 * sd / np.sqrt(S) + 1e-12)
+    assert idata.posterior["head_w"].coords["in_head"].values.tolist() == [
+        "0",
+        "1",
+        "2",
+        "x0",
+        "x1",
+        "bias",
+    ]
+    sampled = to_inference_data(net, X[:8], n_draws=2000, hidden="sample", seed=3)
+    f = sampled.posterior_predictive["y"].stack(s=("chain", "draw")).values.mean(axis=-1)
+    np.testing.assert_allclose(f, net.predict(X[:8]), atol=0.15)
 
 
 def test_hidden_mean_draws_only_the_head(regressor):

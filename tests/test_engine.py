@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
-from bayeslayers import Network, engine, heads, layers
+from bayeslayers import Network, engine, heads, layers, predictive
 from bayeslayers.conjugate import UpdateInfo
 
 
@@ -234,6 +234,13 @@ def test_the_fan_in_prior_is_the_flat_design_with_prior_variance_over_width(targ
     np.testing.assert_allclose(
         engine.top_jacobian(fan_in, a.head.post.mean), b.head.post.mean[:H], rtol=1e-9
     )
+    # the linearized predictive, hidden layers' part included
+    for got, want in zip(
+        predictive.linearized_moments(fan_in, a, X),
+        predictive.linearized_moments(spec, b, X),
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-9)
 
 
 def test_the_fan_in_prior_keeps_the_prior_function_variance_whatever_the_width():
