@@ -163,8 +163,18 @@ PROBES.update(
         ),
     }
 )
+
+
+def _cauchy_features():
+    """800 rows of 4 Cauchy features: tanh(x0) + clip(x1, -2, 2) plus N(0, 0.1^2) noise."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_cauchy(size=(800, 4))
+    return X, np.tanh(X[:, 0]) + X[:, 1].clip(-2, 2) + 0.1 * rng.normal(size=800)
+
+
 #: Probes added with the head's fan-in prior (``head_prior``): fewer rows than the head has
-#: weights (scikit-learn's Linnerud, 20 rows, the first target; diabetes' first 100 rows).
+#: weights (scikit-learn's Linnerud, 20 rows, the first target; diabetes' first 100 rows),
+#: and heavy-tailed features, which the standardization squeezes (left open).
 PROBES.update(
     {
         "linnerud": (
@@ -175,6 +185,7 @@ PROBES.update(
             "regression",
             lambda: tuple(a[:100] for a in skdata.load_diabetes(return_X_y=True)),
         ),
+        "cauchy-features": ("regression", _cauchy_features),
     }
 )
 DATASETS.update({name: (task, (100,), None) for name, (task, _) in PROBES.items()})
