@@ -27,6 +27,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from bayeslayers import heads as heads_module
+from bayeslayers import scaling
 from bayeslayers._atomic import unchanged_on_error
 from bayeslayers.layers import LAYERS, make_layer
 from bayeslayers.network import Network
@@ -42,22 +43,6 @@ def auto_batch_size(n_rows: int) -> int:
     row per update up to 2,000 rows, then :math:`\lfloor n / 100 \rfloor`, at most 32.
     """
     return 1 if n_rows <= 2000 else min(32, n_rows // 100)
-
-
-def _moments(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    r"""Per-column centre and scale: the mean and standard deviation, except for sparse columns.
-
-    A column that is zero in at least half of the rows (pixels, counts, indicators) keeps its
-    zeros: centre 0 and scale :math:`\max_i |a_i|` (scikit-learn's ``MaxAbsScaler``), so a
-    rarely active entry is not blown up to many standard deviations. A constant column gets
-    scale 1. Both scales are equivariant: multiplying a column by ``c`` divides it back out.
-    """
-    mean = A.mean(axis=0)
-    scale = A.std(axis=0)
-    sparse = np.mean(A == 0, axis=0) >= 0.5
-    mean = np.where(sparse, 0.0, mean)
-    scale = np.where(sparse, np.abs(A).max(axis=0), scale)
-    return mean, np.where(scale > 0, scale, 1.0)
 
 
 class _BayesLayersBase(BaseEstimator):
@@ -151,7 +136,11 @@ class _BayesLayersBase(BaseEstimator):
         call's statistics, so that predictions do not depend on the units of the data; the
         network works on the standardized scale and predictions come back in the data's
         units. Sparse features (zero in half the rows or more) are scaled by their largest
-        magnitude instead (their zeros kept); constant features are only centred.
+        magnitude instead (their zeros kept); constant features are only centred; a dense
+        feature with heavy tails gets the tail transform :math:`\lambda \operatorname{asinh}
+        (z / \lambda)` of its robust z-score where a Gaussian fits it far better
+        (:mod:`bayeslayers.scaling`; ``x_tail_`` holds each feature's :math:`\lambda`,
+        ``inf`` for none). :meth:`network_features` gives what the network sees.
     dtype : {"float64", "float32"}
         Floating point type of the parameters.
     """
@@ -163,6 +152,7 @@ class _BayesLayersBase(BaseEstimator):
     # Fitted statistics (set by the first fit): arrays, or 0.0 / 1.0 without standardize.
     x_mean_: np.ndarray | float
     x_scale_: np.ndarray | float
+    x_tail_: np.ndarray | None
     y_mean_: np.ndarray | float
     y_scale_: np.ndarray | float
 
@@ -318,8 +308,17 @@ class _BayesLayersBase(BaseEstimator):
         if not isinstance(self.standardize, bool | np.bool_):
             raise TypeError(f"standardize must be a bool, got {type(self.standardize).__name__}")
         if first:
-            self.x_mean_, self.x_scale_ = _moments(X) if self.standardize else (0.0, 1.0)
-        return (X - self.x_mean_) / self.x_scale_
+            if self.standardize:
+                self.x_mean_, self.x_scale_, self.x_tail_ = scaling.tails(X)
+            else:
+                self.x_mean_, self.x_scale_, self.x_tail_ = 0.0, 1.0, None
+        return scaling.standardize(X, self.x_mean_, self.x_scale_, self.x_tail_)
+
+    def network_features(self, X) -> np.ndarray:
+        """The features ``X`` as the fitted network sees them (``standardize``'s transform,
+        with the first call's statistics)."""
+        check_is_fitted(self)
+        return self._scale_X(validate_data(self, X, reset=False), first=False)
 
     def _fit_network(self, X: np.ndarray, y: np.ndarray) -> None:
         self.network_ = self._make_network().fit(
@@ -418,7 +417,7 @@ class BayesLayersRegressor(RegressorMixin, _BayesLayersBase):
     def _scale_y(self, y: np.ndarray) -> None:
         """Target statistics from the first call (identity without ``standardize``)."""
         if self.standardize:
-            self.y_mean_, self.y_scale_ = _moments(np.asarray(y, dtype=float))
+            self.y_mean_, self.y_scale_ = scaling.moments(np.asarray(y, dtype=float))
         else:
             self.y_mean_, self.y_scale_ = 0.0, 1.0
 

@@ -147,7 +147,7 @@ def run_strategy(
         scores = split.score(None, est.classes_, est.predict_proba(split.X_test))
     else:
         scores = split.score((*est.predict(split.X_test, return_std=True), est.predictive_dof()))
-    X_test = (split.X_test - est.x_mean_) / est.x_scale_
+    X_test = est.network_features(split.X_test)
     return {
         "us_per_sample": 1e6 * elapsed / len(split.X_train),
         **scores,
@@ -171,9 +171,7 @@ def run_control(split: Split, width: int, depth: int, seed: int, scaled) -> dict
     """
     regression_task = split.task == "regression"
     head = heads.Gaussian if regression_task else heads.OneHot
-    X_train, X_test = (
-        (X - scaled.x_mean_) / scaled.x_scale_ for X in (split.X_train, split.X_test)
-    )
+    X_train, X_test = (scaled.network_features(X) for X in (split.X_train, split.X_test))
     y_train = split.y_train
     if regression_task:
         y_train = (y_train - scaled.y_mean_) / scaled.y_scale_

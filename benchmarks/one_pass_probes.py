@@ -151,7 +151,7 @@ def scores(split: depth.Split, est, head_state=None) -> dict:
 def refit_head(split: depth.Split, est):
     """The head refitted from its prior on the final features of the training rows."""
     net = est.network_
-    X = (split.X_train - est.x_mean_) / est.x_scale_
+    X = est.network_features(split.X_train)
     y = split.y_train
     if split.task == "regression":
         y = (y - est.y_mean_) / est.y_scale_

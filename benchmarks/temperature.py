@@ -71,7 +71,7 @@ def run(name: str, seed: int, test_fraction: float) -> dict:
     net = model.network_
     head, state = net.head, net.head_state_
     in_use = head.temperature_of(state)
-    xh, _ = engine.forward(net.spec, net.posteriors_, (Xte - model.x_mean_) / model.x_scale_)
+    xh, _ = engine.forward(net.spec, net.posteriors_, model.network_features(Xte))
     mean, var = head.predictive(state, xh)
     var = var / in_use  # the predictive at temperature 1
     index = np.searchsorted(model.classes_, yte)
