@@ -18,7 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from bayeslayers import heads, metrics
+from bayeslayers import heads, metrics, scaling
 from bayeslayers.sklearn import BayesLayersClassifier, BayesLayersRegressor
 
 # Small and batched, so the ~55 checks per estimator take seconds, not minutes.
@@ -378,6 +378,27 @@ def test_a_few_rows_of_a_linear_target_are_fitted_about_as_well_as_by_bayesian_r
     linear = BayesianRidge().fit(X[:60], y[:60])
     errors = [metrics.rmse(yt, m.predict(Xt)) for m in (default, flat, linear)]
     assert errors[0] < 0.9 * errors[1] and errors[0] < 1.15 * errors[2]
+
+
+def test_heavy_tailed_features_get_the_tail_transform_and_are_learned():
+    """Cauchy features: the z-score squeezes the bulk of the rows into a sliver, and the
+    network learns little more than the linear model; the tail transform the standardization
+    chooses (``x_tail_``) lets it learn the curve. Gaussian features keep their z-score."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_cauchy(size=(800, 4))
+    y = np.tanh(X[:, 0]) + X[:, 1].clip(-2, 2) + 0.1 * rng.normal(size=800)
+    reg = BayesLayersRegressor(random_state=0).fit(X[:600], y[:600])
+    assert np.all(np.isfinite(reg.x_tail_))
+    np.testing.assert_allclose(
+        reg.network_features(X[600:]),
+        scaling.standardize(X[600:], reg.x_mean_, reg.x_scale_, reg.x_tail_),
+    )
+    scaler = StandardScaler().fit(X[:600])
+    linear = BayesianRidge().fit(scaler.transform(X[:600]), y[:600])
+    baseline = metrics.rmse(y[600:], linear.predict(scaler.transform(X[600:])))
+    assert metrics.rmse(y[600:], reg.predict(X[600:])) < 0.5 * baseline
+    gaussian = BayesLayersRegressor(random_state=0).fit(rng.normal(size=(300, 3)), y[:300])
+    assert np.all(np.isinf(gaussian.x_tail_))
 
 
 @pytest.mark.parametrize("make", ["make_friedman2", "make_friedman3"])
