@@ -177,8 +177,6 @@ def check_params(layers: Sequence, head, params: dict) -> None:
             f"{type(head_prior).__name__} {head_prior!r}"
         )
     if head_prior not in ("flat", "fan_in", "evidence"):
-        raise ValueError(
-            f"head_prior must be 'flat', 'fan_in' or 'evidence', got {params['head_prior']!r}"
-        )
+        raise ValueError(f"head_prior must be 'flat', 'fan_in' or 'evidence', got {head_prior!r}")
     if params["dtype"] not in ("float64", "float32"):
         raise ValueError(f"dtype must be 'float64' or 'float32', got {params['dtype']!r}")

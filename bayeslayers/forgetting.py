@@ -76,7 +76,6 @@ __all__ = [
     "forget",
     "forget_state",
     "period",
-    "race_length",
     "race_rows",
 ]
 
@@ -162,19 +161,13 @@ def forget_state(
     return state._replace(hidden=tuple(hidden))
 
 
-def race_length(n_rows: int, batch_size: int, share: float = RACE_FRACTION) -> int:
-    """Rows of a first call's race (:func:`bayeslayers.training.race`): ``share`` of
-    ``n_rows``, in whole batches (at least one, at most ``n_rows``)."""
-    return min(n_rows, int(np.ceil(share * n_rows / batch_size)) * batch_size)
-
-
 def race_rows(n_rows: int, batch_size: int, n_ins: Sequence[int]) -> int:
-    """Rows of the memory race: :func:`race_length`.
+    """Rows of the memory race: :data:`RACE_FRACTION` of ``n_rows``, in whole batches.
 
     0 (no memory race) unless they outnumber the longest candidate memory of the layers with
     ``n_ins``-wide design rows: on fewer rows a memory has forgotten nothing, and the
     candidates could not differ.
     """
-    rows = race_length(n_rows, batch_size)
+    rows = min(n_rows, int(np.ceil(RACE_FRACTION * n_rows / batch_size)) * batch_size)
     longest = max(m for m in CANDIDATES if m is not None) * max(n_ins, default=0)
     return rows if n_ins and rows > longest else 0

@@ -72,26 +72,23 @@ def moments(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(scale > 0, scale, 1.0)
 
 
-def _tail_scale(x: np.ndarray) -> tuple[float, float, float]:
-    """``(centre, scale, lambda)`` of one dense column with heavy tails (module docstring);
-    ``lambda`` is ``inf`` where the z-score is kept, and then so are the mean and standard
-    deviation."""
-    plain = (float(x.mean()), float(x.std()), np.inf)
+def _tail_scale(x: np.ndarray) -> tuple[float, float, float] | None:
+    """``(centre, scale, lambda)`` of the tail transform of one dense column with heavy tails
+    (module docstring), or ``None`` where its z-score is kept."""
     q75, q25 = np.percentile(x, [75, 25])
     scale = (q75 - q25) / _IQR_SD
     if not scale > 0:
-        return plain
-    z = (x - np.median(x)) / scale
+        return None
+    centre = float(np.median(x))
+    z = (x - centre) / scale
     best = -0.5 * len(z) * np.log(np.var(z)) + STRONG  # the z-score, by e^3 ahead
-    chosen = np.inf
+    chosen = None
     for lam in TAIL_SCALES:
         u = lam * np.arcsinh(z / lam)
         score = -0.5 * len(z) * np.log(np.var(u)) - 0.5 * np.sum(np.log1p((z / lam) ** 2))
         if score > best:
             best, chosen = score, lam
-    if np.isinf(chosen):
-        return plain
-    return float(np.median(x)), float(scale), chosen
+    return None if chosen is None else (centre, float(scale), chosen)
 
 
 def tails(A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -104,7 +101,7 @@ def tails(A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mean, scale = moments(A)
     lam = np.full(A.shape[1], np.inf)
     dense = np.flatnonzero(~_sparse(A))
-    D = A[:, dense] - A[:, dense].mean(axis=0)
+    D = A[:, dense] - mean[dense]  # moments' centre of a dense column is its mean
     D *= D
     m2 = D.mean(axis=0)
     D *= D
@@ -114,9 +111,9 @@ def tails(A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         lo, hi = x.min(), x.max()
         if np.all((x == lo) | (x == hi)):  # binary: nothing to squeeze
             continue
-        centre, spread, tail = _tail_scale(x)
-        if np.isfinite(tail):
-            mean[j], scale[j], lam[j] = centre, spread, tail
+        tail = _tail_scale(x)
+        if tail is not None:
+            mean[j], scale[j], lam[j] = tail
     return mean, scale, lam
 
 
