@@ -71,6 +71,7 @@ __all__ = [
     "NoiseState",
     "StepInfo",
     "forward",
+    "head_blocks",
     "head_design",
     "head_width",
     "init_state",
@@ -125,6 +126,9 @@ class NetSpec(NamedTuple):
         The head's prior on the weights of the top hidden output: variance
         :math:`1 / \alpha` like every other weight, or :math:`1 / (\alpha H)`
         (:func:`top_scale`).
+    head_blocks : bool
+        The head's evidence prior has one precision per block of its inputs
+        (:func:`head_blocks`) instead of one for every row.
     """
 
     layers: tuple[Layer, ...]
@@ -141,6 +145,7 @@ class NetSpec(NamedTuple):
     average: bool | str = False
     hidden_scale: float | str = 1.0
     head_prior: str = "flat"
+    head_blocks: bool = False
 
 
 def resolve_spec(
@@ -160,7 +165,7 @@ def resolve_spec(
     the first call), ``defaults.head_structure`` of the head and ``n_outputs``,
     ``defaults.hidden_noise`` of the head and ``defaults.skip`` of ``n_features`` and the
     depth. ``solve``: ``damping``, ``clip``, ``targets``, ``memory``,
-    ``prior_precision``, ``average``, ``hidden_scale``, ``head_prior``."""
+    ``prior_precision``, ``average``, ``hidden_scale``, ``head_prior``, ``head_blocks``."""
     fan_ins = [n_features, *(layer.units for layer in layers)]
     return NetSpec(
         layers=tuple(layers),
@@ -294,6 +299,17 @@ def head_width(spec: NetSpec, n_features: int) -> int:
     """Rows of the head's weights: its input width with the bias (:func:`head_design`)."""
     top = spec.layers[-1].units if spec.layers else n_features
     return top + (n_features if spec.skip else 0) + 1
+
+
+def head_blocks(spec: NetSpec, n_features: int) -> tuple[int, ...] | None:
+    """Rows per block of the head's inputs, in :func:`head_design`'s order, where
+    ``spec.head_blocks`` asks for one prior precision per block: the top hidden output, the
+    skip inputs (with the skip connection) and the bias (for a network without hidden
+    layers: the inputs and the bias); ``None`` otherwise."""
+    if not spec.head_blocks:
+        return None
+    top = spec.layers[-1].units if spec.layers else n_features
+    return (top, n_features, 1) if spec.layers and spec.skip else (top, 1)
 
 
 def top_rows(spec: NetSpec) -> slice:
@@ -518,7 +534,8 @@ def init_state(
         hidden.append(conjugate.init(structure, mean, prior_var))
         fan_in = layer.units
     head_mean = np.zeros((head_width(spec, n_features), n_outputs), dtype=dtype)
-    head = spec.head.init(head_mean, prior_var, spec.head_structure, head_noise)
+    blocks = head_blocks(spec, n_features)
+    head = spec.head.init(head_mean, prior_var, spec.head_structure, head_noise, blocks)
     noise = tuple(
         NoiseState(1.0, hidden_noise if fixed is None else fixed) for fixed in spec.noises
     )

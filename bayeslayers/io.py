@@ -77,7 +77,7 @@ from bayeslayers._threads import training_lock
 from bayeslayers._validation import check_real
 from bayeslayers.averaging import Average
 from bayeslayers.conjugate import WeightPosterior
-from bayeslayers.engine import NoiseState, head_width
+from bayeslayers.engine import NoiseState, head_blocks, head_width
 from bayeslayers.health import SYMMETRY_TOL
 from bayeslayers.hidden_scale import SCALES, HiddenScale
 from bayeslayers.network import Network
@@ -687,6 +687,23 @@ def _check_values(value: Any, where: str, name: str = "") -> None:
             raise ModelFileError(f"{where}: must be > 0, got {value}")
 
 
+def _check_blocks(value: Any, blocks: tuple[int, ...] | None, where: str) -> None:
+    """Raise unless every state's ``blocks`` (rows per prior block) are the network's and
+    its ``alpha`` has one positive precision per block (states nested in a state too)."""
+    if not _is_namedtuple(value):
+        return
+    if "blocks" in value._fields and len(value.blocks):
+        if blocks is None or not np.array_equal(value.blocks, blocks):
+            raise ModelFileError(
+                f"{where}.blocks: {value.blocks.tolist()}, the network's head has {blocks}"
+            )
+        alpha = np.asarray(value.alpha)
+        if alpha.shape != (len(blocks),) or not np.all(alpha > 0):
+            raise ModelFileError(f"{where}.alpha: expected {len(blocks)} precisions > 0")
+    for f in value._fields:
+        _check_blocks(getattr(value, f), blocks, f"{where}.{f}")
+
+
 # ---------------------------------------------------------------------------- loading
 def _build(table: Any, registry: dict, what: str):
     if not isinstance(table, dict):
@@ -851,11 +868,13 @@ def _load(zf: zipfile.ZipFile, size: int) -> Network:
     # one input row; its weight posteriors at the real number of rows. Arrays outside them are
     # compared exactly once read, with a full initial state (now no larger than the file).
     n_in = head_width(spec, n_features)  # the skip connection's rows included
-    one_row = net.head.init(np.zeros((1, n_outputs), dtype), 1.0, spec.head_structure, 1.0)
+    blocks = head_blocks(spec, n_features)
+    one_row = net.head.init(np.zeros((1, n_outputs), dtype), 1.0, spec.head_structure, 1.0, blocks)
     head_layout = _exact_posteriors(_layout(one_row, exact=False), n_in)
     head_state = decode(state["head_state_"], head_layout, "head_state_")
-    full = net.head.init(np.zeros((n_in, n_outputs), dtype), 1.0, spec.head_structure, 1.0)
+    full = net.head.init(np.zeros((n_in, n_outputs), dtype), 1.0, spec.head_structure, 1.0, blocks)
     _same_layout(head_state, _layout(full, exact=True), "head_state_")
+    _check_blocks(head_state, blocks, "head_state_")
     out["head_state_"] = head_state
 
     if "noise_" in state:

@@ -60,7 +60,9 @@ re-bases its posterior, :math:`\Lambda \leftarrow \Lambda + (\alpha' - \alpha) I
 shard's delta leaves its own re-basing out, so the merged posterior counts the prior once and
 the shards' data once; it is re-based on the shards' :math:`\alpha` averaged by rows seen (one
 network merged gives it back), and ``distributed.fit`` then re-estimates :math:`\alpha` on the
-merged posterior, as ``Network.fit`` does at its end. The noise statistics accumulated under
+merged posterior, as ``Network.fit`` does at its end. A head with one precision per block of
+rows (``blocks``) does the same block by block, :math:`\Lambda \leftarrow \Lambda +
+\operatorname{diag}(\alpha' - \alpha)`. The noise statistics accumulated under
 a changing :math:`\alpha` depend on when it changed, even in one sequential fit, so with
 ``prior_evidence`` (or ``noise_memory="evidence"``) the merged noise is close to, not equal
 to, the sequential one.
@@ -180,21 +182,18 @@ class _GaussianDelta(NamedTuple):
     a: float
     b: float
     memory: np.ndarray  # the shard's memory rows (a, b, evidence); (0, 3) without memories
-    alpha: float  # the shard's prior precision (NaN for states without one)
+    alpha: float | np.ndarray  # the shard's prior precision(s) (NaN for states without one)
     seen: float
     calibration: tuple[np.ndarray, float, int] | None  # evidence gained, rows scored, offered
 
 
 def _gaussian_delta(prior: GaussianState, state: GaussianState) -> _GaussianDelta:
     post = conjugate.natural_delta(prior.post, state.post)
-    alpha0 = float(getattr(prior, "alpha", np.nan))
-    alpha = float(getattr(state, "alpha", np.nan))
-    if np.isfinite(alpha0) and np.isfinite(alpha) and alpha != alpha0:
-        # The shard re-based its prior precision (Lambda += (alpha - alpha0) I): keep only
+    alpha0, alpha = _alpha(prior), _alpha(state)
+    if np.all(np.isfinite(alpha0)) and np.all(np.isfinite(alpha)) and _moved(alpha, alpha0):
+        # The shard re-based its prior precision (Lambda += diag(alpha - alpha0)): keep only
         # what its data added, so the merge counts the prior once.
-        post = post._replace(
-            precision=post.precision - _rebase(prior.post, alpha0, alpha).precision
-        )
+        post = post._replace(precision=post.precision - _rebase(prior, alpha0, alpha).precision)
     return _GaussianDelta(
         post,
         float(state.a - prior.a),
@@ -275,10 +274,10 @@ def _gaussian_apply(
 ) -> tuple[GaussianState, float]:
     record = conjugate.STRUCTURES[prior.post.structure]
     parts = [d.post for d in deltas]
-    alpha0 = float(getattr(prior, "alpha", np.nan))
+    alpha0 = _alpha(prior)
     alpha = _merged_alpha(alpha0, deltas)
-    if alpha != alpha0:
-        parts.append(_rebase(prior.post, alpha0, alpha))
+    if _moved(alpha, alpha0):
+        parts.append(_rebase(prior, alpha0, alpha))
     post, total = record.merge(prior.post, parts)
     between = 0.5 * (sum(d.post.quad for d in deltas) - total.quad)
     learned = any(d.a != 0 for d in deltas)  # a fixed noise keeps a (and b) unchanged
@@ -298,7 +297,7 @@ def _gaussian_apply(
     if calibration is not None and len(gains) == len(deltas):
         out = out._replace(calibration=_merge_calibration(calibration, gains))
     evidence = 0.0
-    if not head.is_classifier and not len(memory) and alpha == alpha0:
+    if not head.is_classifier and not len(memory) and not _moved(alpha, alpha0):
         # The log marginal likelihood from natural parameters (module docstring).
         logdets = 0.5 * (sum(d.post.logdet for d in deltas) - total.logdet)
         if not learned:
@@ -318,22 +317,45 @@ def _nig(a0: float, b0: float, a: float, b: float) -> float:
     return float(gammaln(a) - gammaln(a0) + a0 * math.log(b0) - a * math.log(b))
 
 
-def _merged_alpha(alpha0: float, deltas: Sequence[_GaussianDelta]) -> float:
-    """The shards' prior precisions averaged by rows seen (``alpha0`` if none changed it)."""
-    changed = [d for d in deltas if np.isfinite(d.alpha) and d.alpha != alpha0]
-    if not np.isfinite(alpha0) or not changed:
+def _alpha(state: GaussianState) -> float | np.ndarray:
+    """The state's prior precision: a float, or one per block of rows (NaN if it has none)."""
+    alpha = getattr(state, "alpha", np.nan)
+    return np.asarray(alpha, dtype=np.float64) if np.ndim(alpha) else float(alpha)
+
+
+def _moved(alpha: float | np.ndarray, alpha0: float | np.ndarray) -> bool:
+    """Whether the prior precision changed (NaN never counts as a change)."""
+    changed = np.asarray(alpha) != np.asarray(alpha0)
+    return bool(np.any(changed & np.isfinite(alpha) & np.isfinite(alpha0)))
+
+
+def _merged_alpha(
+    alpha0: float | np.ndarray, deltas: Sequence[_GaussianDelta]
+) -> float | np.ndarray:
+    """The shards' prior precisions averaged by rows seen, block by block (``alpha0`` if
+    none changed it)."""
+    changed = [d for d in deltas if np.all(np.isfinite(d.alpha)) and _moved(d.alpha, alpha0)]
+    if not np.all(np.isfinite(alpha0)) or not changed:
         return alpha0
     weight = sum(d.seen for d in deltas)
     if weight <= 0:
         return alpha0
-    return float(
-        sum(d.seen * (d.alpha if np.isfinite(d.alpha) else alpha0) for d in deltas) / weight
+    merged = (
+        sum(d.seen * (d.alpha if np.all(np.isfinite(d.alpha)) else alpha0) for d in deltas) / weight
     )
+    return np.asarray(merged, dtype=np.float64) if np.ndim(alpha0) else float(merged)
 
 
-def _rebase(post: conjugate.WeightPosterior, alpha0: float, alpha: float) -> NaturalDelta:
-    """:math:`(\alpha - \alpha_0) I` in the structure's natural-parameter layout."""
+def _rebase(
+    prior: GaussianState, alpha0: float | np.ndarray, alpha: float | np.ndarray
+) -> NaturalDelta:
+    r""":math:`\operatorname{diag}(\alpha - \alpha_0)` (one value per row, from its block)
+    in the structure's natural-parameter layout."""
+    post = prior.post
     zeros = np.zeros_like(post.mean)
+    if np.ndim(alpha0):
+        labels = np.repeat(np.arange(len(prior.blocks)), prior.blocks)
+        alpha0, alpha = np.asarray(alpha0)[labels], np.asarray(alpha)[labels]
     return conjugate.natural_delta(
         conjugate.init(post.structure, zeros, 1.0 / alpha0),
         conjugate.init(post.structure, zeros, 1.0 / alpha),
@@ -465,6 +487,11 @@ def _check_compatible(prior: Network, net: Network, name: str) -> None:
         raise ValueError(
             f"{name} has head_prior={net.spec.head_prior!r} (the scale of the head's top "
             f"hidden inputs), the prior head_prior={prior.spec.head_prior!r}"
+        )
+    if net.spec.head_blocks != prior.spec.head_blocks:
+        raise ValueError(
+            f"{name} has head_blocks={net.spec.head_blocks} (one head prior precision per "
+            f"block of inputs or one), the prior head_blocks={prior.spec.head_blocks}"
         )
     classes, prior_classes = getattr(net, "classes_", None), getattr(prior, "classes_", None)
     if (classes is None) != (prior_classes is None) or (

@@ -132,7 +132,11 @@ class Network(predictive.PredictiveMixin):
         no more rows than the head has inputs races the two over all its rows and keeps the
         one of larger prequential evidence (``head_prior_``; the flat one on ties); on more
         rows, or on a network set up by :meth:`initialize`, the prior is flat
-        (:func:`bayeslayers.training.prior_race_rows`).
+        (:func:`bayeslayers.training.prior_race_rows`). With ``"evidence"`` the head's
+        evidence prior (a Gaussian head's ``prior_evidence``) also has one precision per
+        block of the head's inputs, the top hidden output, the skip inputs and the bias
+        (:func:`bayeslayers.evidence.block_mackay_prior`), so the evidence can shrink the
+        hidden part where the data are nearly linear, or the linear part where they are not.
     seed : int
         Seeds the prior mean, shuffling and posterior sampling.
     dtype : {"float64", "float32"}
@@ -266,6 +270,7 @@ class Network(predictive.PredictiveMixin):
                 if self.head_prior == "evidence"
                 else self.head_prior
             ),
+            head_blocks=self.head_prior == "evidence",
         )
 
     @property

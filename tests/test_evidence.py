@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bayeslayers import conjugate
-from bayeslayers.evidence import MAX_STEP, mackay_prior
+from bayeslayers.evidence import MAX_STEP, block_mackay_prior, mackay_prior
 
 
 def data(n=200, d=5, seed=0, noise=0.3):
@@ -107,3 +107,49 @@ def test_a_newly_registered_structure_is_rebased_through_its_own_hooks(monkeypat
     assert calls == ["eig"] and new.structure == "unit-copy" and alpha == alpha_ref
     np.testing.assert_array_equal(new.mean, reference.mean)
     np.testing.assert_array_equal(new.cov, reference.cov)
+
+
+# ------------------------------------------------------------------ one precision per block
+@pytest.mark.parametrize("structure", ["unit", "shared", "diag"])
+def test_one_block_is_the_single_precision(structure):
+    """A single block of every row is MacKay's single precision, step for step."""
+    X, Y = data()
+    post, _ = conjugate.update(conjugate.init(structure, np.zeros((6, 2)), 1.0), X, Y, noise=1.0)
+    one, alpha = mackay_prior(post, 1.0, 0.09, iterations=5)
+    block, alphas = block_mackay_prior(post, np.ones(1), np.array([6]), 0.09, iterations=5)
+    np.testing.assert_allclose(alphas, [alpha], rtol=1e-12)
+    np.testing.assert_allclose(block.mean, one.mean, atol=1e-12)
+    np.testing.assert_allclose(block.cov, one.cov, atol=1e-12)
+
+
+@pytest.mark.parametrize("structure", ["unit", "shared"])
+def test_blocks_rebase_on_the_closed_form_and_reach_their_fixed_points(structure):
+    """Inputs 0-1 carry the signal, inputs 2-4 none: the evidence gives the empty block a
+    far larger precision than the useful one. The re-based posterior is closed-form BLR
+    with prior precision diag(alpha per row), and at convergence each block satisfies its
+    own MAP fixed point (gamma_g sigma^2 / (|m_g|^2 + 2 b0_g sigma^2), b0_g = 1 / alpha_g of
+    the start)."""
+    rng = np.random.default_rng(3)
+    X = np.column_stack([rng.normal(size=(300, 5)), np.ones(300)])
+    w = np.zeros((6, 2))
+    w[:2] = [[1.0, -0.5], [0.5, 1.0]]
+    Y = X @ w + 0.3 * rng.normal(size=(300, 2))
+    post, _ = conjugate.update(conjugate.init(structure, np.zeros((6, 2)), 1.0), X, Y, noise=1.0)
+    blocks, noise = np.array([2, 3, 1]), 0.09
+    new, alpha = block_mackay_prior(post, np.ones(3), blocks, noise, iterations=500)
+    assert alpha[1] > 3 * alpha[0] and 1 / MAX_STEP < alpha[1] < MAX_STEP  # interior
+    rows = np.repeat(alpha, blocks)
+    precision = np.diag(rows) + X.T @ X
+    np.testing.assert_allclose(new.mean, np.linalg.solve(precision, X.T @ Y), atol=1e-10)
+    covs = new.cov if structure == "unit" else new.cov[None]
+    for cov in covs:
+        np.testing.assert_allclose(cov, np.linalg.inv(precision), atol=1e-12)
+        assert np.linalg.eigvalsh(cov).min() > 0
+    S = np.linalg.inv(precision)
+    for g, (start, size) in enumerate(zip([0, 2, 5], blocks, strict=True)):
+        if not 1 / MAX_STEP < alpha[g] < MAX_STEP:
+            continue  # held by the trust region, not at the fixed point
+        part = slice(start, start + size)
+        gamma = 2 * np.sum(1 - alpha[g] * np.diag(S)[part])
+        expected = gamma * noise / (np.sum(new.mean[part] ** 2) + 2 * noise)
+        np.testing.assert_allclose(alpha[g], expected, rtol=1e-8)

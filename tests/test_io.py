@@ -184,6 +184,37 @@ def test_the_head_prior_round_trips_and_a_tampered_choice_is_refused(tmp_path):
             bayeslayers.load(path)
 
 
+def _rewrite_array(path, key, value):
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    arrays[key] = value
+    np.savez(path, **arrays)
+
+
+def test_block_precisions_round_trip_and_tampered_blocks_are_refused(tmp_path):
+    """head_prior="evidence" on more rows than head inputs: one precision per block (20
+    units, 4 inputs, bias) saved and loaded; blocks that are not the network's head, or
+    precisions that are not one positive number per block, are refused."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    y = X[:, 0] + 0.1 * rng.normal(size=300)
+    net = Network([layers.ReLU(20)], head_prior="evidence", seed=0).fit(X, y)
+    path = net.save(tmp_path / "m.npz")
+    back = bayeslayers.load(path)
+    np.testing.assert_array_equal(back.head_state_.blocks, [20, 4, 1])
+    np.testing.assert_array_equal(back.head_state_.alpha, net.head_state_.alpha)
+    np.testing.assert_array_equal(back.predict(X), net.predict(X))
+    for key, bad, match in (
+        ("head_state_.blocks", np.array([21, 3, 1]), "blocks"),
+        ("head_state_.alpha", np.array([1.0, -1.0, 1.0]), "alpha"),
+        ("head_state_.alpha", np.array([1.0, 1.0]), "alpha"),
+    ):
+        net.save(path)
+        _rewrite_array(path, key, bad)
+        with pytest.raises(ModelFileError, match=match):
+            bayeslayers.load(path)
+
+
 def test_a_skip_network_round_trips_and_a_changed_skip_is_refused(tmp_path):
     """The head's rows follow the saved skip (top units, inputs, bias); a file whose skip no
     longer fits its head is refused, and one without the key (saved before the skip

@@ -141,6 +141,9 @@ def test_mismatched_networks_are_refused():
     fan_in = Network([layers.ReLU(4)], head_prior="fan_in").initialize(X, y)
     with pytest.raises(ValueError, match=r"head_prior='fan_in' .* the prior head_prior='flat'"):
         bayeslayers.merge(prior, [fan_in])
+    blocks = Network([layers.ReLU(4)], head_prior="evidence").initialize(X, y)
+    with pytest.raises(ValueError, match=r"head_blocks=True .* the prior head_blocks=False"):
+        bayeslayers.merge(prior, [blocks])
     with pytest.raises(TypeError, match="sequence of Network"):
         bayeslayers.merge(prior, prior)
     labels = _labels(X)
@@ -203,3 +206,26 @@ def test_temperature_evidence_merges_by_the_power_law_weights():
         gains.append(own.evidence - (base.scored / own.scored) ** 2 * base.evidence)
     expected = (base.scored / len(X)) ** 2 * base.evidence + sum(gains)
     np.testing.assert_allclose(cal.evidence, expected, rtol=1e-12)
+
+
+def test_block_precisions_merge_by_rows_seen_and_count_the_prior_once():
+    """With one prior precision per block of head inputs (``head_prior="evidence"``), each
+    shard re-bases its own blocks; the merge leaves those re-basings out, averages the
+    blocks' precisions by rows seen and re-bases on them: without hidden layers the merged
+    head is closed-form BLR on both shards' rows at prior precision diag(alpha per row).
+    One shard merged gives it back."""
+    X, y, Xt = _regression(n=400)
+    head = heads.Gaussian(learn_noise=True, noise_memory=None)
+    prior = Network([], head=head, head_prior="evidence").initialize(X[:3], y[:3])
+    shards = _shards(prior, X, y, [200, 200])
+    alphas = [s.head_state_.alpha for s in shards]
+    assert all(a.shape == (2,) and not np.array_equal(a, [1.0, 1.0]) for a in alphas)
+    merged = bayeslayers.merge(prior, shards)
+    state = merged.head_state_
+    np.testing.assert_allclose(state.alpha, (alphas[0] + alphas[1]) / 2, rtol=1e-12)
+    design = np.column_stack([X, np.ones(len(X))])
+    precision = np.diag(np.repeat(state.alpha, state.blocks)) + design.T @ design
+    expected = np.linalg.solve(precision, design.T @ y)
+    np.testing.assert_allclose(state.post.mean[:, 0], expected, rtol=1e-8, atol=1e-10)
+    one = bayeslayers.merge(prior, shards[:1])
+    np.testing.assert_allclose(one.predict(Xt), shards[0].predict(Xt), rtol=1e-9, atol=1e-12)

@@ -367,28 +367,50 @@ def _sine_rows(n, seed=0):
 
 
 @pytest.mark.parametrize(
-    ("data", "chosen"),
-    [(_linear_rows(48), "fan_in"), (_sine_rows(40), "flat"), (_sine_rows(600), "flat")],
+    ("data", "chosen"), [(_linear_rows(48), "fan_in"), (_sine_rows(40), "flat")]
 )
 def test_the_head_prior_race_keeps_the_winner_fitted_alone(data, chosen):
     """head_prior="evidence" races the flat and the fan-in prior over a first call of no
     more rows than the head has inputs (here 50 units, the skip inputs and the bias): on a
     linear target the tighter prior on the 50 ReLU features wins, on a sine that the hidden
-    layer must learn the flat one does. On more rows there is no race and the prior is
-    flat. The kept network is the winner's own pass."""
+    layer must learn the flat one does. The kept network is the winner's own pass (so few
+    rows never reach the head's first evidence update, where the blocks would differ)."""
     X, y = data
     raced = Network([layers.ReLU(50)], head_prior="evidence", seed=1).fit(X, y)
     assert raced.head_prior_ == chosen and raced.spec.head_prior == chosen
     width = engine.head_width(raced.spec, X.shape[1])
-    assert training.prior_race_rows(raced.spec, len(X), X.shape[1]) == (
-        len(X) if len(X) <= width else 0
-    )
+    assert training.prior_race_rows(raced.spec, len(X), X.shape[1]) == len(X) <= width
     alone = Network([layers.ReLU(50)], head_prior=chosen, seed=1).fit(X, y)
     np.testing.assert_allclose(raced.predict(X), alone.predict(X), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(raced.log_evidence_, alone.log_evidence_, rtol=1e-12)
     # a later call does not race again, and keeps the prior
     raced.partial_fit(X[:8], y[:8])
     assert raced.head_prior_ == chosen
+
+
+@pytest.mark.parametrize(("data", "linear"), [(_linear_rows(600), True), (_sine_rows(600), False)])
+def test_on_more_rows_the_evidence_prior_has_one_precision_per_block(data, linear):
+    """On more rows than the head has inputs there is no race (the prior is flat), and the
+    head's evidence prior has one precision per block (the 50 units, the skip inputs, the
+    bias), each starting at the network's prior precision 1: on a linear target the evidence
+    shrinks the hidden block (precision far above 1 and above the inputs'), which predicts
+    better than one precision for every row; on a sine that only the hidden layer can fit
+    the hidden block's precision falls below 1."""
+    X, y = data
+    net = Network([layers.ReLU(50)], head_prior="evidence", seed=1).fit(X, y)
+    assert net.head_prior_ == "flat" and net.spec.head_blocks
+    state = net.head_state_
+    np.testing.assert_array_equal(state.blocks, [50, X.shape[1], 1])
+    assert state.alpha.shape == (3,) and np.all(state.alpha > 0)
+    single = Network([layers.ReLU(50)], seed=1).fit(X, y)
+    assert np.ndim(single.head_state_.alpha) == 0 and not len(single.head_state_.blocks)
+    if not linear:
+        assert state.alpha[0] < 1.0
+        return
+    assert state.alpha[0] > 10.0 * max(state.alpha[1], 1.0)
+    X_test, y_test = _linear_rows(400, seed=7)
+    rmse = [np.sqrt(np.mean((m.predict(X_test) - y_test) ** 2)) for m in (net, single)]
+    assert rmse[0] < rmse[1]
 
 
 def test_the_head_prior_is_checked_when_the_network_is_built():

@@ -65,8 +65,17 @@ class Head(Protocol):
     def encode(self, y: np.ndarray, n_classes: int | None = None) -> np.ndarray:
         """Working targets of shape ``(n, k)``."""
 
-    def init(self, mean: np.ndarray, prior_variance: float, structure: str, noise: float):
-        """Prior state for a ``(D, k)`` weight matrix."""
+    def init(
+        self,
+        mean: np.ndarray,
+        prior_variance: float,
+        structure: str,
+        noise: float,
+        blocks: tuple[int, ...] | None = None,
+    ):
+        """Prior state for a ``(D, k)`` weight matrix; ``blocks``, optional, the rows per
+        block of the head's inputs, for a head whose prior has one precision per block (the
+        others ignore it)."""
 
     def update(self, state, X: np.ndarray, T: np.ndarray, fraction: float):
         """New state after conditioning on ``(X, T)``."""

@@ -123,11 +123,18 @@ class Choice:
         """One-hot rows ``(n, n_classes)`` (both readouts take them)."""
         return self.teacher.encode(y, n_classes)
 
-    def init(self, mean: np.ndarray, prior_variance: float, structure: str, noise: float):
-        """Both readouts' priors; no evidence yet."""
+    def init(
+        self,
+        mean: np.ndarray,
+        prior_variance: float,
+        structure: str,
+        noise: float,
+        blocks: tuple[int, ...] | None = None,
+    ):
+        """Both readouts' priors (``blocks`` for the teacher); no evidence yet."""
         rival = "unit" if structure == "shared" else structure
         return ChoiceState(
-            self.teacher.init(mean, prior_variance, structure, noise),
+            self.teacher.init(mean, prior_variance, structure, noise, blocks),
             self.rival.init(mean, prior_variance, rival, noise),
             np.zeros(2),
         )

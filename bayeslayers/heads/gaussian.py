@@ -81,7 +81,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 
 from bayeslayers import _kernels, conjugate
-from bayeslayers.evidence import STRONG, mackay_prior
+from bayeslayers.evidence import STRONG, block_mackay_prior, mackay_prior
 from bayeslayers.heads.argmax import argmax_log_proba, argmax_probabilities
 
 __all__ = [
@@ -163,23 +163,28 @@ class GaussianState(NamedTuple):
     memory : ndarray of shape (len(NOISE_MEMORIES), 3) or (0, 3)
         With ``noise_memory="evidence"``: per candidate memory its ``a``, ``b`` and
         accumulated log evidence; empty otherwise.
-    alpha : float
+    alpha : float or ndarray of shape (k,)
         Prior precision of the weights in use (relative to the noise where it is learned);
-        NaN if the state predates the field.
+        one per block of rows with ``blocks``; NaN if the state predates the field.
     seen : float
         Tempered rows seen (schedules the evidence updates of ``alpha``).
     calibration : Calibration or None
         The one-hot head's temperature evidence (``temperature="evidence"``); ``None``
         otherwise, and in states that predate the field (temperature 1).
+    blocks : ndarray of shape (k,)
+        Rows per block of the weights, each with its own evidence prior precision
+        (:func:`bayeslayers.evidence.block_mackay_prior`); empty: one precision for every
+        row (:func:`bayeslayers.evidence.mackay_prior`).
     """
 
     post: conjugate.WeightPosterior
     a: float
     b: float
     memory: np.ndarray = np.zeros((0, 3))
-    alpha: float = float("nan")
+    alpha: float | np.ndarray = float("nan")
     seen: float = 0.0
     calibration: Calibration | None = None
+    blocks: np.ndarray = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -208,7 +213,10 @@ class Gaussian:
     prior_evidence : bool
         With a learned noise: re-estimate the weights' prior precision by type-II maximum
         likelihood (:func:`bayeslayers.evidence.mackay_prior`) each time the rows seen
-        double from 32 on; the network's ``prior_precision`` is the starting value.
+        double from 32 on; the network's ``prior_precision`` is the starting value. Where
+        the network hands :meth:`init` the blocks of the head's inputs (``Network(head_prior=
+        "evidence")``: the top hidden output, the skip inputs, the bias), one precision per
+        block (:func:`bayeslayers.evidence.block_mackay_prior`).
     """
 
     learn_noise: bool | None = None
@@ -234,14 +242,20 @@ class Gaussian:
     def encode(self, y: np.ndarray, n_classes: int | None = None) -> np.ndarray:
         return y.reshape(len(y), -1)
 
-    def init(self, mean, prior_variance, structure, noise) -> GaussianState:
+    def init(self, mean, prior_variance, structure, noise, blocks=None) -> GaussianState:
+        """Prior state; with ``blocks`` (rows per block of the weights, from the first row)
+        and the evidence prior, one prior precision per block."""
         a = self.noise_strength / 2 if self.learn_noise else 1.0
         post = conjugate.init(structure, mean, prior_variance)
-        alpha = 1.0 / float(np.max(prior_variance))
-        if not (self.learn_noise and self.noise_memory == "evidence"):
-            return GaussianState(post, a, a * noise, alpha=alpha)
-        memory = np.tile([a, a * noise, 0.0], (len(NOISE_MEMORIES), 1))
-        return GaussianState(post, a, a * noise, memory, alpha)
+        alpha: float | np.ndarray = 1.0 / float(np.max(prior_variance))
+        sizes = GaussianState._field_defaults["blocks"]
+        if blocks is not None and self.prior_evidence and self.learn_noise:
+            sizes = np.asarray(blocks, dtype=np.int64)
+            alpha = np.full(len(sizes), alpha)
+        memory = GaussianState._field_defaults["memory"]
+        if self.learn_noise and self.noise_memory == "evidence":
+            memory = np.tile([a, a * noise, 0.0], (len(NOISE_MEMORIES), 1))
+        return GaussianState(post, a, a * noise, memory, alpha, blocks=sizes)
 
     def noise_variance(self, state: GaussianState) -> float:
         """Current noise variance estimate :math:`b / a`."""
@@ -261,7 +275,9 @@ class Gaussian:
                 memory, a, b = _kernels.noise_memories(
                     state.memory, _decays(info.n_obs), info.n_obs, info.quad
                 )
-            new = GaussianState(post, float(a), float(b), memory, state.alpha, seen)
+            new = GaussianState(
+                post, float(a), float(b), memory, state.alpha, seen, None, state.blocks
+            )
             if seen >= max(32, X.shape[1]) and math.floor(math.log2(seen)) > math.floor(
                 math.log2(max(state.seen, 1))
             ):
@@ -309,10 +325,15 @@ class Gaussian:
 
     def _evidence_prior(self, state: GaussianState) -> GaussianState:
         """``state`` re-based on the evidence-maximizing prior precision (if enabled)."""
-        if not (self.prior_evidence and self.learn_noise and np.isfinite(state.alpha)):
+        if not (self.prior_evidence and self.learn_noise and np.all(np.isfinite(state.alpha))):
             return state
-        post, alpha = mackay_prior(state.post, state.alpha, self.noise_variance(state))
-        return state._replace(post=post, alpha=alpha)
+        noise = self.noise_variance(state)
+        if len(state.blocks):
+            alpha = np.asarray(state.alpha, dtype=np.float64)
+            post, alphas = block_mackay_prior(state.post, alpha, state.blocks, noise)
+            return state._replace(post=post, alpha=alphas)
+        post, scalar = mackay_prior(state.post, float(state.alpha), noise)
+        return state._replace(post=post, alpha=scalar)
 
     def flush(self, state: GaussianState) -> GaussianState:
         """Nothing is pending in a conjugate head: ``state`` unchanged (so a stream of
@@ -430,8 +451,8 @@ class OneHot(Gaussian):
         if self.temperature not in ("evidence", None):
             raise ValueError(f"temperature must be 'evidence' or None, got {self.temperature!r}")
 
-    def init(self, mean, prior_variance, structure, noise) -> GaussianState:
-        state = super().init(mean, prior_variance, structure, noise)
+    def init(self, mean, prior_variance, structure, noise, blocks=None) -> GaussianState:
+        state = super().init(mean, prior_variance, structure, noise, blocks)
         if self.temperature is None:
             return state
         k = mean.shape[1]

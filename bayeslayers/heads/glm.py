@@ -457,10 +457,18 @@ class _GLMHead:
             raise ValueError(f"n_classes must be >= 2 for a {self.kind} head, got {n_classes}")
         return np.eye(n_classes)[y]
 
-    def init(self, mean: np.ndarray, prior_variance: float, structure: str, noise: float):
+    def init(
+        self,
+        mean: np.ndarray,
+        prior_variance: float,
+        structure: str,
+        noise: float,
+        blocks: tuple[int, ...] | None = None,
+    ):
         """Prior state; ``mean`` is ``(D, K)`` and only its first :meth:`n_columns` are used.
 
-        ``noise`` is ignored: the link fixes the likelihood's scale.
+        ``noise`` and ``blocks`` are ignored: the link fixes the likelihood's scale, and the
+        prior precision is not re-estimated.
         """
         fit = FITS[self.fit]
         K = mean.shape[1]
