@@ -61,7 +61,10 @@ exactly (every further iteration would return the same value).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import scipy.linalg
 
 from bayeslayers import conjugate
 from bayeslayers.conjugate import WeightPosterior
@@ -75,7 +78,9 @@ MAX_STEP = 4.0
 STRONG = 3.0
 #: Largest number of fixed-point iterations of :func:`block_mackay_prior` per call (each
 #: factors the head's precision once).
-BLOCK_ITERATIONS = 5
+BLOCK_ITERATIONS = 3
+#: Relative change of every block's precision below which :func:`block_mackay_prior` stops.
+BLOCK_RTOL = 1e-6
 
 
 def mackay_prior(
@@ -151,19 +156,80 @@ def block_mackay_prior(
     """
     alpha = np.asarray(alpha, dtype=np.float64)
     labels = np.repeat(np.arange(len(blocks)), blocks)
-    zeros = np.zeros_like(post.mean)
-    eye = np.eye(len(zeros), dtype=zeros.dtype)
-    data = conjugate.natural_delta(conjugate.init(post.structure, zeros, 1.0 / alpha[labels]), post)
+    if post.structure in ("unit", "shared"):
+        precision, shift = _dense_data(post, alpha[labels])
+        moments = functools.partial(_dense_moments, precision, shift, post.structure == "shared")
+    else:
+        data = conjugate.natural_delta(_prior(post, alpha[labels]), post)
+        moments = functools.partial(_merged_moments, post, data)
     b0 = 1.0 / alpha
     low, high = alpha / MAX_STEP, alpha * MAX_STEP
-    new, rebased = alpha, post
+    new = alpha
     for _ in range(iterations):
-        rebased = conjugate.merge(conjugate.init(post.structure, zeros, 1.0 / new[labels]), [data])
-        shrunk = 1.0 - new[labels, None] * conjugate.marginal_variance(rebased, eye)  # (D, m)
-        gamma = np.bincount(labels, shrunk.sum(axis=1), len(blocks))
-        norm = np.bincount(labels, (rebased.mean**2).sum(axis=1), len(blocks))
+        variances, mean, _ = moments(new[labels])
+        gamma = np.bincount(labels, (1.0 - new[labels, None] * variances).sum(axis=1), len(blocks))
+        norm = np.bincount(labels, (mean**2).sum(axis=1), len(blocks))
         last, new = new, np.clip(gamma * noise / (norm + 2 * b0 * noise), low, high)
-        if np.array_equal(new, last):  # a fixed point: ``rebased`` is its posterior
-            return rebased, new
-    prior = conjugate.init(post.structure, zeros, 1.0 / new[labels])
-    return conjugate.merge(prior, [data]), new
+        if np.allclose(new, last, rtol=BLOCK_RTOL, atol=0.0):
+            break
+    _, mean, cov = moments(new[labels])
+    return post._replace(mean=mean, cov=cov), new
+
+
+def _prior(post: WeightPosterior, rows: np.ndarray) -> WeightPosterior:
+    """The zero-mean prior of ``post``'s structure with precision ``rows`` per row."""
+    return conjugate.init(post.structure, np.zeros_like(post.mean), 1.0 / rows)
+
+
+def _dense_data(post: WeightPosterior, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""The data's part of a dense posterior's natural parameters, ``(c, D, D)`` precisions
+    :math:`\Sigma_j^{-1} - \operatorname{diag}(\alpha)` (one per covariance, ``c = 1`` for
+    ``"shared"``) and the shift :math:`\Sigma_j^{-1} \mu_j` ``(D, m)``."""
+    covs = post.cov[None] if post.structure == "shared" else post.cov
+    precision, shift = np.empty_like(covs), np.empty_like(post.mean)
+    for j, cov in enumerate(covs):
+        columns = slice(None) if len(covs) == 1 else slice(j, j + 1)
+        factor = scipy.linalg.cho_factor(cov, check_finite=False)
+        precision[j] = _inverse(factor) - np.diag(rows)
+        shift[:, columns] = scipy.linalg.cho_solve(
+            factor, post.mean[:, columns], check_finite=False
+        )
+    return precision, shift
+
+
+def _inverse(factor: tuple[np.ndarray, bool]) -> np.ndarray:
+    """The symmetric inverse from a Cholesky factor (LAPACK ``potri``)."""
+    (potri,) = scipy.linalg.lapack.get_lapack_funcs(("potri",), (factor[0],))
+    inverse, info = potri(factor[0], lower=factor[1])
+    if info:
+        raise np.linalg.LinAlgError(f"a re-based precision is singular (potri info {info})")
+    triangle = np.tril(inverse) if factor[1] else np.triu(inverse)
+    return triangle + triangle.T - np.diag(np.diagonal(triangle))
+
+
+def _dense_moments(
+    precision: np.ndarray, shift: np.ndarray, shared: bool, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Variances and means ``(D, m)`` and the covariance in the structure's layout
+    (``(D, D)`` if ``shared``, else ``(m, D, D)``) at prior precision ``rows``: one Cholesky
+    factor per covariance."""
+    variances, mean = np.empty_like(shift), np.empty_like(shift)
+    cov = np.empty_like(precision)
+    for j, data in enumerate(precision):
+        columns = slice(None) if len(precision) == 1 else slice(j, j + 1)
+        factor = scipy.linalg.cho_factor(data + np.diag(rows), check_finite=False)
+        mean[:, columns] = scipy.linalg.cho_solve(factor, shift[:, columns], check_finite=False)
+        cov[j] = _inverse(factor)
+        variances[:, columns] = np.diagonal(cov[j])[:, None]
+    return variances, mean, cov[0] if shared else cov
+
+
+def _merged_moments(
+    post: WeightPosterior, data: conjugate.NaturalDelta, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_dense_moments` for any structure, through its own hooks: the data merged onto
+    the prior of precision ``rows``, its variances read off by
+    :func:`~bayeslayers.conjugate.marginal_variance` of the unit vectors."""
+    rebased = conjugate.merge(_prior(post, rows), [data])
+    eye = np.eye(len(rows), dtype=post.mean.dtype)
+    return conjugate.marginal_variance(rebased, eye), rebased.mean, rebased.cov

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bayeslayers import conjugate
-from bayeslayers.evidence import MAX_STEP, block_mackay_prior, mackay_prior
+from bayeslayers.evidence import BLOCK_RTOL, MAX_STEP, block_mackay_prior, mackay_prior
 
 
 def data(n=200, d=5, seed=0, noise=0.3):
@@ -112,14 +112,18 @@ def test_a_newly_registered_structure_is_rebased_through_its_own_hooks(monkeypat
 # ------------------------------------------------------------------ one precision per block
 @pytest.mark.parametrize("structure", ["unit", "shared", "diag"])
 def test_one_block_is_the_single_precision(structure):
-    """A single block of every row is MacKay's single precision, step for step."""
+    """A single block of every row is MacKay's single precision: one step gives the same
+    precision and posterior, and the iterations reach the same fixed point (to the stopping
+    tolerance)."""
     X, Y = data()
     post, _ = conjugate.update(conjugate.init(structure, np.zeros((6, 2)), 1.0), X, Y, noise=1.0)
-    one, alpha = mackay_prior(post, 1.0, 0.09, iterations=5)
-    block, alphas = block_mackay_prior(post, np.ones(1), np.array([6]), 0.09, iterations=5)
-    np.testing.assert_allclose(alphas, [alpha], rtol=1e-12)
-    np.testing.assert_allclose(block.mean, one.mean, atol=1e-12)
-    np.testing.assert_allclose(block.cov, one.cov, atol=1e-12)
+    for iterations, rtol in ((1, 1e-12), (200, 10 * BLOCK_RTOL)):
+        one, alpha = mackay_prior(post, 1.0, 0.09, iterations=iterations)
+        block, alphas = block_mackay_prior(post, np.ones(1), np.array([6]), 0.09, iterations)
+        assert block.structure == structure and block.cov.shape == post.cov.shape
+        np.testing.assert_allclose(alphas, [alpha], rtol=rtol)
+        np.testing.assert_allclose(block.mean, one.mean, rtol=rtol, atol=1e-12)
+        np.testing.assert_allclose(block.cov, one.cov, rtol=rtol, atol=1e-12)
 
 
 @pytest.mark.parametrize("structure", ["unit", "shared"])
@@ -153,3 +157,29 @@ def test_blocks_rebase_on_the_closed_form_and_reach_their_fixed_points(structure
         gamma = 2 * np.sum(1 - alpha[g] * np.diag(S)[part])
         expected = gamma * noise / (np.sum(new.mean[part] ** 2) + 2 * noise)
         np.testing.assert_allclose(alpha[g], expected, rtol=1e-8)
+
+
+def test_a_newly_registered_structure_gets_block_precisions_through_its_merge_hook(monkeypatch):
+    """A structure the evidence module does not know by name is re-based block by block
+    through its own merge hook, to the dense path's precisions and posterior."""
+    record = conjugate.STRUCTURES["unit"]
+    calls = []
+
+    def merge(prior, deltas):
+        calls.append("merge")
+        return record.merge(prior, deltas)
+
+    monkeypatch.setitem(
+        conjugate.STRUCTURES, "unit-copy", record._replace(name="unit-copy", merge=merge)
+    )
+    X, Y = data()
+    post, _ = conjugate.update(conjugate.init("unit-copy", np.zeros((6, 2)), 1.0), X, Y, noise=1.0)
+    blocks = np.array([3, 2, 1])
+    new, alpha = block_mackay_prior(post, np.ones(3), blocks, 0.09)
+    reference, alpha_ref = block_mackay_prior(
+        post._replace(structure="unit"), np.ones(3), blocks, 0.09
+    )
+    assert len(calls) >= 2 and new.structure == "unit-copy"  # the moments and the re-basing
+    np.testing.assert_allclose(alpha, alpha_ref, rtol=1e-10)
+    np.testing.assert_allclose(new.mean, reference.mean, atol=1e-12)
+    np.testing.assert_allclose(new.cov, reference.cov, atol=1e-12)
