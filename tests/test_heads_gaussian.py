@@ -59,6 +59,32 @@ def test_evidence_prior_shrinks_an_overparameterized_head():
     assert err[1] < err[0]
 
 
+def test_block_precisions_start_at_32_rows_whatever_the_width():
+    """The evidence re-estimates one precision at every doubling of the rows seen from as
+    many rows as the head has inputs, one per block from EVIDENCE_START rows on: on 100
+    rows of a 61-input head, the single precision is first updated at 64 rows, the blocks'
+    at 32 (so their first step is already at its trust bound by then)."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(100, 60))
+    y = X[:, 0] + 0.5 * rng.normal(size=100)
+    head = heads.Gaussian(learn_noise=True, noise_memory=None)
+    single = head.init(np.zeros((61, 1)), 1.0, "shared", 1.0)
+    blocks = head.init(np.zeros((61, 1)), 1.0, "shared", 1.0, (1, 59, 1))
+    design = np.column_stack([X, np.ones(100)])
+    first = {}
+    for i in range(100):
+        single = head.update(single, design[i : i + 1], y[i : i + 1, None], 1.0)
+        blocks = head.update(blocks, design[i : i + 1], y[i : i + 1, None], 1.0)
+        if "single" not in first and single.alpha != 1.0:
+            first["single"] = i + 1
+        if "blocks" not in first and not np.array_equal(blocks.alpha, np.ones(3)):
+            first["blocks"] = i + 1
+    assert gaussian.EVIDENCE_START == 32
+    assert first == {"single": 64, "blocks": 32}
+    assert blocks.alpha[1] > blocks.alpha[0]  # the 59 useless inputs shrunk harder
+    np.testing.assert_array_equal(blocks.blocks, [1, 59, 1])
+
+
 @pytest.mark.parametrize("bad", ["sometimes", 3])
 def test_bad_noise_memory(bad):
     with pytest.raises(ValueError, match="noise_memory"):

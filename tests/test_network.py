@@ -369,18 +369,21 @@ def _sine_rows(n, seed=0):
 @pytest.mark.parametrize(
     ("data", "chosen"), [(_linear_rows(48), "fan_in"), (_sine_rows(40), "flat")]
 )
-def test_the_head_prior_race_keeps_the_winner_fitted_alone(data, chosen):
+def test_the_head_prior_race_keeps_the_winner_fitted_alone(data, chosen, monkeypatch):
     """head_prior="evidence" races the flat and the fan-in prior over a first call of no
     more rows than the head has inputs (here 50 units, the skip inputs and the bias): on a
     linear target the tighter prior on the 50 ReLU features wins, on a sine that the hidden
-    layer must learn the flat one does. The kept network is the winner's own pass (so few
-    rows never reach the head's first evidence update, where the blocks would differ)."""
+    layer must learn the flat one does. The kept network is the winner's own pass: the
+    chosen prior fitted alone, with the same precision per block of head inputs."""
     X, y = data
     raced = Network([layers.ReLU(50)], head_prior="evidence", seed=1).fit(X, y)
     assert raced.head_prior_ == chosen and raced.spec.head_prior == chosen
     width = engine.head_width(raced.spec, X.shape[1])
     assert training.prior_race_rows(raced.spec, len(X), X.shape[1]) == len(X) <= width
+    assert not np.array_equal(raced.head_state_.alpha, np.ones(3))  # updated from 32 rows
+    monkeypatch.setattr(engine, "head_blocks", lambda spec, n_features: (50, n_features, 1))
     alone = Network([layers.ReLU(50)], head_prior=chosen, seed=1).fit(X, y)
+    np.testing.assert_array_equal(alone.head_state_.alpha, raced.head_state_.alpha)
     np.testing.assert_allclose(raced.predict(X), alone.predict(X), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(raced.log_evidence_, alone.log_evidence_, rtol=1e-12)
     # a later call does not race again, and keeps the prior

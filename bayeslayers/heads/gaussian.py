@@ -85,6 +85,7 @@ from bayeslayers.evidence import STRONG, block_mackay_prior, mackay_prior
 from bayeslayers.heads.argmax import argmax_log_proba, argmax_probabilities
 
 __all__ = [
+    "EVIDENCE_START",
     "NOISE_MEMORIES",
     "SCORE_ALL",
     "SCORE_ROWS",
@@ -213,10 +214,14 @@ class Gaussian:
     prior_evidence : bool
         With a learned noise: re-estimate the weights' prior precision by type-II maximum
         likelihood (:func:`bayeslayers.evidence.mackay_prior`) each time the rows seen
-        double from 32 on; the network's ``prior_precision`` is the starting value. Where
-        the network hands :meth:`init` the blocks of the head's inputs (``Network(head_prior=
-        "evidence")``: the top hidden output, the skip inputs, the bias), one precision per
-        block (:func:`bayeslayers.evidence.block_mackay_prior`).
+        double, from as many rows as the head has inputs (at least :data:`EVIDENCE_START`);
+        the network's ``prior_precision`` is the starting value. Where the network hands
+        :meth:`init` the blocks of the head's inputs (``Network(head_prior="evidence")``: the
+        top hidden output, the skip inputs, the bias), one precision per block
+        (:func:`bayeslayers.evidence.block_mackay_prior`), from :data:`EVIDENCE_START` rows
+        on whatever the width: each block's precision has its own hyperprior and trust
+        region, and waiting for as many rows as a wide head has inputs left a 301-input head
+        on 450 rows at its starting prior (benchmarks/RESULTS.md, "Thirteenth round").
     """
 
     learn_noise: bool | None = None
@@ -278,7 +283,8 @@ class Gaussian:
             new = GaussianState(
                 post, float(a), float(b), memory, state.alpha, seen, None, state.blocks
             )
-            if seen >= max(32, X.shape[1]) and math.floor(math.log2(seen)) > math.floor(
+            first = EVIDENCE_START if len(state.blocks) else max(EVIDENCE_START, X.shape[1])
+            if seen >= first and math.floor(math.log2(seen)) > math.floor(
                 math.log2(max(state.seen, 1))
             ):
                 new = self._evidence_prior(new)
@@ -410,6 +416,11 @@ class Gaussian:
     ) -> np.ndarray:
         """One outcome per predictor: ``F + sigma * noise`` (``noise`` as in log_likelihood)."""
         return F + self._noise_sd(state, noise, F) * rng.standard_normal(F.shape)
+
+
+#: Rows seen before the head's first evidence update of its prior precision (the update
+#: then follows every doubling of the rows seen).
+EVIDENCE_START = 32
 
 
 @functools.lru_cache(maxsize=16)
