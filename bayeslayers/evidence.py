@@ -62,6 +62,7 @@ exactly (every further iteration would return the same value).
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
 import numpy as np
 import scipy.linalg
@@ -158,7 +159,7 @@ def block_mackay_prior(
     labels = np.repeat(np.arange(len(blocks)), blocks)
     if post.structure in ("unit", "shared"):
         precision, shift = _dense_data(post, alpha[labels])
-        moments = functools.partial(_dense_moments, precision, shift, post.structure == "shared")
+        moments = functools.partial(_dense_moments, precision, shift)
     else:
         data = conjugate.natural_delta(_prior(post, alpha[labels]), post)
         moments = functools.partial(_merged_moments, post, data)
@@ -166,14 +167,16 @@ def block_mackay_prior(
     low, high = alpha / MAX_STEP, alpha * MAX_STEP
     new = alpha
     for _ in range(iterations):
-        variances, mean, _ = moments(new[labels])
+        variances, mean = moments(new[labels])
         gamma = np.bincount(labels, (1.0 - new[labels, None] * variances).sum(axis=1), len(blocks))
         norm = np.bincount(labels, (mean**2).sum(axis=1), len(blocks))
         last, new = new, np.clip(gamma * noise / (norm + 2 * b0 * noise), low, high)
         if np.allclose(new, last, rtol=BLOCK_RTOL, atol=0.0):
             break
-    _, mean, cov = moments(new[labels])
-    return post._replace(mean=mean, cov=cov), new
+    if post.structure in ("unit", "shared"):
+        mean, cov = _dense_posterior(precision, shift, post.structure == "shared", new[labels])
+        return post._replace(mean=mean, cov=cov), new
+    return conjugate.merge(_prior(post, new[labels]), [data]), new
 
 
 def _prior(post: WeightPosterior, rows: np.ndarray) -> WeightPosterior:
@@ -207,29 +210,51 @@ def _inverse(factor: tuple[np.ndarray, bool]) -> np.ndarray:
     return triangle + triangle.T - np.diag(np.diagonal(triangle))
 
 
-def _dense_moments(
-    precision: np.ndarray, shift: np.ndarray, shared: bool, rows: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Variances and means ``(D, m)`` and the covariance in the structure's layout
-    (``(D, D)`` if ``shared``, else ``(m, D, D)``) at prior precision ``rows``: one Cholesky
-    factor per covariance."""
-    variances, mean = np.empty_like(shift), np.empty_like(shift)
-    cov = np.empty_like(precision)
+def _factors(
+    precision: np.ndarray, rows: np.ndarray
+) -> Iterator[tuple[slice, tuple[np.ndarray, bool]]]:
+    """Per dense precision (the data's part), its columns and the Cholesky factor of it plus
+    ``diag(rows)``."""
     for j, data in enumerate(precision):
         columns = slice(None) if len(precision) == 1 else slice(j, j + 1)
-        factor = scipy.linalg.cho_factor(data + np.diag(rows), check_finite=False)
+        yield columns, scipy.linalg.cho_factor(data + np.diag(rows), lower=True, check_finite=False)
+
+
+def _dense_moments(
+    precision: np.ndarray, shift: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Variances and means ``(D, m)`` at prior precision ``rows``: one Cholesky factor per
+    covariance, the variances as the squared column sums of its triangular inverse (LAPACK
+    ``trtri``, half the work of the inverse)."""
+    variances, mean = np.empty_like(shift), np.empty_like(shift)
+    for columns, factor in _factors(precision, rows):
+        mean[:, columns] = scipy.linalg.cho_solve(factor, shift[:, columns], check_finite=False)
+        (trtri,) = scipy.linalg.lapack.get_lapack_funcs(("trtri",), (factor[0],))
+        inverse, info = trtri(factor[0], lower=True)
+        if info:
+            raise np.linalg.LinAlgError(f"a re-based precision is singular (trtri info {info})")
+        variances[:, columns] = np.square(np.tril(inverse)).sum(axis=0)[:, None]
+    return variances, mean
+
+
+def _dense_posterior(
+    precision: np.ndarray, shift: np.ndarray, shared: bool, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``(D, m)`` and covariance at prior precision ``rows``, in the structure's layout:
+    ``(D, D)`` if ``shared``, else ``(m, D, D)`` (symmetric by construction)."""
+    mean, cov = np.empty_like(shift), np.empty_like(precision)
+    for j, (columns, factor) in enumerate(_factors(precision, rows)):
         mean[:, columns] = scipy.linalg.cho_solve(factor, shift[:, columns], check_finite=False)
         cov[j] = _inverse(factor)
-        variances[:, columns] = np.diagonal(cov[j])[:, None]
-    return variances, mean, cov[0] if shared else cov
+    return mean, cov[0] if shared else cov
 
 
 def _merged_moments(
     post: WeightPosterior, data: conjugate.NaturalDelta, rows: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_dense_moments` for any structure, through its own hooks: the data merged onto
     the prior of precision ``rows``, its variances read off by
     :func:`~bayeslayers.conjugate.marginal_variance` of the unit vectors."""
     rebased = conjugate.merge(_prior(post, rows), [data])
     eye = np.eye(len(rows), dtype=post.mean.dtype)
-    return conjugate.marginal_variance(rebased, eye), rebased.mean, rebased.cov
+    return conjugate.marginal_variance(rebased, eye), rebased.mean
