@@ -119,7 +119,8 @@ class _BayesLayersBase(BaseEstimator):
         :math:`1 / \alpha` (``"flat"``) or :math:`1 / (\alpha H)` for :math:`H` units
         (``"fan_in"``, Neal's scaling), or the one of larger prequential evidence over a
         first call of no more rows than the head has inputs (``"evidence"``; flat on more
-        rows); see :class:`bayeslayers.Network`. ``"auto"``:
+        rows, and in every case one evidence prior precision per block of the head's
+        inputs: top units, skip inputs, bias); see :class:`bayeslayers.Network`. ``"auto"``:
         ``"evidence"`` for a regressor, ``"flat"`` for a classifier, whose one-hot head's
         evidence is that of a Gaussian regression on the class indicators, not of the class
         probabilities it reports.

@@ -54,6 +54,30 @@ def test_every_head_satisfies_the_protocol_it_declares(kind, kwargs):
     assert isinstance(post, conjugate.WeightPosterior) and post.mean.shape[0] == D
 
 
+@pytest.mark.parametrize(("kind", "kwargs"), CASES, ids=IDS)
+def test_every_head_takes_the_blocks_of_its_inputs(kind, kwargs):
+    """Every head accepts the rows per block of its inputs at init: the same prior and, before
+    any evidence update, the same posterior as without them; a head whose prior has one
+    precision per block (a Gaussian one with a learned noise and the evidence prior) keeps
+    the blocks and one starting precision per block, the others ignore them."""
+    head = heads.make_head(kind, **kwargs)
+    X, T = _problem(head)
+    plain = head.init(np.zeros((D, K)), 0.5, "unit", 1.0)
+    blocked = head.init(np.zeros((D, K)), 0.5, "unit", 1.0, (D - 2, 1, 1))
+    for a, b in (
+        (plain, blocked),
+        (head.update(plain, X, T, 1.0), head.update(blocked, X, T, 1.0)),
+    ):
+        np.testing.assert_allclose(head.weight_posterior(b).mean, head.weight_posterior(a).mean)
+        np.testing.assert_allclose(head.weight_posterior(b).cov, head.weight_posterior(a).cov)
+    teacher = getattr(blocked, "teacher", blocked)
+    keeps = kind in ("onehot", "choice") or kwargs.get("learn_noise") is True
+    assert bool(len(getattr(teacher, "blocks", ()))) == keeps
+    if keeps:
+        np.testing.assert_array_equal(teacher.blocks, [D - 2, 1, 1])
+        np.testing.assert_array_equal(teacher.alpha, [2.0, 2.0, 2.0])
+
+
 @pytest.mark.parametrize("name", ["gaussian", "onehot", "probit-adf", "logistic-laplace"])
 def test_models_saved_before_the_heads_package_still_predict_the_same(name):
     from pathlib import Path
