@@ -59,8 +59,8 @@ A head that re-estimates its prior precision :math:`\alpha` by evidence (``prior
 re-bases its posterior, :math:`\Lambda \leftarrow \Lambda + (\alpha' - \alpha) I`; each
 shard's delta leaves its own re-basing out, so the merged posterior counts the prior once and
 the shards' data once; it is re-based on the shards' :math:`\alpha` averaged by rows seen (one
-network merged gives it back), and ``distributed.fit`` then re-estimates :math:`\alpha` on the
-merged posterior, as ``Network.fit`` does at its end. A head with one precision per block of
+network merged gives it back), and later rows re-estimate it at the doublings of the rows
+seen, which the merged state counts over every shard. A head with one precision per block of
 rows (``blocks``) does the same block by block, :math:`\Lambda \leftarrow \Lambda +
 \operatorname{diag}(\alpha' - \alpha)`. The noise statistics accumulated under
 a changing :math:`\alpha` depend on when it changed, even in one sequential fit, so with
