@@ -37,6 +37,7 @@ from bayeslayers._validation import (
     check_targets,
 )
 from bayeslayers.heads import Gaussian
+from bayeslayers.heads.choice import teaching
 from bayeslayers.layers import Layer
 from bayeslayers.training import FitProgress
 
@@ -165,6 +166,11 @@ class Network(predictive.PredictiveMixin):
         The evidence for the hidden layers' predictive scale
         (:class:`bayeslayers.hidden_scale.HiddenScale`); ``hidden_factor_`` is the factor in
         use.
+    head_precision_ : float or ndarray
+        The head's prior precision in use (relative to the noise where it is learned): one
+        number, or with ``head_prior="evidence"`` one per block of the head's inputs (top
+        units, skip inputs, bias; ``head_state_.blocks`` rows each); NaN for a head that has
+        none (the GLM heads). A two-class race's is its teacher's.
     n_features_in_, n_outputs_, n_samples_seen_ : int
     classes_ : ndarray
         Class labels (classification heads only).
@@ -298,6 +304,14 @@ class Network(predictive.PredictiveMixin):
         (:func:`bayeslayers.predictive.hidden_factor`: 1 for a classifier)."""
         self._check_fitted()
         return predictive.hidden_factor(self.spec, self.state)
+
+    @property
+    def head_precision_(self) -> float | np.ndarray:
+        """The head's prior precision in use (see the class docstring)."""
+        self._check_fitted()
+        state = teaching(self.head, self.head_state_)[1]
+        alpha = getattr(state, "alpha", float("nan"))
+        return np.array(alpha, copy=True) if np.ndim(alpha) else float(alpha)
 
     def _set_state(self, state: engine.NetState) -> None:
         self.posteriors_, self.head_state_ = list(state.hidden), state.head

@@ -405,8 +405,12 @@ def test_on_more_rows_the_evidence_prior_has_one_precision_per_block(data, linea
     state = net.head_state_
     np.testing.assert_array_equal(state.blocks, [50, X.shape[1], 1])
     assert state.alpha.shape == (3,) and np.all(state.alpha > 0)
+    np.testing.assert_array_equal(net.head_precision_, state.alpha)
+    net.head_precision_[0] = -1.0  # a copy: the state is not touched
+    assert state.alpha[0] > 0
     single = Network([layers.ReLU(50)], seed=1).fit(X, y)
     assert np.ndim(single.head_state_.alpha) == 0 and not len(single.head_state_.blocks)
+    assert single.head_precision_ == single.head_state_.alpha
     if not linear:
         assert state.alpha[0] < 1.0
         return
