@@ -34,6 +34,16 @@ Gaussian or uniform column keeps its z-score; a Cauchy or log-normal one is tran
 Binary columns and sparse ones are never transformed. The median and the interquartile
 range move with the column's units, so the transform, like the z-score, is invariant to
 each feature's scale and shift.
+
+The transform is label-free, and it is wrong where the target is linear in the column as
+given (a unit conversion, a derived or leaked feature, a linear effect of a skewed
+variable): the asinh makes that relation curved, and a network that could reproduce it
+exactly through its skip connection no longer can. A regressor therefore checks each
+transformed column against its targets (:func:`linear_guard`): it keeps the z-score where
+the log evidence of Bayesian linear regression on all the standardized columns
+(scikit-learn's ``BayesianRidge``, its type-II maximum likelihood, summed over the
+outputs) is higher with that column's z-score than with its transform by more than
+:data:`~bayeslayers.evidence.STRONG` nats.
 """
 
 from __future__ import annotations
@@ -42,7 +52,7 @@ import numpy as np
 
 from bayeslayers.evidence import STRONG
 
-__all__ = ["TAIL_SCALES", "moments", "standardize", "tails"]
+__all__ = ["TAIL_SCALES", "linear_guard", "moments", "standardize", "tails"]
 
 #: Scales :math:`\lambda` of the tail transform tried per column, in robust standard
 #: deviations (octaves; :func:`tails`).
@@ -128,3 +138,35 @@ def standardize(
     cols = np.isfinite(lam)
     Z[:, cols] = lam[cols] * np.arcsinh(Z[:, cols] / lam[cols])
     return Z
+
+
+def linear_guard(
+    A: np.ndarray, targets: np.ndarray, mean: np.ndarray, scale: np.ndarray, lam: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`tails`' choice with the z-score (:func:`moments`' centre and scale) back on
+    every transformed column where a linear model of ``targets`` ``(n,)`` or ``(n, k)`` has
+    more than :data:`~bayeslayers.evidence.STRONG` nats more log evidence with it (module
+    docstring). Each column is compared against the design with every chosen transform;
+    ``mean``, ``scale`` and ``lam`` are not modified."""
+    transformed = np.flatnonzero(np.isfinite(lam))
+    if not len(transformed):
+        return mean, scale, lam
+    Y = np.asarray(targets, dtype=np.float64).reshape(len(A), -1)
+    centre, spread = moments(A)
+    Z = standardize(np.asarray(A, dtype=np.float64), mean, scale, lam)
+    base = _linear_evidence(Z, Y)
+    mean, scale, lam = mean.copy(), scale.copy(), lam.copy()
+    for j in transformed:
+        column = Z[:, j].copy()
+        Z[:, j] = (A[:, j] - centre[j]) / spread[j]
+        if _linear_evidence(Z, Y) - base > STRONG:
+            mean[j], scale[j], lam[j] = centre[j], spread[j], np.inf
+        Z[:, j] = column
+    return mean, scale, lam
+
+
+def _linear_evidence(Z: np.ndarray, Y: np.ndarray) -> float:
+    """Log marginal likelihood of ``BayesianRidge`` on ``Z``, summed over ``Y``'s columns."""
+    from sklearn.linear_model import BayesianRidge
+
+    return float(sum(BayesianRidge(compute_score=True).fit(Z, y).scores_[-1] for y in Y.T))

@@ -141,7 +141,10 @@ class _BayesLayersBase(BaseEstimator):
         feature with heavy tails gets the tail transform :math:`\lambda \operatorname{asinh}
         (z / \lambda)` of its robust z-score where a Gaussian fits it far better
         (:mod:`bayeslayers.scaling`; ``x_tail_`` holds each feature's :math:`\lambda`,
-        ``inf`` for none). :meth:`network_features` gives what the network sees.
+        ``inf`` for none). A regressor keeps a column's z-score where Bayesian linear
+        regression on the first call's rows has far higher evidence with it than with the
+        transform (:func:`bayeslayers.scaling.linear_guard`: a target linear in the column
+        as given). :meth:`network_features` gives what the network sees.
     dtype : {"float64", "float32"}
         Floating point type of the parameters.
     """
@@ -304,13 +307,18 @@ class _BayesLayersBase(BaseEstimator):
             return auto_batch_size(n_rows)
         return self.batch_size
 
-    def _scale_X(self, X: np.ndarray, first: bool) -> np.ndarray:
-        """Standardized features; the first call sets the statistics."""
+    def _scale_X(self, X: np.ndarray, first: bool, targets: np.ndarray | None = None) -> np.ndarray:
+        """Standardized features; the first call sets the statistics (a regressor's with its
+        standardized ``targets``, :func:`bayeslayers.scaling.linear_guard`)."""
         if not isinstance(self.standardize, bool | np.bool_):
             raise TypeError(f"standardize must be a bool, got {type(self.standardize).__name__}")
         if first:
             if self.standardize:
                 self.x_mean_, self.x_scale_, self.x_tail_ = scaling.tails(X)
+                if targets is not None:
+                    self.x_mean_, self.x_scale_, self.x_tail_ = scaling.linear_guard(
+                        X, targets, self.x_mean_, self.x_scale_, self.x_tail_
+                    )
             else:
                 self.x_mean_, self.x_scale_, self.x_tail_ = 0.0, 1.0, None
         return scaling.standardize(X, self.x_mean_, self.x_scale_, self.x_tail_)
@@ -322,8 +330,9 @@ class _BayesLayersBase(BaseEstimator):
         return self._scale_X(validate_data(self, X, reset=False), first=False)
 
     def _fit_network(self, X: np.ndarray, y: np.ndarray) -> None:
+        targets = None if self._is_classifier else y
         self.network_ = self._make_network().fit(
-            self._scale_X(X, first=True),
+            self._scale_X(X, first=True, targets=targets),
             y,
             passes=self.passes,
             batch_size=self._batch(len(X)),
@@ -382,8 +391,11 @@ class BayesLayersRegressor(RegressorMixin, _BayesLayersBase):
             if first:
                 self._scale_y(y)
             network = self._make_network() if first else self.network_
+            targets = self._network_targets(y)
             network.partial_fit(
-                self._scale_X(X, first), self._network_targets(y), batch_size=self._batch(len(X))
+                self._scale_X(X, first, targets if first else None),
+                targets,
+                batch_size=self._batch(len(X)),
             )
             self.network_ = network
             self.n_outputs_ = network.n_outputs_

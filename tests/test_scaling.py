@@ -77,3 +77,44 @@ def test_the_transform_is_invariant_to_each_columns_units():
 def test_standardize_without_tails_is_the_plain_z_score():
     A = RNG.normal(size=(10, 3))
     np.testing.assert_array_equal(scaling.standardize(A, 1.0, 2.0, None), (A - 1.0) / 2.0)
+
+
+def _skewed(n=600, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.column_stack([rng.lognormal(0.0, 1.0, n), rng.normal(size=n), rng.normal(size=n)])
+
+
+def test_the_linear_guard_keeps_the_z_score_of_a_column_the_target_is_linear_in():
+    """A log-normal column is transformed without labels; a target linear in it as given
+    (a unit conversion) brings its z-score back, a target linear in its log keeps the
+    transform, and the light-tailed columns are never touched."""
+    A = _skewed()
+    mean, scale, lam = scaling.tails(A)
+    assert np.isfinite(lam[0]) and not np.isfinite(lam[1:]).any()
+    linear = 28.35 * A[:, 0] + A[:, 1]
+    curved = np.log(A[:, 0]) + A[:, 1] + 0.1 * np.random.default_rng(1).normal(size=len(A))
+    for y, keeps_transform in ((linear, False), (curved, True)):
+        target = (y - y.mean()) / y.std()
+        m, s, l = scaling.linear_guard(A, target, mean, scale, lam)
+        assert np.isfinite(l[0]) == keeps_transform
+        if not keeps_transform:
+            centre, spread = scaling.moments(A)
+            assert (m[0], s[0]) == (centre[0], spread[0])
+        np.testing.assert_array_equal(l[1:], lam[1:])
+    assert np.isfinite(lam[0])  # the inputs are not modified
+    plain = scaling.moments(A[:, 1:])
+    unchanged = scaling.linear_guard(A[:, 1:], linear, *plain, np.full(2, np.inf))
+    assert all(a is b for a, b in zip(unchanged[:2], plain, strict=True))
+
+
+def test_a_regressor_reproduces_a_target_linear_in_a_skewed_feature():
+    """End to end: 28.35 x (ounces to grams) of a log-normal x, no noise. With the z-score
+    kept the skip connection fits it to a tiny fraction of the target's spread."""
+    from bayeslayers.sklearn import BayesLayersRegressor
+
+    A = _skewed(800)
+    y = 28.35 * A[:, 0]
+    model = BayesLayersRegressor((20,), random_state=0).fit(A[:600], y[:600])
+    assert not np.isfinite(model.x_tail_[0])
+    rmse = np.sqrt(np.mean((model.predict(A[600:]) - y[600:]) ** 2))
+    assert rmse < 1e-3 * y.std()
