@@ -95,12 +95,12 @@ def test_the_linear_guard_keeps_the_z_score_of_a_column_the_target_is_linear_in(
     curved = np.log(A[:, 0]) + A[:, 1] + 0.1 * np.random.default_rng(1).normal(size=len(A))
     for y, keeps_transform in ((linear, False), (curved, True)):
         target = (y - y.mean()) / y.std()
-        m, s, l = scaling.linear_guard(A, target, mean, scale, lam)
-        assert np.isfinite(l[0]) == keeps_transform
+        centres, scales, tails = scaling.linear_guard(A, target, mean, scale, lam)
+        assert np.isfinite(tails[0]) == keeps_transform
         if not keeps_transform:
             centre, spread = scaling.moments(A)
-            assert (m[0], s[0]) == (centre[0], spread[0])
-        np.testing.assert_array_equal(l[1:], lam[1:])
+            assert (centres[0], scales[0]) == (centre[0], spread[0])
+        np.testing.assert_array_equal(tails[1:], lam[1:])
     assert np.isfinite(lam[0])  # the inputs are not modified
     plain = scaling.moments(A[:, 1:])
     unchanged = scaling.linear_guard(A[:, 1:], linear, *plain, np.full(2, np.inf))
