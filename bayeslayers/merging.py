@@ -354,8 +354,7 @@ def _rebase(
     post = prior.post
     zeros = np.zeros_like(post.mean)
     if np.ndim(alpha0):
-        labels = np.repeat(np.arange(len(prior.blocks)), prior.blocks)
-        alpha0, alpha = np.asarray(alpha0)[labels], np.asarray(alpha)[labels]
+        alpha0, alpha = np.repeat(alpha0, prior.blocks), np.repeat(alpha, prior.blocks)
     return conjugate.natural_delta(
         conjugate.init(post.structure, zeros, 1.0 / alpha0),
         conjugate.init(post.structure, zeros, 1.0 / alpha),

@@ -44,7 +44,7 @@ from sklearn.linear_model import BayesianRidge, LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.preprocessing import StandardScaler
-from tuning_free import classification_scores, regression_scores, table, warm_up
+from tuning_free import model_scores, table, warm_up
 
 from bayeslayers.sklearn import BayesLayersClassifier, BayesLayersRegressor
 
@@ -115,15 +115,6 @@ def run_table(name: str, seed: int, test_fraction: float, compare) -> list[dict]
     classes = None if regression else np.unique(ytr)
     rows = []
 
-    def score(model, X_test):
-        if not regression:
-            return classification_scores(yte, model.predict_proba(X_test), classes)
-        if isinstance(model, MLPRegressor):
-            sd = np.full(len(yte), np.std(ytr - model.predict(Str)))
-            return regression_scores(yte, model.predict(X_test), sd)
-        dof = model.predictive_dof() if hasattr(model, "predictive_dof") else None
-        return regression_scores(yte, *model.predict(X_test, return_std=True), dof)
-
     def add(label, model, X_test, seconds):
         rows.append(
             {
@@ -133,7 +124,7 @@ def run_table(name: str, seed: int, test_fraction: float, compare) -> list[dict]
                 "n_rows": len(X),
                 "n_features": X.shape[1],
                 "fit_s": seconds,
-                **score(model, X_test),
+                **model_scores(model, X_test, yte, classes, Str, ytr),
             }
         )
 

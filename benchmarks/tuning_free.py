@@ -221,6 +221,19 @@ def classification_scores(y, proba, classes) -> dict:
     }
 
 
+def model_scores(model, X_test, y_test, classes, X_train, y_train) -> dict:
+    """The task's scores of a fitted model on ``(X_test, y_test)``: a classifier's
+    (``classes`` given) or a regressor's, an MLP's sd being its residual sd on the
+    standardized training rows ``(X_train, y_train)``."""
+    if classes is not None:
+        return classification_scores(y_test, model.predict_proba(X_test), classes)
+    if isinstance(model, MLPRegressor):
+        sd = np.full(len(y_test), np.std(y_train - model.predict(X_train)))
+        return regression_scores(y_test, model.predict(X_test), sd)
+    dof = model.predictive_dof() if hasattr(model, "predictive_dof") else None
+    return regression_scores(y_test, *model.predict(X_test, return_std=True), dof)
+
+
 #: Timed fits of ``bayeslayers`` and of ``fixed``, made in turn: at least :data:`REPEATS`
 #: rounds, and more (up to :data:`MAX_REPEATS`) until the rounds took :data:`MIN_SECONDS`.
 REPEATS = 5
@@ -266,14 +279,7 @@ def run_models(name: str, seed: int, test_fraction: float) -> list[dict]:
     classes = None if regression else np.unique(ytr)
 
     def score(model, X):
-        """The task's scores of a fitted model; an MLP's sd is its training residual sd."""
-        if not regression:
-            return classification_scores(yte, model.predict_proba(X), classes)
-        if isinstance(model, MLPRegressor):
-            sd = np.full(len(yte), np.std(ytr - model.predict(Str)))
-            return regression_scores(yte, model.predict(X), sd)
-        dof = model.predictive_dof() if hasattr(model, "predictive_dof") else None
-        return regression_scores(yte, *model.predict(X, return_std=True), dof)
+        return model_scores(model, X, yte, classes, Str, ytr)
 
     Estimator = BayesLayersRegressor if regression else BayesLayersClassifier
     # the fixed-hyperparameter path; classifiers also fix the one-hot head's noise memory,
