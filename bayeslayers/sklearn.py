@@ -114,16 +114,16 @@ class _BayesLayersBase(BaseEstimator):
         Factor on the hidden layers' weight variance in a regressor's predictive std and
         quantiles: chosen by the prequential evidence of the targets (``"evidence"``), or a
         number ``>= 0``; :mod:`bayeslayers.hidden_scale`. Classifiers ignore it.
-    head_prior : {"auto", "evidence", "flat", "fan_in"}
+    head_prior : {"evidence", "flat", "fan_in"}
         The head's prior on the weights of the top hidden layer: variance
         :math:`1 / \alpha` (``"flat"``) or :math:`1 / (\alpha H)` for :math:`H` units
-        (``"fan_in"``, Neal's scaling), or the one of larger prequential evidence over a
-        first call of no more rows than the head has inputs (``"evidence"``; flat on more
-        rows, and in every case one evidence prior precision per block of the head's
-        inputs: top units, skip inputs, bias); see :class:`bayeslayers.Network`. ``"auto"``:
-        ``"evidence"`` for a regressor, ``"flat"`` for a classifier, whose one-hot head's
-        evidence is that of a Gaussian regression on the class indicators, not of the class
-        probabilities it reports.
+        (``"fan_in"``, Neal's scaling), or (``"evidence"``, the default) the one of larger
+        prequential evidence over a first call of at most
+        :data:`~bayeslayers.training.PRIOR_RACE_MAX_ROWS` rows, raced over all of them (flat
+        on a longer call), with one evidence prior precision per block of the head's inputs
+        (top units, skip inputs, bias); see :class:`bayeslayers.Network`. For a classifier
+        the race scores the class labels by the head's predictive probabilities; the blocks
+        are those of the one-hot regression's indicators.
     passes : int
         Passes over the data in ``fit``, each tempered by ``1 / passes``.
     batch_size : int or "auto"
@@ -181,7 +181,7 @@ class _BayesLayersBase(BaseEstimator):
         skip: bool | str = "auto",
         average: bool | str = "evidence",
         hidden_scale: float | str = "evidence",
-        head_prior: str = "auto",
+        head_prior: str = "evidence",
         passes: int = 1,
         batch_size: int | str = "auto",
         shuffle: bool = True,
@@ -289,16 +289,10 @@ class _BayesLayersBase(BaseEstimator):
             skip=self.skip,
             average=self.average,
             hidden_scale=self.hidden_scale,
-            head_prior=self._head_prior(),
+            head_prior=self.head_prior,
             seed=self._seed(),
             dtype=self.dtype,
         )
-
-    def _head_prior(self) -> str:
-        """``head_prior`` with ``"auto"`` resolved (the network checks the rest)."""
-        if isinstance(self.head_prior, str) and self.head_prior == "auto":
-            return "flat" if self._is_classifier else "evidence"
-        return self.head_prior
 
     def _batch(self, n_rows: int) -> int:
         if isinstance(self.batch_size, str):
