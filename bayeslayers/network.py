@@ -130,11 +130,10 @@ class Network(predictive.PredictiveMixin):
         :math:`1 / (\alpha H)` (Neal 1996), the prior of a network of any width on the same
         scale; the skip rows and the bias keep :math:`1 / \alpha`
         (:func:`bayeslayers.engine.top_scale`). ``"evidence"``: a first call from the prior with
-        no more than :data:`~bayeslayers.training.PRIOR_RACE_MAX_ROWS` rows (or no more than
-        the head has inputs) races the two over all its rows and keeps the one of larger
-        prequential evidence (``head_prior_``; the flat one on ties), at the cost of a second
-        pass over the call; on more rows, or on a network set up by :meth:`initialize`, the
-        prior is flat (:func:`bayeslayers.training.prior_race_rows`). With ``"evidence"`` the head's
+        no more rows than the head has inputs races the two over all its rows and keeps the
+        one of larger prequential evidence (``head_prior_``; the flat one on ties); on more
+        rows, or on a network set up by :meth:`initialize`, the prior is flat
+        (:func:`bayeslayers.training.prior_race_rows`). With ``"evidence"`` the head's
         evidence prior (a Gaussian head's ``prior_evidence``) also has one precision per
         block of the head's inputs, the top hidden output, the skip inputs and the bias
         (:func:`bayeslayers.evidence.block_mackay_prior`), so the evidence can shrink the
@@ -457,8 +456,8 @@ class Network(predictive.PredictiveMixin):
         sets ``head_prior_`` / ``memory_`` and returns the rows trained on, the winner's state
         and its evidence.
 
-        The head prior races first, on every row of a short enough call
-        (:func:`training.prior_race_rows`); the memory then races under the
+        The head prior races first, on every row of the call, where the rows are no more than
+        the head's inputs (:func:`training.prior_race_rows`); the memory then races under the
         chosen prior on the first :data:`forgetting.RACE_FRACTION` of the rows, from the prior
         again (where those rows outnumber the longest memory), so that either winner has made
         exactly one pass over its rows.

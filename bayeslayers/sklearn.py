@@ -118,12 +118,12 @@ class _BayesLayersBase(BaseEstimator):
         The head's prior on the weights of the top hidden layer: variance
         :math:`1 / \alpha` (``"flat"``) or :math:`1 / (\alpha H)` for :math:`H` units
         (``"fan_in"``, Neal's scaling), or (``"evidence"``, the default) the one of larger
-        prequential evidence over a first call of at most
-        :data:`~bayeslayers.training.PRIOR_RACE_MAX_ROWS` rows, raced over all of them (flat
-        on a longer call), with one evidence prior precision per block of the head's inputs
-        (top units, skip inputs, bias); see :class:`bayeslayers.Network`. For a classifier
-        the race scores the class labels by the head's predictive probabilities; the blocks
-        are those of the one-hot regression's indicators.
+        prequential evidence over a first call of no more rows than the head has inputs
+        (flat on more rows), with one evidence prior precision per block of the head's
+        inputs (top units, skip inputs, bias) in every case; see
+        :class:`bayeslayers.Network`. A classifier's evidence is that of the labels under the
+        head's class probabilities; its blocks' precisions are those of the one-hot
+        regression on the class indicators.
     passes : int
         Passes over the data in ``fit``, each tempered by ``1 / passes``.
     batch_size : int or "auto"

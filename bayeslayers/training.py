@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from bayeslayers.network import Network
 
 __all__ = [
-    "PRIOR_RACE_MAX_ROWS",
     "Candidate",
     "FitProgress",
     "prior_race_rows",
@@ -179,28 +178,17 @@ def race_candidates(spec: engine.NetSpec, state: engine.NetState, setting: str) 
     raise ValueError(f"setting must be 'memory' or 'head_prior', got {setting!r}")
 
 
-#: :func:`prior_race_rows`: the longest first call whose every row the head prior's race
-#: runs on, where it has more rows than the head has inputs. The race costs one more pass
-#: over the call; up to this many rows a pass is short (the estimators' batch-1 regime,
-#: :func:`bayeslayers.sklearn.auto_batch_size`), and there the choice matters most.
-PRIOR_RACE_MAX_ROWS = 2000
-
-
 def prior_race_rows(spec: engine.NetSpec, n_rows: int, n_features: int) -> int:
     """Rows of the head prior's race: all ``n_rows`` of the first call where they are no
-    more than :data:`PRIOR_RACE_MAX_ROWS` or than the head's inputs
-    (:func:`bayeslayers.engine.head_width`), else none.
+    more than the head's inputs (:func:`bayeslayers.engine.head_width`), else none.
 
-    Only the evidence over the whole call tells the two priors apart: on a curve that the
-    hidden layers must learn, the fan-in prior fits the first rows better and the flat
-    prior's evidence overtakes it once they have learned, so a race on a share of the rows
-    picks the fan-in prior where it loses (notebook 13; benchmarks/RESULTS.md, "Fourteenth
-    round"). The race therefore runs on a whole first call or not at all; on a longer one
-    the prior is flat, where the data outweigh the head's prior most.
+    Where the rows outnumber the head's weights the data outweigh its prior, and the flat
+    prior is kept. On fewer rows the two priors differ most, and only their evidence over
+    the whole call tells them apart: on a curve that the hidden layer must learn the flat
+    prior's evidence overtakes the fan-in prior's only after the first rows, so a race on a
+    share of the rows picks the fan-in prior where it loses (notebook 13).
     """
-    if n_rows <= max(PRIOR_RACE_MAX_ROWS, engine.head_width(spec, n_features)):
-        return n_rows
-    return 0
+    return n_rows if n_rows <= engine.head_width(spec, n_features) else 0
 
 
 def race(

@@ -370,8 +370,8 @@ def _sine_rows(n, seed=0):
     ("data", "chosen"), [(_linear_rows(48), "fan_in"), (_sine_rows(40), "flat")]
 )
 def test_the_head_prior_race_keeps_the_winner_fitted_alone(data, chosen, monkeypatch):
-    """head_prior="evidence" races the flat and the fan-in prior over a short first call
-    (here fewer rows than the head has inputs: 50 units, the skip inputs and the bias): on a
+    """head_prior="evidence" races the flat and the fan-in prior over a first call of no
+    more rows than the head has inputs (here 50 units, the skip inputs and the bias): on a
     linear target the tighter prior on the 50 ReLU features wins, on a sine that the hidden
     layer must learn the flat one does. The kept network is the winner's own pass: the
     chosen prior fitted alone, with the same precision per block of head inputs."""
@@ -392,17 +392,14 @@ def test_the_head_prior_race_keeps_the_winner_fitted_alone(data, chosen, monkeyp
 
 
 @pytest.mark.parametrize(("data", "linear"), [(_linear_rows(600), True), (_sine_rows(600), False)])
-def test_on_a_long_call_the_evidence_prior_has_one_precision_per_block(data, linear, monkeypatch):
-    """On a first call too long to race (here more than ``PRIOR_RACE_MAX_ROWS``, set to 100,
-    and more rows than the head has inputs) the prior is flat, and the head's evidence prior
-    has one precision per block (the 50 units, the skip inputs, the
+def test_on_more_rows_the_evidence_prior_has_one_precision_per_block(data, linear):
+    """On more rows than the head has inputs there is no race (the prior is flat), and the
+    head's evidence prior has one precision per block (the 50 units, the skip inputs, the
     bias), each starting at the network's prior precision 1: on a linear target the evidence
     shrinks the hidden block (precision far above 1 and above the inputs'), which predicts
     better than one precision for every row; on a sine that only the hidden layer can fit
     the hidden block's precision falls below 1."""
     X, y = data
-    monkeypatch.setattr(training, "PRIOR_RACE_MAX_ROWS", 100)
-    assert training.prior_race_rows(Network([layers.ReLU(50)]).spec, len(X), X.shape[1]) == 0
     net = Network([layers.ReLU(50)], head_prior="evidence", seed=1).fit(X, y)
     assert net.head_prior_ == "flat" and net.spec.head_blocks
     state = net.head_state_

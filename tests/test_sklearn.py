@@ -145,7 +145,7 @@ def test_partial_fit_stream_equals_fit_without_shuffle():
     y = X @ [1.0, -2.0, 0.5, 0.0]
     # the first call fixes the data-derived settings: only data-free ones make a stream = fit
     params = {"hidden": (6,), "batch_size": 5, "shuffle": False, "random_state": 2}
-    params |= {"standardize": False, "init": "he", "head_prior": "flat"}
+    params |= {"standardize": False, "init": "he"}
     full = BayesLayersRegressor(**params).fit(X, y)
     online = BayesLayersRegressor(**params)
     for chunk in np.array_split(np.arange(60), 4):  # chunks are multiples of the batch size
@@ -349,11 +349,12 @@ def test_default_signature_needs_no_hyperparameter():
     assert positional == ["hidden", "activation", "head", "random_state"]
 
 
-def test_both_estimators_race_the_head_prior_on_a_short_first_call():
-    """``head_prior="evidence"`` (the default): a regressor and a classifier race the flat
-    and the fan-in prior over a first call of up to ``PRIOR_RACE_MAX_ROWS`` rows. On 80 rows
-    of a linear target (and of its sign) the tighter prior on the 100 ReLU features wins; on
-    a curved class boundary that the hidden layer must learn the flat one does."""
+def test_both_estimators_race_the_head_prior_and_keep_one_precision_per_block():
+    """``head_prior="evidence"`` (the default): on a first call of no more rows than the head
+    has inputs (100 units, 4 skip inputs, the bias), a regressor and a classifier race the
+    flat and the fan-in prior, and on 80 rows of a linear target (and of its sign) the
+    tighter prior on the 100 ReLU features wins. On more rows the prior is flat, and the
+    head's evidence prior has one precision per block of its inputs."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(80, 4))
     y = X @ np.array([1.0, -0.5, 0.25, 0.0]) + 0.3 * rng.normal(size=80)
@@ -361,10 +362,10 @@ def test_both_estimators_race_the_head_prior_on_a_short_first_call():
     assert reg.network_.head_prior == "evidence" and reg.network_.head_prior_ == "fan_in"
     clf = BayesLayersClassifier(random_state=0).fit(X, y > 0)
     assert clf.network_.head_prior == "evidence" and clf.network_.head_prior_ == "fan_in"
-    assert clf.network_.head_precision_.shape == (3,)  # top units, skip inputs, bias
-    X2 = rng.uniform(-2, 2, (300, 2))
-    curve = BayesLayersClassifier(random_state=0).fit(X2, np.sin(3 * X2[:, 0]) > X2[:, 1])
-    assert curve.network_.head_prior_ == "flat"
+    X2 = rng.normal(size=(300, 4))
+    more = BayesLayersClassifier(random_state=0).fit(X2, X2[:, 0] > 0)
+    assert more.network_.head_prior_ == "flat"
+    assert more.network_.head_precision_.shape == (3,)  # top units, skip inputs, bias
     assert BayesLayersRegressor(head_prior="fan_in").fit(X, y).network_.spec.head_prior == (
         "fan_in"
     )

@@ -71,26 +71,6 @@ def test_the_visiting_order_matters_for_hidden_layers():
     assert not np.allclose(forward[0].hidden[0].mean, backward[0].hidden[0].mean)
 
 
-def test_the_head_prior_races_on_a_whole_short_call_or_not_at_all(monkeypatch):
-    """Every row of a first call of up to PRIOR_RACE_MAX_ROWS rows, or of no more rows than
-    the head has inputs (8 units and the bias here, without skip inputs on one feature),
-    and none of a longer one."""
-    spec = _setup()[0]
-    width = engine.head_width(spec, 1)
-    limit = training.PRIOR_RACE_MAX_ROWS
-    assert [training.prior_race_rows(spec, n, 1) for n in (1, limit, limit + 1)] == [
-        1,
-        limit,
-        0,
-    ]
-    monkeypatch.setattr(training, "PRIOR_RACE_MAX_ROWS", 2)
-    assert [training.prior_race_rows(spec, n, 1) for n in (2, width, width + 1)] == [
-        2,
-        width,
-        0,
-    ]
-
-
 def test_race_candidates_put_the_reference_first_and_handicap_a_memory():
     spec, state, X, T = _setup()
     memory = training.race_candidates(spec, state, "memory")
