@@ -166,8 +166,8 @@ def block_mackay_prior(
     b0 = 1.0 / alpha
     low, high = alpha / MAX_STEP, alpha * MAX_STEP
     new = alpha
-    for _ in range(iterations):
-        variances, mean = moments(new[labels])
+    for i in range(iterations):
+        variances, mean = _own_moments(post) if i == 0 else moments(new[labels])
         gamma = np.bincount(labels, (1.0 - new[labels, None] * variances).sum(axis=1), len(blocks))
         norm = np.bincount(labels, (mean**2).sum(axis=1), len(blocks))
         last, new = new, np.clip(gamma * noise / (norm + 2 * b0 * noise), low, high)
@@ -177,6 +177,17 @@ def block_mackay_prior(
         mean, cov = _dense_posterior(precision, shift, post.structure == "shared", new[labels])
         return post._replace(mean=mean, cov=cov), new
     return conjugate.merge(_prior(post, new[labels]), [data]), new
+
+
+def _own_moments(post: WeightPosterior) -> tuple[np.ndarray, np.ndarray]:
+    """Variances and means ``(D, m)`` of ``post`` itself: its moments at the precisions it was
+    built with, the first iteration's (no factorization for the dense structures)."""
+    if post.structure == "shared":
+        return np.repeat(np.diagonal(post.cov)[:, None], post.mean.shape[1], axis=1), post.mean
+    if post.structure == "unit":
+        return np.diagonal(post.cov, axis1=1, axis2=2).T, post.mean
+    eye = np.eye(len(post.mean), dtype=post.mean.dtype)
+    return conjugate.marginal_variance(post, eye), post.mean
 
 
 def _prior(post: WeightPosterior, rows: np.ndarray) -> WeightPosterior:
