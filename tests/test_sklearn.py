@@ -366,9 +366,25 @@ def test_both_estimators_race_the_head_prior_and_keep_one_precision_per_block():
     more = BayesLayersClassifier(random_state=0).fit(X2, X2[:, 0] > 0)
     assert more.network_.head_prior_ == "flat"
     assert more.network_.head_precision_.shape == (3,)  # top units, skip inputs, bias
+    assert not np.allclose(more.network_.head_precision_, 1.0)  # moved by the evidence
     assert BayesLayersRegressor(head_prior="fan_in").fit(X, y).network_.spec.head_prior == (
         "fan_in"
     )
+
+
+def test_on_few_rows_of_a_noisy_boundary_the_classifier_s_race_beats_the_flat_prior():
+    """80 rows of a noisy linear boundary (P(y = 1) = sigmoid(x b)): 100 ReLU features under
+    the flat prior overfit the one-hot head; the race picks the fan-in prior by the labels'
+    evidence and predicts held-out classes better."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1080, 5))
+    p = 1.0 / (1.0 + np.exp(-(X @ np.array([1.5, -1.0, 0.5, 0.0, 0.8]))))
+    y = (rng.uniform(size=len(X)) < p).astype(int)
+    default = BayesLayersClassifier(random_state=0).fit(X[:80], y[:80])
+    flat = BayesLayersClassifier(random_state=0, head_prior="flat").fit(X[:80], y[:80])
+    assert default.network_.head_prior_ == "fan_in"
+    nll = [metrics.nll_classification(y[80:], m.predict_proba(X[80:])) for m in (default, flat)]
+    assert nll[0] < nll[1] - 0.05
 
 
 def test_a_few_rows_of_a_linear_target_are_fitted_about_as_well_as_by_bayesian_ridge():
