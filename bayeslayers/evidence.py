@@ -181,7 +181,9 @@ def block_mackay_prior(
 
 def _own_moments(post: WeightPosterior) -> tuple[np.ndarray, np.ndarray]:
     """Variances and means ``(D, m)`` of ``post`` itself: its moments at the precisions it was
-    built with, the first iteration's (no factorization for the dense structures)."""
+    built with, the first iteration's (no factorization for the dense structures; any other
+    structure through its own hook, :func:`~bayeslayers.conjugate.marginal_variance` of the
+    unit vectors)."""
     if post.structure == "shared":
         return np.repeat(np.diagonal(post.cov)[:, None], post.mean.shape[1], axis=1), post.mean
     if post.structure == "unit":
@@ -264,8 +266,5 @@ def _merged_moments(
     post: WeightPosterior, data: conjugate.NaturalDelta, rows: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_dense_moments` for any structure, through its own hooks: the data merged onto
-    the prior of precision ``rows``, its variances read off by
-    :func:`~bayeslayers.conjugate.marginal_variance` of the unit vectors."""
-    rebased = conjugate.merge(_prior(post, rows), [data])
-    eye = np.eye(len(rows), dtype=post.mean.dtype)
-    return conjugate.marginal_variance(rebased, eye), rebased.mean
+    the prior of precision ``rows``, its variances read off by :func:`_own_moments`."""
+    return _own_moments(conjugate.merge(_prior(post, rows), [data]))
